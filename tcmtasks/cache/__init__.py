@@ -1,0 +1,1 @@
+"""Reading and changing a Triton cache on disk."""

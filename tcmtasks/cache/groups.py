@@ -1,0 +1,125 @@
+"""``__grp__<name>.json`` files: read them, judge them as Triton would, rewrite them atomically.
+
+Triton's ``FileCacheManager.get_group`` keeps only the children whose absolute path exists and
+counts a lookup as a hit only when ``<name>.json`` survives (FACTS.md item 3). Everything here
+mirrors that rule so that tcm's verdict and Triton's never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..atomic import atomic_write_text
+
+GROUP_PREFIX = "__grp__"
+
+
+def group_filename(name: str) -> str:
+    return f"{GROUP_PREFIX}{name}.json"
+
+
+def kernel_name_of_group(filename: str) -> str | None:
+    """``__grp__add_kernel.json`` -> ``add_kernel``; None for any other file name."""
+    if filename.startswith(GROUP_PREFIX) and filename.endswith(".json"):
+        return filename[len(GROUP_PREFIX) : -len(".json")] or None
+    return None
+
+
+class GroupFormatError(ValueError):
+    """The group file is not JSON, or has no ``child_paths`` mapping."""
+
+
+def read_group(path: Path) -> dict[str, str]:
+    """Return ``child_paths``; raise GroupFormatError for a file Triton could not use."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GroupFormatError(f"not valid JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise GroupFormatError("not a JSON object")
+    children = data.get("child_paths")
+    if not isinstance(children, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in children.items()
+    ):
+        raise GroupFormatError("has no child_paths mapping of file name to path")
+    return children
+
+
+@dataclass
+class GroupCheck:
+    """What Triton would make of a group, and why."""
+
+    #: "hit": resolves to this entry's own files; "foreign-hit": resolves, but through files
+    #: outside the entry (an older copy still on disk); "miss": Triton recompiles; "broken":
+    #: Triton takes it as a hit and fails loading it.
+    lookup: str
+    missing: list[str] = field(default_factory=list)  # listed children that exist nowhere
+    foreign: list[str] = field(default_factory=list)  # children whose path is not in this entry
+    unlisted_metadata: bool = False  # the group does not list <name>.json at all
+
+
+def check_group(
+    entry_dir: Path, name: str, children: dict[str, str], binary_suffixes: tuple[str, ...]
+) -> GroupCheck:
+    """Judge a group exactly as ``get_group`` + ``compile`` would, plus where paths point.
+
+    A lookup that finds the metadata but not the binary (``.cubin``/``.hsaco``) is "broken":
+    Triton takes it as a hit and then fails with a KeyError loading the kernel (3.6.0's
+    ``CompiledKernel.__init__``), which is worse than a miss.
+    """
+    own = os.path.normpath(os.fspath(entry_dir))
+    resolved: dict[str, str] = {}
+    check = GroupCheck(lookup="miss")
+    for child, path in children.items():
+        mine = os.path.join(own, child)
+        exists = os.path.exists(path)
+        inside = os.path.isabs(path) and (
+            os.path.normpath(path) == mine
+            # the same file reached through a symlinked parent (/tmp -> /private/tmp) is ours
+            or (exists and os.path.exists(mine) and os.path.samefile(path, mine))
+        )
+        if not inside:
+            check.foreign.append(child)
+        if exists:
+            resolved[child] = path
+        else:
+            check.missing.append(child)
+    metadata = f"{name}.json"
+    if metadata not in children:
+        check.unlisted_metadata = True
+    if metadata in resolved:
+        if not any(c.endswith(binary_suffixes) for c in resolved):
+            check.lookup = "broken"
+        else:
+            check.lookup = "hit" if metadata not in check.foreign else "foreign-hit"
+    return check
+
+
+def relocated_children(entry_dir: Path, children: dict[str, str]) -> dict[str, str]:
+    """Point every child at this entry's own copy; drop children the entry does not hold."""
+    out: dict[str, str] = {}
+    for child in children:
+        own = entry_dir / child
+        if own.is_file():
+            out[child] = os.fspath(own.absolute())
+    return out
+
+
+def write_group(entry_dir: Path, name: str, children: dict[str, str]) -> Path:
+    """Write a group atomically, in the exact shape Triton writes (``put_group``).
+
+    The old group's mtime is kept: an entry's age is the age of its files, and repairing or
+    pruning a kernel must not make it look freshly used to ``--older-than`` or an LRU budget.
+    """
+    path = entry_dir / group_filename(name)
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
+    atomic_write_text(path, json.dumps({"child_paths": children}))
+    if old is not None:
+        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
+    return path

@@ -1,0 +1,478 @@
+"""``tcm``: the command line, thin over the library (typer for arguments, rich for output)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .cache.entries import Entry, EntryKind
+from .cache.health import diagnose, repair, rescan
+from .cache.roots import Root, discover
+from .errors import CacheError, TcmError
+from .index import Index, IndexStats
+from .select import SORT_KEYS, Criteria, parse_age, select
+
+app = typer.Typer(
+    name="tcm",
+    help="Manage Triton kernel caches: index, search and check them (more to come: prune, "
+    "warm, package as OCI images, restore, track hits).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+# Piped output is read by people too (| less, | grep): do not squeeze tables into 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+_state: dict[str, Any] = {"db": None}
+
+CacheDirs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--cache-dir",
+        "-c",
+        help="Cache root (repeatable). Inductor and vLLM cache "
+        "dirs are expanded to the Triton roots inside them. Default: TRITON_CACHE_DIR, "
+        "TRITON_HOME, ~/.triton/cache, Inductor's and vLLM's caches.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tcm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", envvar="TCM_DB", help="Index database [default: ~/.local/share/tcm/index.db]"
+        ),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
+    ] = 0,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    _state["db"] = db
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err, show_path=False)],
+    )
+
+
+def _index() -> Index:
+    return Index(_state["db"])
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def human_age(mtime: float, now: float) -> str:
+    s = max(0.0, now - mtime)
+    for unit, length in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= length:
+            return f"{s / length:.0f}{unit} ago"
+    return f"{s:.0f}s ago"
+
+
+def _status(e: Entry) -> str:
+    worst = (
+        "error"
+        if any(p.severity == "error" for p in e.problems)
+        else ("warning" if e.problems else "")
+    )
+    color = {"hit": "green", "foreign-hit": "yellow", "miss": "red", "broken": "red"}.get(
+        e.lookup, "white"
+    )
+    text = f"[{color}]{e.lookup}[/]" if e.lookup else e.kind
+    if worst:
+        text += (
+            f" [{'red' if worst == 'error' else 'yellow'}]({len(e.problems)} problem"
+            f"{'s' if len(e.problems) > 1 else ''})[/]"
+        )
+    return text
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _progress_update(stats_label: str):
+    """A rich progress bar on stderr for long indexing runs; silent when not a terminal."""
+    if not err.is_terminal:
+        return None, None
+    progress = Progress(
+        TextColumn(stats_label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("index", total=None)
+
+    def update(done: int, total: int) -> None:
+        if total >= 512:
+            if not progress.live.is_started:
+                progress.start()
+            progress.update(task, completed=done, total=total)
+
+    return progress, update
+
+
+def _refresh(index: Index, roots: list[Root], *, rescan: bool = False) -> IndexStats:
+    progress, update = _progress_update("indexing")
+    try:
+        return index.update(roots, rescan=rescan, progress=update)
+    finally:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+
+
+def _roots_for(index: Index, cache_dirs: list[Path] | None) -> list[Root]:
+    """Roots a read command looks at: the given dirs, else those already indexed (dropping
+    any that vanished), else the default locations."""
+    if cache_dirs:
+        roots = discover(cache_dirs)
+        missing = [r for r in roots if not r.path.is_dir()]
+        if missing:
+            raise CacheError(f"cache dir {missing[0].path} does not exist")
+        return roots
+    known = index.roots()
+    if known:
+        alive = []
+        for r in known:
+            if r.path.is_dir():
+                alive.append(r)
+            else:
+                n = index.forget(r.path)
+                logging.getLogger("tcm").warning(
+                    "cache dir %s is gone; dropped its %d entries from the index", r.path, n
+                )
+        return alive
+    roots = discover(None)
+    if not roots:
+        raise CacheError(
+            "no Triton cache found (looked at TRITON_CACHE_DIR, TRITON_HOME, "
+            "~/.triton/cache, Inductor's and vLLM's caches); pass --cache-dir DIR"
+        )
+    return roots
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@app.command("index")
+def index_cmd(
+    cache_dir: CacheDirs = None,
+    rescan: Annotated[
+        bool,
+        typer.Option(
+            "--rescan", help="Re-read every entry, not only those whose directory changed."
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index cache roots into the SQLite database (incremental: unchanged entries are skipped)."""
+    with _index() as index:
+        roots = discover(cache_dir) if cache_dir else (index.roots() or discover(None))
+        if not roots:
+            raise CacheError(
+                "no Triton cache found (looked at TRITON_CACHE_DIR, TRITON_HOME, "
+                "~/.triton/cache, Inductor's and vLLM's caches); pass --cache-dir"
+            )
+        stats = _refresh(index, roots, rescan=rescan)
+        total = index.count()
+    if as_json:
+        _print_json(
+            {
+                **stats.__dict__,
+                "db": str(index.path),
+                "entries": total,
+                "roots": [
+                    {"path": str(r.path), "origin": r.origin, "group": r.group} for r in roots
+                ],
+            }
+        )
+        return
+    for r in roots:
+        out.print(f"  {r.path}  [dim]({r.origin}{', ' + r.group if r.group else ''})[/]")
+    out.print(
+        f"indexed {stats.roots} root{'s' if stats.roots != 1 else ''}: {stats.seen} entries "
+        f"({stats.added} new, {stats.updated} changed, {stats.removed} gone, "
+        f"{stats.unchanged} unchanged) in {stats.seconds:.2f} s -> {index.path}"
+    )
+
+
+@app.command("list")
+def list_cmd(
+    cache_dir: CacheDirs = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", "-n", help="Kernel name, exact or glob (repeatable)."),
+    ] = None,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option("--backend", "-b", help="cuda, hip or rocm (an alias of hip)."),
+    ] = None,
+    arch: Annotated[
+        list[str] | None, typer.Option("--arch", "-a", help="e.g. 90, sm_90, gfx942.")
+    ] = None,
+    triton_version: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--triton-version",
+            "-t",
+            help="3.6 (any 3.6.x), 3.6.0, a glob, or 'unknown' (written before 3.3).",
+        ),
+    ] = None,
+    older_than: Annotated[
+        str | None, typer.Option(help="Newest file older than AGE (units s m h d w, e.g. 7d).")
+    ] = None,
+    younger_than: Annotated[str | None, typer.Option(help="Newest file younger than AGE.")] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kind",
+            help="Entry kinds: kernel (default), module, autotune, in-flight, empty, unknown.",
+        ),
+    ] = None,
+    all_kinds: Annotated[bool, typer.Option("--all", help="Every kind of entry.")] = False,
+    sort: Annotated[
+        str, typer.Option(help=f"One of {', '.join(SORT_KEYS)}; prefix - to reverse.")
+    ] = "name",
+    no_refresh: Annotated[
+        bool, typer.Option("--no-refresh", help="Use the index as it is; do not look at the disk.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List cached kernels, filtered and sorted (refreshes the index first; that is cheap)."""
+    kinds = [] if all_kinds else (kind or [EntryKind.KERNEL])
+    criteria = Criteria(
+        names=name or [],
+        backends=backend or [],
+        archs=arch or [],
+        triton_versions=triton_version or [],
+        older_than=parse_age(older_than) if older_than else None,
+        younger_than=parse_age(younger_than) if younger_than else None,
+        kinds=kinds,
+    )
+    with _index() as index:
+        roots = _roots_for(index, cache_dir)
+        if not no_refresh:
+            _refresh(index, roots)
+        entries = index.entries([r.path for r in roots])
+    now = time.time()
+    chosen = select(entries, criteria, sort=sort, now=now)
+    if as_json:
+        _print_json([e.to_dict(files=False) for e in chosen])
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col, just in (
+        ("KEY", "left"),
+        ("NAME", "left"),
+        ("TARGET", "left"),
+        ("TRITON", "left"),
+        ("W/S", "right"),
+        ("SIZE", "right"),
+        ("AGE", "right"),
+        ("STATUS", "left"),
+    ):
+        table.add_column(col, justify=just, no_wrap=col != "NAME")  # type: ignore[arg-type]
+    multi_root = len({e.root for e in chosen}) > 1
+    if multi_root:
+        table.add_column("ROOT", no_wrap=True)
+    for e in chosen:
+        ws = f"{e.num_warps}/{e.num_stages}" if e.num_warps is not None else ""
+        key = e.key[:12] + ("…" if len(e.key) > 12 else "")
+        row = [
+            key,
+            e.name or "-",
+            str(e.target) if e.target else "-",
+            e.triton_version or "-",
+            ws,
+            human_size(e.size),
+            human_age(e.mtime, now),
+            _status(e),
+        ]
+        table.add_row(*row, *([f"[dim]{e.root}[/]"] if multi_root else []))
+    out.print(table)
+    total = sum(e.size for e in chosen)
+    out.print(f"[dim]{len(chosen)} of {len(entries)} entries, {human_size(total)}[/]")
+
+
+@app.command("show")
+def show_cmd(
+    key: Annotated[str, typer.Argument(help="Entry key or a unique prefix of it.")],
+    cache_dir: CacheDirs = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one entry: all its metadata, its files and what a Triton lookup would do."""
+    with _index() as index:
+        roots = _roots_for(index, cache_dir)
+        _refresh(index, roots)
+        found = index.entries([r.path for r in roots], keys=[key], with_metadata=True)
+    if not found:
+        raise CacheError(
+            f"no entry with key {key!r} in {', '.join(str(r) for r in roots)}; "
+            "tcm list shows the keys"
+        )
+    if len(found) > 1:
+        keys = ", ".join(f"{e.key} ({e.root})" for e in found[:5])
+        raise CacheError(
+            f"{key!r} matches {len(found)} entries ({keys}); give more of the key or --cache-dir"
+        )
+    e = found[0]
+    if as_json:
+        _print_json(e.to_dict(metadata=True))
+        return
+    now = time.time()
+    out.print(f"[bold]{e.key}[/]  {e.path}")
+    rows = [
+        ("kind", e.kind), ("name", e.name or "-"), ("target", str(e.target or "-")),
+        ("triton", e.triton_version or "unknown"), ("key format", e.key_format),
+        ("warps/stages/ctas", f"{e.num_warps}/{e.num_stages}/{e.num_ctas}"),
+        ("shared memory", f"{e.shared} B" if e.shared is not None else "-"),
+        ("size", f"{human_size(e.size)} in {len(e.files)} files"),
+        ("newest file", f"{datetime.fromtimestamp(e.mtime):%Y-%m-%d %H:%M:%S} "
+                        f"({human_age(e.mtime, now)})"),
+        ("lookup", _status(e)),
+    ]  # fmt: skip
+    for label, value in rows:
+        out.print(f"  [bold]{label:<18}[/] {value}")
+    files = Table(box=None, header_style="bold", title="files", title_justify="left")
+    files.add_column("NAME")
+    files.add_column("KIND")
+    files.add_column("SIZE", justify="right")
+    for f in e.files:
+        files.add_row(f.name, f.kind, human_size(f.size))
+    out.print(files)
+    for p in e.problems:
+        out.print(
+            f"  [{'red' if p.severity == 'error' else 'yellow'}]{p.severity}[/] "
+            f"{p.code}: {p.message}"
+        )
+    if e.metadata is not None:
+        out.print("[bold]metadata[/]")
+        out.print_json(data=e.metadata)
+
+
+@app.command("doctor")
+def doctor_cmd(
+    cache_dir: CacheDirs = None,
+    fix: Annotated[
+        bool,
+        typer.Option(
+            "--fix",
+            help="Make the safe repairs: rewrite groups to "
+            "the entry's current location, remove write leftovers "
+            "older than an hour.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every entry on disk; exit 1 when problems are found (or remain after --fix)."""
+    with _index() as index:
+        roots = _roots_for(index, cache_dir)
+        from .cache.entries import scan_root
+
+        entries = [e for r in roots for e in scan_root(r.path)]
+        sick = diagnose(entries)
+        repairs = []
+        if fix and sick:
+            for e in sick:
+                repairs += repair(e)
+            sick = diagnose(rescan(e) for e in sick)
+        if fix:
+            _refresh(index, roots)
+    errors = sum(1 for e in sick if any(p.severity == "error" for p in e.problems))
+    if as_json:
+        _print_json(
+            {
+                "checked": len(entries),
+                "roots": [str(r.path) for r in roots],
+                "entries": [e.to_dict(files=False) for e in sick],
+                "repairs": [r.__dict__ for r in repairs],
+            }
+        )
+    else:
+        for r in repairs:
+            color = "yellow" if r.action == "skipped" else "green"
+            out.print(f"[{color}]{r.action}[/] {r.key[:12]}  {r.detail}")
+        if sick:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            table.add_column("KEY", no_wrap=True)
+            table.add_column("NAME", no_wrap=True)
+            table.add_column("SEVERITY", no_wrap=True)
+            table.add_column("PROBLEM")
+            for e in sick:
+                for p in e.problems:
+                    color = "red" if p.severity == "error" else "yellow"
+                    table.add_row(
+                        e.key[:12],
+                        e.name or e.kind,
+                        f"[{color}]{p.severity}[/]",
+                        f"{p.code}: {p.message}",
+                    )
+            out.print(table)
+        verdict = (
+            "[green]healthy[/]"
+            if not sick
+            else (f"[red]{len(sick)} with problems[/] ({errors} with errors)")
+        )
+        out.print(
+            f"checked {len(entries)} entries in {len(roots)} root"
+            f"{'s' if len(roots) != 1 else ''}: {verdict}"
+        )
+    if sick:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except TcmError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

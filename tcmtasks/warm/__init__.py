@@ -1,0 +1,1 @@
+"""Warm backends: produce a cache for a kernel set or a model (see issue "Warm a cache")."""
