@@ -21,7 +21,13 @@ from typing import Any
 
 from ..errors import CacheError
 from ..targets import Target
-from .groups import GroupFormatError, check_group, kernel_name_of_group, read_group
+from .groups import (
+    GroupFormatError,
+    check_group,
+    corrupt_group_crashes,
+    kernel_name_of_group,
+    read_group,
+)
 
 log = logging.getLogger(__name__)
 
@@ -411,11 +417,15 @@ def _read_kernel(entry: Entry, path: Path, real: dict[str, str], problems: list[
     try:
         children = read_group(path / real[grp_file])
     except GroupFormatError as exc:
+        effect = (
+            "Triton fails when it looks this kernel up"
+            if corrupt_group_crashes(entry.triton_version)
+            else "Triton recompiles this kernel"
+        )
         problems.append(
             Problem(
                 "bad-group",
-                f"group file {grp_file} is {exc}; Triton fails or recompiles: "
-                "tcm doctor --fix rebuilds the group",
+                f"group file {grp_file} is {exc}; {effect}: tcm doctor --fix rebuilds the group",
             )
         )
         entry.lookup = "miss"
@@ -425,7 +435,7 @@ def _read_kernel(entry: Entry, path: Path, real: dict[str, str], problems: list[
         entry.lookup = "miss"
         return
     binary = binary_suffixes(entry.target)
-    check = check_group(path, name or "", children, binary)
+    check = check_group(path, name or "", children, binary, entry.triton_version)
     entry.lookup = check.lookup
     if check.lookup == "broken":
         problems.append(

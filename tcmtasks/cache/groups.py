@@ -28,6 +28,28 @@ def kernel_name_of_group(filename: str) -> str | None:
     return None
 
 
+def _minor(version: str | None) -> tuple[int, int]:
+    """(major, minor) of a Triton version; unknown (pre-3.3 metadata) counts as 3.2."""
+    try:
+        major, minor = (version or "3.2").split(".")[:2]
+        return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+    except ValueError:
+        return (3, 2)
+
+
+def strict_children(triton_version: str | None) -> bool:
+    """From 3.8 ``get_group`` misses when ANY listed child is missing; before, it drops the
+    missing ones and hits while ``<name>.json`` remains (read in 3.6.0, 3.7.0, 3.8.0, 3.9.0
+    sources; FACTS.md item 4 measured the 3.9.0 miss)."""
+    return _minor(triton_version) >= (3, 8)
+
+
+def corrupt_group_crashes(triton_version: str | None) -> bool:
+    """Up to 3.6 an unparsable group raises out of ``get_group`` (the workload fails);
+    from 3.7 it is caught and counted as a miss."""
+    return _minor(triton_version) < (3, 7)
+
+
 class GroupFormatError(ValueError):
     """The group file is not JSON, or has no ``child_paths`` mapping."""
 
@@ -62,7 +84,11 @@ class GroupCheck:
 
 
 def check_group(
-    entry_dir: Path, name: str, children: dict[str, str], binary_suffixes: tuple[str, ...]
+    entry_dir: Path,
+    name: str,
+    children: dict[str, str],
+    binary_suffixes: tuple[str, ...],
+    triton_version: str | None = None,
 ) -> GroupCheck:
     """Judge a group exactly as ``get_group`` + ``compile`` would, plus where paths point.
 
@@ -90,6 +116,8 @@ def check_group(
     metadata = f"{name}.json"
     if metadata not in children:
         check.unlisted_metadata = True
+    if check.missing and strict_children(triton_version):
+        return check  # 3.8+: one missing child and the whole group is a miss
     if metadata in resolved:
         if not any(c.endswith(binary_suffixes) for c in resolved):
             check.lookup = "broken"

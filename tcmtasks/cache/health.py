@@ -112,7 +112,10 @@ def _rewrite_group(entry: Entry) -> Repair:
         json.loads((path / f"{name}.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return Repair(entry.key, "skipped", f"{name}.json is corrupt; remove the entry instead")
-    if check_group(path, name, new, binary_suffixes(entry.target)).lookup != "hit":
+    if (
+        check_group(path, name, new, binary_suffixes(entry.target), entry.triton_version).lookup
+        != "hit"
+    ):
         return Repair(
             entry.key,
             "skipped",

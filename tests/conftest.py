@@ -1,0 +1,104 @@
+"""Shared fixtures: real Triton caches compiled on the CPU once per session, handed out as copies.
+
+The session compiles tests/support/kernels.py for cuda:80, cuda:90 and hip:gfx942 through the
+JIT launch path with a stand-in driver (FACTS.md item 6). Tests get their own copy, with group
+files pointing at the copy, exactly as if Triton had compiled there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+H100_TAR = SHARED_FIXTURES / "triton-3.6.0-cp312-h100-vecadd.tar.gz"
+TARGETS = ("cuda:80", "cuda:90", "hip:gfx942")
+COUNTING_MANAGER = "tests.support.counting_cache:CountingCacheManager"
+
+
+def triton_env(cache_dir: Path, events: Path | None = None) -> dict[str, str]:
+    """Environment for a child process that compiles into ``cache_dir`` and logs lookups."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRITON_", "TCM_"))}
+    env["TRITON_CACHE_DIR"] = str(cache_dir)
+    env["TRITON_CACHE_MANAGER"] = COUNTING_MANAGER
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if events is not None:
+        env["TCM_TEST_EVENTS"] = str(events)
+    return env
+
+
+def compile_kernels(cache_dir: Path, targets=TARGETS, events: Path | None = None) -> list[dict]:
+    """Compile the test kernel set for ``targets`` into ``cache_dir`` in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.support.compile_kernels", *targets],
+        env=triton_env(cache_dir, events),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def lookups(events: Path) -> dict[str, int]:
+    """Counts of hit / miss / store events logged by the counting cache manager."""
+    counts = {"hit": 0, "miss": 0, "store": 0}
+    if events.exists():
+        for line in events.read_text().splitlines():
+            counts[json.loads(line)["event"]] += 1
+    return counts
+
+
+def relocate_copy(src: Path, dst: Path) -> Path:
+    """Copy a cache and point its groups at the copy: the cache Triton would have written had
+    it compiled at ``dst``. Done textually here, independent of the code under test."""
+    shutil.copytree(src, dst, symlinks=True)
+    for grp in dst.glob("*/__grp__*.json"):
+        data = json.loads(grp.read_text())
+        data["child_paths"] = {
+            c: p.replace(str(src), str(dst), 1) for c, p in data["child_paths"].items()
+        }
+        grp.write_text(json.dumps(data))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def compiled_cache(tmp_path_factory) -> tuple[Path, list[dict]]:
+    pytest.importorskip("triton", reason="the test extra installs triton")
+    root = tmp_path_factory.mktemp("session") / "cache"
+    compiled = compile_kernels(root)
+    assert len(compiled) == 3 * len(TARGETS)
+    return root, compiled
+
+
+@pytest.fixture
+def cache(compiled_cache, tmp_path) -> Path:
+    """A private copy of the session's real cache (9 kernels over 3 targets)."""
+    return relocate_copy(compiled_cache[0], tmp_path / "cache")
+
+
+@pytest.fixture
+def h100_cache(tmp_path) -> Path:
+    """The cache written by a real H100 run; groups still point at /tmp/tc1 as Triton wrote."""
+    if not H100_TAR.exists():
+        pytest.skip(f"{H100_TAR} is not present")
+    with tarfile.open(H100_TAR) as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / "tc1"
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch) -> Path:
+    """A private index database (TCM_DB), never the user's."""
+    path = tmp_path / "index.db"
+    monkeypatch.setenv("TCM_DB", str(path))
+    return path
