@@ -14,7 +14,7 @@ from tcmtasks.cache.groups import (
     relocated_children,
     write_group,
 )
-from tests.conftest import REPO, compile_kernels, lookups, triton_env
+from tests.conftest import REPO, compile_kernels, triton_env
 from tests.support.variants import kernel_dirs, kernel_name
 
 
@@ -56,7 +56,13 @@ def test_broken_verdict_is_a_triton_load_failure(cache):
 
 def test_read_group_rejects_what_triton_cannot_use(tmp_path):
     p = tmp_path / "__grp__k.json"
-    for text in ("{trunc", "[]", '{"child_paths": 3}', '{"other": {}}', '{"child_paths": {"a": 1}}'):
+    for text in (
+        "{trunc",
+        "[]",
+        '{"child_paths": 3}',
+        '{"other": {}}',
+        '{"child_paths": {"a": 1}}',
+    ):
         p.write_text(text)
         try:
             read_group(p)

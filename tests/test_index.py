@@ -1,0 +1,210 @@
+"""The SQLite index: contents, incremental updates, several roots, schema versions."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import pytest
+
+import tcmtasks.index as index_mod
+from tcmtasks import Index, scan_root
+from tcmtasks.cache.roots import Root
+from tcmtasks.errors import IndexDbError
+from tests.support.variants import age, kernel_dirs
+
+
+def settle(root):
+    """Age every entry dir past the racy window, as caches are when tcm indexes them."""
+    for d in root.iterdir():
+        age(d, 60)
+
+
+@pytest.fixture
+def counted_scans(monkeypatch):
+    """Count the entries the index actually opens (a spy; scanning still runs for real)."""
+    calls = []
+    real = index_mod.scan_entry
+
+    def spy(root, name, *a, **kw):
+        calls.append(name)
+        return real(root, name, *a, **kw)
+
+    monkeypatch.setattr(index_mod, "scan_entry", spy)
+    return calls
+
+
+def test_index_holds_what_the_scan_sees(cache, tmp_path):
+    with Index(tmp_path / "i.db") as idx:
+        stats = idx.update([Root(cache, "explicit")])
+        assert (stats.added, stats.removed, stats.seen) == (9, 0, 9)
+        got = {e.key: e for e in idx.entries(with_metadata=True)}
+    want = {e.key: e for e in scan_root(cache)}
+    assert got.keys() == want.keys()
+    for key, e in want.items():
+        g = got[key]
+        assert (g.name, g.target, g.triton_version, g.num_warps, g.num_stages, g.size,
+                g.lookup, g.files, g.metadata) == (
+            e.name, e.target, e.triton_version, e.num_warps, e.num_stages, e.size, e.lookup,
+            e.files, e.metadata)  # fmt: skip
+    rows = (
+        sqlite3.connect(tmp_path / "i.db")
+        .execute("SELECT count(*), count(DISTINCT kind) FROM files")
+        .fetchone()
+    )
+    assert rows == (
+        sum(len(e.files) for e in want.values()),
+        6,
+    )  # metadata group ir asm binary source
+
+
+def test_reindex_unchanged_opens_nothing(cache, tmp_path, counted_scans):
+    settle(cache)
+    with Index(tmp_path / "i.db") as idx:
+        idx.update([Root(cache, "explicit")])
+        assert len(counted_scans) == 9
+        counted_scans.clear()
+        stats = idx.update([Root(cache, "explicit")])
+    assert counted_scans == []
+    assert (stats.unchanged, stats.added, stats.updated, stats.removed) == (9, 0, 0, 0)
+
+
+def test_changed_added_and_removed_entries(cache, tmp_path, counted_scans):
+    settle(cache)
+    a, b, c = kernel_dirs(cache)[:3]
+    with Index(tmp_path / "i.db") as idx:
+        idx.update([Root(cache, "explicit")])
+        counted_scans.clear()
+        next(a.glob("*.ttir")).unlink()  # changes a's dir
+        shutil.rmtree(b)  # gone
+        shutil.copytree(c, cache / ("Q" * 52))  # new
+        for d in (a, cache / ("Q" * 52)):
+            age(d, 60)
+        stats = idx.update([Root(cache, "explicit")])
+        keys = {e.key: e for e in idx.entries()}
+    assert sorted(counted_scans) == sorted([a.name, "Q" * 52])
+    assert (stats.added, stats.updated, stats.removed, stats.unchanged) == (1, 1, 1, 7)
+    assert b.name not in keys and "Q" * 52 in keys
+    assert not any(f.name.endswith(".ttir") for f in keys[a.name].files)
+
+
+def test_racy_entries_are_read_again(cache, tmp_path, counted_scans):
+    """A dir changed within the mtime tick of indexing is never trusted as unchanged."""
+    with Index(tmp_path / "i.db") as idx:
+        idx.update([Root(cache, "explicit")])
+        counted_scans.clear()
+        idx.update([Root(cache, "explicit")])
+    assert len(counted_scans) == 9  # all were fresh: read again rather than risk a stale row
+
+
+def test_rescan_reads_in_place_edits(cache, tmp_path):
+    settle(cache)
+    entry = kernel_dirs(cache)[0]
+    ir = next(entry.glob("*.ttir"))
+    with Index(tmp_path / "i.db") as idx:
+        idx.update([Root(cache, "explicit")])
+        with open(ir, "a") as f:  # in place: the dir's mtime and ctime do not move
+            f.write("// edited")
+        idx.update([Root(cache, "explicit")])
+        size = next(
+            f.size
+            for e in idx.entries()
+            if e.key == entry.name
+            for f in e.files
+            if f.name == ir.name
+        )
+        assert size == ir.stat().st_size - len("// edited")
+        stats = idx.update([Root(cache, "explicit")], rescan=True)
+        size = next(
+            f.size
+            for e in idx.entries()
+            if e.key == entry.name
+            for f in e.files
+            if f.name == ir.name
+        )
+    assert stats.updated == 9 and size == ir.stat().st_size
+
+
+def test_several_roots_in_one_db(cache, compiled_cache, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(compiled_cache[0], other)
+    with Index(tmp_path / "i.db") as idx:
+        idx.update([Root(cache, "explicit"), Root(other, "explicit")])
+        assert idx.count() == 18
+        assert len(idx.entries([cache])) == 9
+        assert {r.path for r in idx.roots()} == {cache, other}
+        # the same keys in both roots stay two entries
+        assert len(idx.entries(keys=[kernel_dirs(cache)[0].name])) == 2
+        assert idx.forget(other) == 9
+        assert idx.count() == 9 and [r.path for r in idx.roots()] == [cache]
+
+
+def test_prefix_lookup_escapes_like_wildcards(cache, tmp_path):
+    with Index(tmp_path / "i.db") as idx:
+        idx.update([Root(cache, "explicit")])
+        key = kernel_dirs(cache)[0].name
+        assert [e.key for e in idx.entries(keys=[key[:10]])] == [key]
+        assert idx.entries(keys=["%"]) == [] and idx.entries(keys=["_"]) == []
+
+
+def test_default_db_location(monkeypatch, tmp_path):
+    monkeypatch.delenv("TCM_DB", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert index_mod.default_db_path() == tmp_path / "xdg" / "tcm" / "index.db"
+    monkeypatch.setenv("TCM_DB", str(tmp_path / "x.db"))
+    assert index_mod.default_db_path() == tmp_path / "x.db"
+    with Index() as idx:
+        assert idx.path == tmp_path / "x.db" and idx.schema_version == index_mod.SCHEMA_VERSION
+
+
+def test_migration_path_runs_new_steps_once(tmp_path, monkeypatch):
+    path = tmp_path / "i.db"
+    Index(path).close()
+    calls = []
+
+    def to_2(db):
+        calls.append(2)
+        db["entries"].add_column("hits", int)
+
+    monkeypatch.setitem(index_mod.MIGRATIONS, 2, to_2)
+    with Index(path) as idx:
+        assert idx.schema_version == 2
+        assert "hits" in idx.db["entries"].columns_dict
+    with Index(path) as idx:
+        assert idx.schema_version == 2
+    assert calls == [2]
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "i.db"
+    Index(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 99")
+    conn.commit()
+    conn.close()
+    with pytest.raises(IndexDbError, match="newer than this tcm"):
+        Index(path)
+
+
+def test_corrupt_db_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "i.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(IndexDbError, match="rm "):
+        Index(path)
+
+
+def test_failed_write_leaves_the_previous_index(cache, tmp_path, monkeypatch):
+    settle(cache)
+    with Index(tmp_path / "i.db") as idx:
+        idx.update([Root(cache, "explicit")])
+        before = {e.key for e in idx.entries()}
+        shutil.rmtree(kernel_dirs(cache)[0])
+
+        def boom(*a, **kw):
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr(index_mod, "_entry_row", boom)
+        shutil.copytree(kernel_dirs(cache)[0], cache / ("Z" * 52))
+        with pytest.raises(RuntimeError):
+            idx.update([Root(cache, "explicit")])
+        assert {e.key for e in idx.entries()} == before  # the transaction rolled back
