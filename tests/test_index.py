@@ -197,17 +197,39 @@ def test_corrupt_db_file_is_a_clear_error(tmp_path):
 
 
 def test_failed_write_leaves_the_previous_index(cache, tmp_path, monkeypatch):
+    """A failure after the deletes and the entry upserts ran rolls all of them back."""
     settle(cache)
     with Index(tmp_path / "i.db") as idx:
         idx.update([Root(cache, "explicit")])
-        before = {e.key for e in idx.entries()}
-        shutil.rmtree(kernel_dirs(cache)[0])
-
-        def boom(*a, **kw):
-            raise RuntimeError("disk full")
-
-        monkeypatch.setattr(index_mod, "_entry_row", boom)
+        before = {e.key: e.files for e in idx.entries()}
+        shutil.rmtree(kernel_dirs(cache)[0])  # a delete the failed run would have made
         shutil.copytree(kernel_dirs(cache)[0], cache / ("Z" * 52))
-        with pytest.raises(RuntimeError):
+        real = index_mod._scan_rows
+
+        def bad_file_row(*a, **kw):
+            parts = list(real(*a, **kw))
+            parts[-1][-1][1].append(("only-two", "fields"))  # the files INSERT fails on this
+            yield from parts
+
+        monkeypatch.setattr(index_mod, "_scan_rows", bad_file_row)
+        with pytest.raises(sqlite3.Error):
             idx.update([Root(cache, "explicit")])
-        assert {e.key for e in idx.entries()} == before  # the transaction rolled back
+        assert {e.key: e.files for e in idx.entries()} == before  # the transaction rolled back
+
+
+def test_parallel_scan_gives_the_same_index(cache, tmp_path, monkeypatch):
+    """The worker-process path (used for large caches) writes exactly what one process does."""
+    settle(cache)
+    with Index(tmp_path / "seq.db") as idx:
+        idx.update([Root(cache, "explicit")])
+        sequential = idx.entries(with_metadata=True)
+    monkeypatch.setattr(index_mod, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(index_mod, "_CHUNK", 2)
+    seen = []
+    with Index(tmp_path / "par.db") as idx:
+        stats = idx.update([Root(cache, "explicit")], progress=lambda d, t: seen.append((d, t)))
+        parallel = idx.entries(with_metadata=True)
+    assert stats.added == 9 and seen[-1] == (9, 9) and len(seen) == 5
+    assert [(e.key, e.files, e.metadata, e.lookup) for e in parallel] == [
+        (e.key, e.files, e.metadata, e.lookup) for e in sequential
+    ]

@@ -54,19 +54,21 @@ class GroupFormatError(ValueError):
     """The group file is not JSON, or has no ``child_paths`` mapping."""
 
 
-def read_group(path: Path) -> dict[str, str]:
+def read_group(path: str | Path) -> dict[str, str]:
     """Return ``child_paths``; raise GroupFormatError for a file Triton could not use."""
     try:
-        data = json.loads(path.read_bytes())
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GroupFormatError(f"not valid JSON ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(data, dict):
         raise GroupFormatError("not a JSON object")
     children = data.get("child_paths")
-    if not isinstance(children, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in children.items()
-    ):
+    if not isinstance(children, dict):
         raise GroupFormatError("has no child_paths mapping of file name to path")
+    for k, v in children.items():
+        if type(k) is not str or type(v) is not str:
+            raise GroupFormatError("has no child_paths mapping of file name to path")
     return children
 
 
@@ -84,29 +86,35 @@ class GroupCheck:
 
 
 def check_group(
-    entry_dir: Path,
+    entry_dir: str | Path,
     name: str,
     children: dict[str, str],
     binary_suffixes: tuple[str, ...],
     triton_version: str | None = None,
+    present: set[str] | None = None,
 ) -> GroupCheck:
     """Judge a group exactly as ``get_group`` + ``compile`` would, plus where paths point.
 
     A lookup that finds the metadata but not the binary (``.cubin``/``.hsaco``) is "broken":
     Triton takes it as a hit and then fails with a KeyError loading the kernel (3.6.0's
-    ``CompiledKernel.__init__``), which is worse than a miss.
+    ``CompiledKernel.__init__``), which is worse than a miss. ``present`` (the names in the
+    entry dir, when the caller has listed it) saves a stat per child that lies inside the entry.
     """
     own = os.path.normpath(os.fspath(entry_dir))
     resolved: dict[str, str] = {}
     check = GroupCheck(lookup="miss")
+    prefix = own + os.sep
     for child, path in children.items():
-        mine = os.path.join(own, child)
-        exists = os.path.exists(path)
-        inside = os.path.isabs(path) and (
-            os.path.normpath(path) == mine
-            # the same file reached through a symlinked parent (/tmp -> /private/tmp) is ours
-            or (exists and os.path.exists(mine) and os.path.samefile(path, mine))
-        )
+        if path == prefix + child and present is not None:
+            inside, exists = True, child in present
+        else:
+            mine = os.path.join(own, child)
+            exists = os.path.exists(path)
+            inside = os.path.isabs(path) and (
+                os.path.normpath(path) == mine
+                # the same file reached through a symlinked parent (/tmp -> /private/tmp)
+                or (exists and os.path.exists(mine) and os.path.samefile(path, mine))
+            )
         if not inside:
             check.foreign.append(child)
         if exists:
