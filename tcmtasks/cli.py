@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .cache.entries import Entry, EntryKind
+from .cache.entries import Entry, EntryKind, scan_root
 from .cache.health import diagnose, repair, rescan
 from .cache.roots import Root, discover
 from .errors import CacheError, TcmError
@@ -165,33 +165,31 @@ def _refresh(index: Index, roots: list[Root], *, rescan: bool = False) -> IndexS
 
 
 def _roots_for(index: Index, cache_dirs: list[Path] | None) -> list[Root]:
-    """Roots a read command looks at: the given dirs, else those already indexed (dropping
-    any that vanished), else the default locations."""
+    """Roots a command looks at: the given dirs; else every root already in the index (those
+    that vanished are dropped from it) and every default location that exists."""
     if cache_dirs:
         roots = discover(cache_dirs)
         missing = [r for r in roots if not r.path.is_dir()]
         if missing:
             raise CacheError(f"cache dir {missing[0].path} does not exist")
         return roots
-    known = index.roots()
-    if known:
-        alive = []
-        for r in known:
-            if r.path.is_dir():
-                alive.append(r)
-            else:
-                n = index.forget(r.path)
-                logging.getLogger("tcm").warning(
-                    "cache dir %s is gone; dropped its %d entries from the index", r.path, n
-                )
-        return alive
-    roots = discover(None)
-    if not roots:
+    found: dict[Path, Root] = {}
+    for r in index.roots():
+        if r.path.is_dir():
+            found[r.path] = r
+        else:
+            n = index.forget(r.path)
+            logging.getLogger("tcm").warning(
+                "cache dir %s is gone; dropped its %d entries from the index", r.path, n
+            )
+    for r in discover(None):
+        found.setdefault(r.path, r)
+    if not found:
         raise CacheError(
             "no Triton cache found (looked at TRITON_CACHE_DIR, TRITON_HOME, "
             "~/.triton/cache, Inductor's and vLLM's caches); pass --cache-dir DIR"
         )
-    return roots
+    return list(found.values())
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -208,14 +206,12 @@ def index_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index cache roots into the SQLite database (incremental: unchanged entries are skipped)."""
+    """Index cache roots into the SQLite database (incremental: unchanged entries are skipped).
+
+    Without --cache-dir: the default locations and every root indexed before.
+    """
     with _index() as index:
-        roots = discover(cache_dir) if cache_dir else (index.roots() or discover(None))
-        if not roots:
-            raise CacheError(
-                "no Triton cache found (looked at TRITON_CACHE_DIR, TRITON_HOME, "
-                "~/.triton/cache, Inductor's and vLLM's caches); pass --cache-dir"
-            )
+        roots = _roots_for(index, cache_dir)
         stats = _refresh(index, roots, rescan=rescan)
         total = index.count()
     if as_json:
@@ -409,8 +405,6 @@ def doctor_cmd(
     """Check every entry on disk; exit 1 when problems are found (or remain after --fix)."""
     with _index() as index:
         roots = _roots_for(index, cache_dir)
-        from .cache.entries import scan_root
-
         entries = [e for r in roots for e in scan_root(r.path)]
         sick = diagnose(entries)
         repairs = []

@@ -301,16 +301,13 @@ class Index:
         rows = self.conn.execute(sql, args).fetchall()
         files: dict[int, list[FileInfo]] = {}
         if rows:
-            # One pass over files (or per-id for small selections) beats a query per entry.
-            if len(rows) > 500:
-                cur = self.conn.execute("SELECT entry_id, name, kind, size, mtime FROM files")
-            else:
-                ids = [r[0] for r in rows]
-                cur = self.conn.execute(
-                    "SELECT entry_id, name, kind, size, mtime FROM files WHERE entry_id IN "
-                    f"({', '.join('?' * len(ids))})",
-                    ids,
-                )
+            # One query for the files of every selected entry, not one per entry.
+            cur = self.conn.execute(
+                "SELECT f.entry_id, f.name, f.kind, f.size, f.mtime FROM files f "
+                "JOIN entries e ON e.id = f.entry_id JOIN roots r ON r.id = e.root_id"
+                + (" WHERE " + " AND ".join(where) if where else ""),
+                args,
+            )
             for entry_id, name, kind, size, mtime in cur:
                 files.setdefault(entry_id, []).append(FileInfo(name, kind, size, mtime))
         out = []

@@ -166,3 +166,11 @@ def test_help_explains_each_command(tcm):
     assert "--older-than" in tcm("list", "--help").stdout
     assert "--fix" in tcm("doctor", "--help").stdout
     assert "--rescan" in tcm("index", "--help").stdout
+
+
+def test_without_cache_dir_known_and_default_roots_both_count(tcm, cache, compiled_cache):
+    tcm("index", "-c", cache)
+    shutil.copytree(compiled_cache[0], tcm.home / ".triton" / "cache")
+    assert "2 roots: 18 entries (9 new" in tcm("index").stdout
+    rows = json.loads(tcm("list", "--json").stdout)
+    assert {r["root"] for r in rows} == {str(cache), str(tcm.home / ".triton" / "cache")}
