@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -19,15 +20,18 @@ from rich.table import Table
 from . import __version__
 from .cache.entries import Entry, EntryKind, scan_root
 from .cache.health import diagnose, repair, rescan
+from .cache.lock import locked
+from .cache.remove import purge_trash
 from .cache.roots import Root, discover
-from .errors import CacheError, TcmError
+from .errors import CacheError, TcmError, UsageError
 from .index import Index, IndexStats
-from .select import SORT_KEYS, Criteria, parse_age, select
+from .prune import Plan, apply, plan_dedup, plan_full, plan_gc, plan_ir
+from .select import SORT_KEYS, Criteria, parse_age, parse_size, select
 
 app = typer.Typer(
     name="tcm",
-    help="Manage Triton kernel caches: index, search and check them (more to come: prune, "
-    "warm, package as OCI images, restore, track hits).",
+    help="Manage Triton kernel caches: index, search, check, prune and bound them (more to "
+    "come: warm, package as OCI images, restore, track hits).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -235,32 +239,56 @@ def index_cmd(
     )
 
 
+NameOpt = Annotated[
+    list[str] | None,
+    typer.Option("--name", "-n", help="Kernel name, exact or glob (repeatable)."),
+]
+BackendOpt = Annotated[
+    list[str] | None, typer.Option("--backend", "-b", help="cuda, hip or rocm (an alias of hip).")
+]
+ArchOpt = Annotated[list[str] | None, typer.Option("--arch", "-a", help="e.g. 90, sm_90, gfx942.")]
+VersionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--triton-version",
+        "-t",
+        help="3.6 (any 3.6.x), 3.6.0, a glob, or 'unknown' (written before 3.3).",
+    ),
+]
+OlderOpt = Annotated[
+    str | None,
+    typer.Option("--older-than", help="Newest file older than AGE (units s m h d w, e.g. 7d)."),
+]
+YoungerOpt = Annotated[
+    str | None, typer.Option("--younger-than", help="Newest file younger than AGE.")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")
+]
+
+
+def _criteria(name, backend, arch, triton_version, older_than, younger_than, kinds) -> Criteria:
+    return Criteria(
+        names=name or [],
+        backends=backend or [],
+        archs=arch or [],
+        triton_versions=triton_version or [],
+        older_than=parse_age(older_than) if older_than else None,
+        younger_than=parse_age(younger_than) if younger_than else None,
+        kinds=kinds,
+    )
+
+
 @app.command("list")
 def list_cmd(
     cache_dir: CacheDirs = None,
-    name: Annotated[
-        list[str] | None,
-        typer.Option("--name", "-n", help="Kernel name, exact or glob (repeatable)."),
-    ] = None,
-    backend: Annotated[
-        list[str] | None,
-        typer.Option("--backend", "-b", help="cuda, hip or rocm (an alias of hip)."),
-    ] = None,
-    arch: Annotated[
-        list[str] | None, typer.Option("--arch", "-a", help="e.g. 90, sm_90, gfx942.")
-    ] = None,
-    triton_version: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--triton-version",
-            "-t",
-            help="3.6 (any 3.6.x), 3.6.0, a glob, or 'unknown' (written before 3.3).",
-        ),
-    ] = None,
-    older_than: Annotated[
-        str | None, typer.Option(help="Newest file older than AGE (units s m h d w, e.g. 7d).")
-    ] = None,
-    younger_than: Annotated[str | None, typer.Option(help="Newest file younger than AGE.")] = None,
+    name: NameOpt = None,
+    backend: BackendOpt = None,
+    arch: ArchOpt = None,
+    triton_version: VersionOpt = None,
+    older_than: OlderOpt = None,
+    younger_than: YoungerOpt = None,
     kind: Annotated[
         list[str] | None,
         typer.Option(
@@ -279,15 +307,7 @@ def list_cmd(
 ) -> None:
     """List cached kernels, filtered and sorted (refreshes the index first; that is cheap)."""
     kinds = [] if all_kinds else (kind or [EntryKind.KERNEL])
-    criteria = Criteria(
-        names=name or [],
-        backends=backend or [],
-        archs=arch or [],
-        triton_versions=triton_version or [],
-        older_than=parse_age(older_than) if older_than else None,
-        younger_than=parse_age(younger_than) if younger_than else None,
-        kinds=kinds,
-    )
+    criteria = _criteria(name, backend, arch, triton_version, older_than, younger_than, kinds)
     with _index() as index:
         roots = _roots_for(index, cache_dir)
         if not no_refresh:
@@ -455,6 +475,167 @@ def doctor_cmd(
         )
     if sick:
         raise typer.Exit(1)
+
+
+def _show_plan(plan: Plan, limit: int = 40) -> None:
+    if plan.actions:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("KEY", "NAME", "TARGET", "SIZE", "WHY"):
+            table.add_column(
+                col, no_wrap=col != "WHY", justify="right" if col == "SIZE" else "left"
+            )
+        for a in plan.actions[:limit]:
+            e = a.entry
+            table.add_row(
+                e.key[:12], e.name or e.kind, str(e.target or "-"), human_size(a.bytes), a.reason
+            )
+        out.print(table)
+        if len(plan.actions) > limit:
+            out.print(f"[dim]... and {len(plan.actions) - limit} more (--json lists all)[/]")
+    for e, why in plan.skipped[:limit]:
+        out.print(f"[yellow]skip[/] {e.key[:12]} {e.name or e.kind}: {why}")
+    for note in plan.notes:
+        out.print(f"[yellow]note[/] {note}")
+    n = len(plan.actions)
+    out.print(
+        f"{plan.mode}: {human_size(plan.bytes)} from {n} entr{'y' if n == 1 else 'ies'}"
+        + (f", {len(plan.skipped)} skipped" if plan.skipped else "")
+    )
+
+
+def _change(
+    roots: list[Root], index: Index, make_plan, *, yes: bool, dry_run: bool, as_json: bool
+) -> None:
+    """Lock the roots, plan on a fresh index, confirm, apply, re-index: shared by prune and gc."""
+    if as_json and not (yes or dry_run):
+        raise UsageError("--json cannot ask for confirmation: add --yes or --dry-run")
+    with contextlib.ExitStack() as stack:
+        for r in roots:
+            stack.enter_context(locked(r.path))
+            if n := purge_trash(r.path):
+                logging.getLogger("tcm").info("purged %d leftovers of an interrupted removal", n)
+        _refresh(index, roots)
+        plan = make_plan(index.entries([r.path for r in roots], with_metadata=True))
+        if not as_json:
+            _show_plan(plan)
+        if dry_run or not plan.actions:
+            if as_json:
+                _print_json({**plan.to_dict(), "dry_run": dry_run})
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError(
+                    "not a terminal, so cannot ask: add --yes to go ahead, or "
+                    "--dry-run to only look"
+                )
+            if not typer.confirm(f"Remove {human_size(plan.bytes)}?", err=True):
+                raise typer.Exit(1)
+        progress, update = _progress_update("removing")
+        try:
+            result = apply(plan, progress=update)
+        finally:
+            if progress is not None and progress.live.is_started:
+                progress.stop()
+        _refresh(index, roots)
+    if as_json:
+        _print_json({**plan.to_dict(), "dry_run": False, "result": result.to_dict()})
+    else:
+        for a, msg in result.failed:
+            err.print(f"[red]failed[/] {a.entry.key[:12]}: {msg}")
+        out.print(
+            f"freed {human_size(result.freed)} in {len(result.done)} entries"
+            + (f"; [red]{len(result.failed)} failed[/]" if result.failed else "")
+        )
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command("prune")
+def prune_cmd(
+    cache_dir: CacheDirs = None,
+    name: NameOpt = None,
+    backend: BackendOpt = None,
+    arch: ArchOpt = None,
+    triton_version: VersionOpt = None,
+    older_than: OlderOpt = None,
+    younger_than: YoungerOpt = None,
+    full: Annotated[bool, typer.Option("--full", help="Remove whole entries.")] = False,
+    dedup: Annotated[
+        bool,
+        typer.Option(
+            "--dedup",
+            help="Remove duplicates: same kernel, target, binary and options in one root; "
+            "the newest is kept.",
+        ),
+    ] = False,
+    asm: Annotated[bool, typer.Option("--asm", help="IR mode: also drop .ptx / .amdgcn.")] = False,
+    source: Annotated[bool, typer.Option("--source", help="IR mode: also drop .source.")] = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prune selected entries: by default drop IR files (.ttir .ttgir .llir), which no cached
+    launch reads, and rewrite each group to match; --full removes whole entries; --dedup
+    removes duplicates. Entries are chosen with the same filters as tcm list."""
+    if full and dedup:
+        raise UsageError("--full and --dedup are different modes: pick one")
+    if (asm or source) and (full or dedup):
+        raise UsageError("--asm and --source belong to the IR mode (no --full/--dedup)")
+    criteria = _criteria(
+        name, backend, arch, triton_version, older_than, younger_than, [EntryKind.KERNEL]
+    )
+
+    def make_plan(entries: list[Entry]) -> Plan:
+        chosen = select(entries, criteria)
+        if full:
+            return plan_full(chosen)
+        if dedup:
+            return plan_dedup(chosen)
+        return plan_ir(chosen, asm=asm, source=source)
+
+    with _index() as index:
+        _change(
+            _roots_for(index, cache_dir),
+            index,
+            make_plan,
+            yes=yes,
+            dry_run=dry_run,
+            as_json=as_json,
+        )
+
+
+@app.command("gc")
+def gc_cmd(
+    cache_dir: CacheDirs = None,
+    max_size: Annotated[
+        str | None, typer.Option(help="Keep the cache under SIZE (e.g. 2G, 500M).")
+    ] = None,
+    max_age: Annotated[
+        str | None, typer.Option(help="Remove entries not used for AGE (e.g. 30d).")
+    ] = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Bring caches under a size and/or age budget, least recently used entries first.
+    Launcher modules and writes in progress are never removed."""
+    if max_size is None and max_age is None:
+        raise UsageError("give --max-size and/or --max-age")
+    size = parse_size(max_size) if max_size else None
+    age = parse_age(max_age) if max_age else None
+
+    def make_plan(entries: list[Entry]) -> Plan:
+        return plan_gc(entries, max_size=size, max_age=age)
+
+    with _index() as index:
+        _change(
+            _roots_for(index, cache_dir),
+            index,
+            make_plan,
+            yes=yes,
+            dry_run=dry_run,
+            as_json=as_json,
+        )
 
 
 def main() -> None:

@@ -102,3 +102,38 @@ def db(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "index.db"
     monkeypatch.setenv("TCM_DB", str(path))
     return path
+
+
+@pytest.fixture
+def tcm(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TRITON_", "TCM_", "TORCHINDUCTOR_", "VLLM_", "XDG_"))
+    }
+    env.update(
+        HOME=str(home),
+        TCM_DB=str(tmp_path / "index.db"),
+        COLUMNS="200",
+        TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "no-inductor"),
+        PYTHONPATH=str(REPO),
+    )
+
+    def run(*args, ok=True):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tcmtasks.cli", *map(str, args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        if ok is True:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        elif ok is not None:
+            assert proc.returncode == ok, proc.stdout + proc.stderr
+        return proc
+
+    run.home = home
+    return run

@@ -3,50 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
 from tests.support.variants import age, kernel_dirs
-
-
-@pytest.fixture
-def tcm(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TRITON_", "TCM_", "TORCHINDUCTOR_", "VLLM_", "XDG_"))
-    }
-    env.update(
-        HOME=str(home),
-        TCM_DB=str(tmp_path / "index.db"),
-        COLUMNS="200",
-        TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "no-inductor"),
-        PYTHONPATH=str(REPO),
-    )
-
-    def run(*args, ok=True):
-        proc = subprocess.run(
-            [sys.executable, "-m", "tcmtasks.cli", *map(str, args)],
-            env=env,
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        if ok is True:
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-        elif ok is not None:
-            assert proc.returncode == ok, proc.stdout + proc.stderr
-        return proc
-
-    run.home = home
-    return run
 
 
 def test_index_then_list_rocm(tcm, cache):

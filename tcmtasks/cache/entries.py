@@ -211,6 +211,8 @@ def iter_dirs(root: Path) -> Iterator[tuple[str, os.stat_result | None, str | No
         raise CacheError(f"cache dir {root} is not readable (permission denied)") from None
     with it:
         for item in it:
+            if item.name.startswith(".tcm"):  # tcm's own lock file and trash dir
+                continue
             try:
                 st = item.stat(follow_symlinks=False)
             except OSError as exc:

@@ -1,0 +1,124 @@
+"""Removing entries and files so that a concurrent Triton process never sees half of either.
+
+A whole entry is first renamed into ``<root>/.tcm-trash/`` (one atomic rename: Triton sees the
+entry or nothing) and deleted from there. Files inside an entry go after the group has been
+rewritten without them, so a lookup in between finds a smaller, complete group. A crash leaves
+either the whole entry, or a trash dir that the next prune purges and the index never lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import CacheError
+from .entries import TMP_PREFIX, Entry, binary_suffixes
+from .groups import (
+    GroupFormatError,
+    check_group,
+    group_filename,
+    read_group,
+    relocated_children,
+    write_group,
+)
+
+TRASH = ".tcm-trash"
+#: An entry with a file this young may still be being written by Triton: leave it alone.
+BUSY_SECONDS = 60.0
+_seq = itertools.count()
+
+
+def busy(entry: Entry, now: float | None = None) -> str | None:
+    """Why an entry must not be touched now (a write in progress), or None."""
+    now = time.time() if now is None else now
+    try:
+        names = os.listdir(entry.path)
+    except FileNotFoundError:
+        return "it is gone"
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror})"
+    for name in names:
+        if name.startswith(TMP_PREFIX):
+            try:
+                if now - os.stat(entry.path / name).st_mtime < 3600:
+                    return f"Triton is writing it ({name})"
+            except OSError:
+                continue
+    if now - entry.mtime < BUSY_SECONDS:
+        return f"it was written {now - entry.mtime:.0f} s ago and may still be in progress"
+    return None
+
+
+def remove_entry(entry: Entry) -> None:
+    """Move the entry out of Triton's sight in one rename, then delete it."""
+    trash = entry.root / TRASH
+    try:
+        trash.mkdir(exist_ok=True)
+        dest = trash / f"{entry.key}.{os.getpid()}.{next(_seq)}"
+        os.rename(entry.path, dest)
+    except FileNotFoundError:
+        raise CacheError(f"{entry.path} is gone (removed by someone else?)") from None
+    except OSError as exc:
+        raise CacheError(
+            f"cannot remove {entry.path}: {exc.strerror or exc}; check the permissions of "
+            f"{entry.root}"
+        ) from None
+    shutil.rmtree(dest, ignore_errors=True)
+
+
+def purge_trash(root: Path) -> int:
+    """Delete what an interrupted removal left in the trash; return how many were there."""
+    trash = Path(root) / TRASH
+    try:
+        items = list(trash.iterdir())
+    except FileNotFoundError:
+        return 0
+    for item in items:
+        shutil.rmtree(item, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        trash.rmdir()
+    return len(items)
+
+
+def remove_files(entry: Entry, names: set[str]) -> int:
+    """Drop files from a kernel entry: rewrite its group without them, then unlink them.
+
+    Refuses (CacheError) when the rewritten group would not be a hit on this entry's own files,
+    so a prune can never turn a hit into a miss. Returns the bytes freed.
+    """
+    name = entry.name or ""
+    path = entry.path
+    try:
+        children = read_group(path / group_filename(name))
+    except FileNotFoundError:
+        raise CacheError(f"{entry.key}: it has no group file; run tcm doctor") from None
+    except GroupFormatError as exc:
+        raise CacheError(f"{entry.key}: its group is {exc}; run tcm doctor --fix") from None
+    except OSError as exc:
+        raise CacheError(f"{entry.key}: cannot read its group ({exc.strerror})") from None
+    kept = relocated_children(path, {c: p for c, p in children.items() if c not in names})
+    check = check_group(path, name, kept, binary_suffixes(entry.target), entry.triton_version)
+    if check.lookup != "hit":
+        raise CacheError(f"{entry.key}: without those files the group would not hit; left as is")
+    try:
+        write_group(path, name, kept)
+    except OSError as exc:
+        raise CacheError(f"{entry.key}: cannot rewrite its group ({exc.strerror})") from None
+    freed = 0
+    for f in entry.files:
+        if f.name in names:
+            try:
+                os.unlink(path / f.name)
+                freed += f.size
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise CacheError(
+                    f"{entry.key}: cannot delete {f.name} ({exc.strerror}); the "
+                    "group no longer lists it, so Triton is unaffected"
+                ) from None
+    return freed
