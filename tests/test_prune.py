@@ -193,9 +193,8 @@ def test_lock_serialises_tcm_runs(settled, tcm):
     with locked(settled):
         proc = tcm("prune", "-c", settled, "-y", ok=2)
         assert "another tcm" in proc.stderr and str(os.getpid()) in proc.stderr
-        with pytest.raises(CacheError, match="another tcm"):
-            with locked(settled):
-                pass
+        with pytest.raises(CacheError, match="another tcm"), locked(settled):
+            pass
     tcm("prune", "-c", settled, "-y")  # free again
     fd = os.open(settled / LOCK_NAME, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it after the run
