@@ -56,9 +56,9 @@ def real_entries(workdir: Path) -> Path:
     return src
 
 
-def build(workdir: Path, n: int) -> Path:
-    root = workdir / f"cache-{n}"
-    if root.exists() and sum(1 for _ in os.scandir(root)) == n:
+def build(workdir: Path, n: int, name: str | None = None) -> Path:
+    root = workdir / (name or f"cache-{n}")
+    if name is None and root.exists() and sum(1 for _ in os.scandir(root)) == n:
         return root
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -75,8 +75,10 @@ def build(workdir: Path, n: int) -> Path:
         write_group(
             dst, grp.name[len("__grp__") : -len(".json")], {c: str(dst / c) for c in children}
         )
-    old = time.time() - 3600  # a settled cache: nothing written in the last racy window
+    old = time.time() - 3600  # a settled cache: nothing written in the last hour
     for d in root.iterdir():
+        for grp in d.glob("__grp__*.json"):
+            os.utime(grp, (old, old))
         os.utime(d, (old, old))
     return root
 

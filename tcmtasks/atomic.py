@@ -1,4 +1,10 @@
-"""Atomic file replacement: a reader (Triton in another process) sees the old file or the new."""
+"""Atomic file replacement: a reader (Triton in another process) sees the old file or the new.
+
+Single files: ``atomic_write_text`` (write a temp file beside the target, fsync, rename).
+Many files: ``stage_text`` each one without syncing, ``os.sync()`` once, then ``commit`` each
+rename. Per-file fsync costs ~0.4 ms plus a journal commit on this machine's disks; for 20,000
+group files that was 25 s of a 33 s prune, against one sync for the whole batch.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +13,40 @@ import os
 import tempfile
 from pathlib import Path
 
+TMP_SUFFIX = ".tcm-tmp"
 
-def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+
+def stage_text(path: Path, text: str, *, mode: int = 0o644, sync: bool = False) -> str:
+    """Write ``text`` to a temp file beside ``path``; return its name for ``commit``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tcm-tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
+    except BaseException:
+        discard(tmp)
+        raise
+    return tmp
+
+
+def commit(tmp: str, path: Path) -> None:
+    """Rename a staged temp file over its target (atomic on POSIX)."""
+    try:
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        discard(tmp)
         raise
+
+
+def discard(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` durably and atomically."""
+    commit(stage_text(path, text, mode=mode, sync=True), path)

@@ -429,8 +429,11 @@ def doctor_cmd(
         sick = diagnose(entries)
         repairs = []
         if fix and sick:
-            for e in sick:
-                repairs += repair(e)
+            with contextlib.ExitStack() as stack:
+                for r in {e.root for e in sick}:
+                    stack.enter_context(locked(r))
+                for e in sick:
+                    repairs += repair(e)
             sick = diagnose(rescan(e) for e in sick)
         if fix:
             _refresh(index, roots)
@@ -504,7 +507,14 @@ def _show_plan(plan: Plan, limit: int = 40) -> None:
 
 
 def _change(
-    roots: list[Root], index: Index, make_plan, *, yes: bool, dry_run: bool, as_json: bool
+    roots: list[Root],
+    index: Index,
+    make_plan,
+    *,
+    yes: bool,
+    dry_run: bool,
+    as_json: bool,
+    needs_metadata: bool = False,
 ) -> None:
     """Lock the roots, plan on a fresh index, confirm, apply, re-index: shared by prune and gc."""
     if as_json and not (yes or dry_run):
@@ -515,7 +525,7 @@ def _change(
             if n := purge_trash(r.path):
                 logging.getLogger("tcm").info("purged %d leftovers of an interrupted removal", n)
         _refresh(index, roots)
-        plan = make_plan(index.entries([r.path for r in roots], with_metadata=True))
+        plan = make_plan(index.entries([r.path for r in roots], with_metadata=needs_metadata))
         if not as_json:
             _show_plan(plan)
         if dry_run or not plan.actions:
@@ -601,6 +611,7 @@ def prune_cmd(
             yes=yes,
             dry_run=dry_run,
             as_json=as_json,
+            needs_metadata=dedup,  # compile options come from metadata; other modes skip it
         )
 
 

@@ -311,6 +311,7 @@ class Index:
             for entry_id, name, kind, size, mtime in cur:
                 files.setdefault(entry_id, []).append(FileInfo(name, kind, size, mtime))
         out = []
+        root_paths: dict[str, Path] = {}  # one Path per root, not one per entry
         for row in rows:
             entry_id, root_path = row[0], row[1]
             rec = dict(zip(ENTRY_COLUMNS[1:], row[2:], strict=True))
@@ -323,7 +324,7 @@ class Index:
             out.append(
                 Entry(
                     key=rec["key"],
-                    root=Path(root_path),
+                    root=root_paths.setdefault(root_path, Path(root_path)),
                     kind=rec["kind"],
                     key_format=rec["key_format"] or "other",
                     name=rec["name"],

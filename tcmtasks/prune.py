@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cache.entries import Entry, EntryKind, FileKind
-from .cache.remove import busy, remove_entry, remove_files
+from .cache.remove import busy, remove_entry, remove_files_many
 from .errors import CacheError
 
 #: Metadata fields that differ between identical compilations: the key itself, the Triton
@@ -231,19 +231,36 @@ def plan_gc(
 # -- applying -----------------------------------------------------------------------------------
 
 
+#: Entries whose files are pruned per batch (one sync each); bounds what a crash leaves staged.
+BATCH = 1000
+
+
 def apply(plan: Plan, *, progress: Callable[[int, int], None] | None = None) -> Result:
     """Carry out a plan; each entry's failure is recorded and the rest goes on."""
     result = Result()
-    for i, action in enumerate(plan.actions, 1):
+    done = 0
+    whole = [a for a in plan.actions if a.kind == "entry"]
+    files = [a for a in plan.actions if a.kind == "files"]
+    for action in whole:
         try:
-            if action.kind == "entry":
-                remove_entry(action.entry)
-                result.freed += action.bytes
-            else:
-                result.freed += remove_files(action.entry, set(action.files))
+            remove_entry(action.entry)
+            result.freed += action.bytes
             result.done.append(action)
         except CacheError as exc:
             result.failed.append((action, str(exc)))
+        done += 1
         if progress:
-            progress(i, len(plan.actions))
+            progress(done, len(plan.actions))
+    for start in range(0, len(files), BATCH):
+        batch = files[start : start + BATCH]
+        outcomes = remove_files_many([(a.entry, set(a.files)) for a in batch])
+        for action, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, CacheError):
+                result.failed.append((action, str(outcome)))
+            else:
+                result.freed += outcome
+                result.done.append(action)
+        done += len(batch)
+        if progress:
+            progress(done, len(plan.actions))
     return result

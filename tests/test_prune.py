@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -271,3 +272,20 @@ def test_read_only_entry_fails_alone_and_stays_whole(settled, tmp_path):
     pruned = [e for e in kernels(settled) if e.key != locked_entry.name]
     assert all(not any(f.kind == "ir" for f in e.files) for e in pruned)
     assert all(e.lookup == "hit" for e in kernels(settled))
+
+
+def test_a_staged_group_left_by_a_crash_is_harmless_and_cleaned(settled):
+    """A kill between staging a group and renaming it leaves a temp file Triton never reads."""
+    from tcmtasks import diagnose, repair
+    from tcmtasks.cache.groups import stage_group
+
+    entry = kernel_dirs(settled)[0]
+    name = kernel_name(entry)
+    staged = stage_group(entry, name, {"x": "y"})
+    e = {e.key: e for e in scan_root(settled)}[entry.name]
+    assert e.lookup == "hit" and not e.problems  # a fresh one may be a run in progress
+    age(Path(staged.tmp), 3600)
+    (sick,) = diagnose(scan_root(settled))
+    assert [p.code for p in sick.problems] == ["tcm-leftover"]
+    assert [r.action for r in repair(sick)] == ["removed-leftover"]
+    assert not Path(staged.tmp).exists() and diagnose(scan_root(settled)) == []

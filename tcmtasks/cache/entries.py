@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import TMP_SUFFIX
 from ..errors import CacheError
 from ..targets import Target
 from .groups import (
@@ -39,6 +40,8 @@ _BINARY_BY_BACKEND = {"cuda": (".cubin",), "hip": (".hsaco",)}
 TMP_PREFIX = "tmp.pid_"
 #: An in-flight dir older than this is a leftover of a killed process, not a write in progress.
 STALE_TMP_SECONDS = 3600.0
+#: A staged file of tcm's younger than this may belong to a run in progress.
+BUSY_TMP_SECONDS = 60.0
 #: A dir changed this recently may change again within the same mtime tick: do not trust it.
 RACY_SECONDS = 2.0
 
@@ -314,6 +317,17 @@ def scan_entry(
             else:
                 problems.append(
                     Problem("unexpected-dir", f"unexpected subdirectory {name}", "warning")
+                )
+            continue
+        if item.name.endswith(TMP_SUFFIX):  # a staged group of tcm's, not yet renamed in
+            if now - ist.st_mtime > BUSY_TMP_SECONDS:
+                problems.append(
+                    Problem(
+                        "tcm-leftover",
+                        f"{name} was left by an interrupted tcm run; the entry is unaffected: "
+                        "tcm doctor --fix removes it",
+                        "warning",
+                    )
                 )
             continue
         if stat.S_ISLNK(ist.st_mode):

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import atomic_write_text
+from ..atomic import commit, stage_text
 
 GROUP_PREFIX = "__grp__"
 
@@ -134,28 +134,51 @@ def check_group(
     return check
 
 
-def relocated_children(entry_dir: Path, children: dict[str, str]) -> dict[str, str]:
+def relocated_children(entry_dir: str | Path, children: dict[str, str]) -> dict[str, str]:
     """Point every child at this entry's own copy; drop children the entry does not hold."""
+    base = os.path.abspath(entry_dir)
     out: dict[str, str] = {}
     for child in children:
-        own = entry_dir / child
-        if own.is_file():
-            out[child] = os.fspath(own.absolute())
+        own = os.path.join(base, child)
+        if os.path.isfile(own):
+            out[child] = own
     return out
 
 
 def write_group(entry_dir: Path, name: str, children: dict[str, str]) -> Path:
-    """Write a group atomically, in the exact shape Triton writes (``put_group``).
+    """Write a group atomically and durably, in the exact shape Triton writes (``put_group``).
 
     The old group's mtime is kept: an entry's age is the age of its files, and repairing or
     pruning a kernel must not make it look freshly used to ``--older-than`` or an LRU budget.
     """
-    path = entry_dir / group_filename(name)
+    staged = stage_group(entry_dir, name, children, sync=True)
+    commit_group(staged)
+    return staged.path
+
+
+@dataclass
+class StagedGroup:
+    """A rewritten group written beside the old one, waiting for ``commit_group``."""
+
+    path: Path
+    tmp: str
+    times_ns: tuple[int, int] | None
+
+
+def stage_group(
+    entry_dir: Path, name: str, children: dict[str, str], *, sync: bool = False
+) -> StagedGroup:
+    path = Path(entry_dir) / group_filename(name)
     try:
-        old = path.stat()
+        st = path.stat()
+        times = (st.st_atime_ns, st.st_mtime_ns)
     except FileNotFoundError:
-        old = None
-    atomic_write_text(path, json.dumps({"child_paths": children}))
-    if old is not None:
-        os.utime(path, ns=(old.st_atime_ns, old.st_mtime_ns))
-    return path
+        times = None
+    tmp = stage_text(path, json.dumps({"child_paths": children}), sync=sync)
+    return StagedGroup(path, tmp, times)
+
+
+def commit_group(staged: StagedGroup) -> None:
+    commit(staged.tmp, staged.path)
+    if staged.times_ns is not None:
+        os.utime(staged.path, ns=staged.times_ns)

@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..atomic import TMP_SUFFIX
 from .entries import (
+    BUSY_TMP_SECONDS,
     STALE_TMP_SECONDS,
     TMP_PREFIX,
     Entry,
@@ -64,6 +66,8 @@ def repair(entry: Entry, *, now: float | None = None) -> list[Repair]:
     codes = {p.code for p in entry.problems}
     if "stale-tmp" in codes:
         done += _remove_stale_tmp(entry, now)
+    if "tcm-leftover" in codes:
+        done += _remove_tcm_leftovers(entry, now)
     if entry.kind == EntryKind.KERNEL and codes & GROUP_PROBLEMS and entry.name:
         done.append(_rewrite_group(entry))
     return done
@@ -84,6 +88,18 @@ def _remove_stale_tmp(entry: Entry, now: float) -> list[Repair]:
                 continue
             shutil.rmtree(item)
             out.append(Repair(entry.key, "removed-tmp", f"{item.name} ({age / 3600:.1f} h old)"))
+        except OSError as exc:
+            out.append(Repair(entry.key, "skipped", f"cannot remove {item.name}: {exc}"))
+    return out
+
+
+def _remove_tcm_leftovers(entry: Entry, now: float) -> list[Repair]:
+    out = []
+    for item in entry.path.glob(f"*{TMP_SUFFIX}"):
+        try:
+            if now - item.stat().st_mtime > BUSY_TMP_SECONDS:
+                item.unlink()
+                out.append(Repair(entry.key, "removed-leftover", item.name))
         except OSError as exc:
             out.append(Repair(entry.key, "skipped", f"cannot remove {item.name}: {exc}"))
     return out

@@ -19,11 +19,13 @@ from ..errors import CacheError
 from .entries import TMP_PREFIX, Entry, binary_suffixes
 from .groups import (
     GroupFormatError,
+    StagedGroup,
     check_group,
+    commit_group,
     group_filename,
     read_group,
     relocated_children,
-    write_group,
+    stage_group,
 )
 
 TRASH = ".tcm-trash"
@@ -84,18 +86,59 @@ def purge_trash(root: Path) -> int:
     return len(items)
 
 
-def remove_files(entry: Entry, names: set[str]) -> int:
-    """Drop files from a kernel entry: rewrite its group without them, then unlink them.
+def remove_files_many(work: list[tuple[Entry, set[str]]]) -> list[int | CacheError]:
+    """Drop files from kernel entries: rewrite each group without them, then unlink them.
 
-    Refuses (CacheError) when the rewritten group would not be a hit on this entry's own files,
-    so a prune can never turn a hit into a miss. Returns the bytes freed.
+    An entry is refused (its CacheError returned in its place, nothing changed) when the
+    rewritten group would not be a hit on the entry's own files, so pruning can never turn a
+    hit into a miss. New groups are staged for all entries, made durable with one ``sync``,
+    then renamed into place one by one, and only then are the files unlinked.
     """
+    results: list[int | CacheError] = []
+    staged: list[tuple[int, StagedGroup]] = []
+    for i, (entry, names) in enumerate(work):
+        try:
+            staged.append((i, _stage_without(entry, names)))
+            results.append(0)
+        except CacheError as exc:
+            results.append(exc)
+    if staged and hasattr(os, "sync"):
+        os.sync()
+    for i, group in staged:
+        entry, names = work[i]
+        try:
+            commit_group(group)
+        except OSError as exc:
+            results[i] = CacheError(f"{entry.key}: cannot rewrite its group ({exc.strerror})")
+            continue
+        freed = 0
+        for f in entry.files:
+            if f.name in names:
+                try:
+                    os.unlink(entry.path / f.name)
+                    freed += f.size
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    results[i] = CacheError(
+                        f"{entry.key}: cannot delete {f.name} ({exc.strerror}); the group no "
+                        "longer lists it, so Triton is unaffected"
+                    )
+                    break
+        else:
+            results[i] = freed
+    return results
+
+
+def _stage_without(entry: Entry, names: set[str]) -> StagedGroup:
     name = entry.name or ""
     path = entry.path
     try:
         children = read_group(path / group_filename(name))
     except FileNotFoundError:
-        raise CacheError(f"{entry.key}: it has no group file; run tcm doctor") from None
+        raise CacheError(
+            f"{entry.key}: it has no group file (or is gone); run tcm doctor"
+        ) from None
     except GroupFormatError as exc:
         raise CacheError(f"{entry.key}: its group is {exc}; run tcm doctor --fix") from None
     except OSError as exc:
@@ -105,20 +148,6 @@ def remove_files(entry: Entry, names: set[str]) -> int:
     if check.lookup != "hit":
         raise CacheError(f"{entry.key}: without those files the group would not hit; left as is")
     try:
-        write_group(path, name, kept)
+        return stage_group(path, name, kept)
     except OSError as exc:
         raise CacheError(f"{entry.key}: cannot rewrite its group ({exc.strerror})") from None
-    freed = 0
-    for f in entry.files:
-        if f.name in names:
-            try:
-                os.unlink(path / f.name)
-                freed += f.size
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise CacheError(
-                    f"{entry.key}: cannot delete {f.name} ({exc.strerror}); the "
-                    "group no longer lists it, so Triton is unaffected"
-                ) from None
-    return freed
