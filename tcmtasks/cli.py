@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +20,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__
+from . import __version__, track
 from .cache.entries import Entry, EntryKind, scan_root
 from .cache.health import diagnose, repair, rescan
 from .cache.lock import locked
@@ -217,6 +220,9 @@ def index_cmd(
     with _index() as index:
         roots = _roots_for(index, cache_dir)
         stats = _refresh(index, roots, rescan=rescan)
+        spooled = track.ingest(track.track_dir())  # lookups of processes tracked by env var
+        if spooled.kernels:
+            index.record_usage(spooled)
         total = index.count()
     if as_json:
         _print_json(
@@ -297,6 +303,12 @@ def list_cmd(
         ),
     ] = None,
     all_kinds: Annotated[bool, typer.Option("--all", help="Every kind of entry.")] = False,
+    min_hits: Annotated[
+        int | None, typer.Option(help="At least N tracked hits (see tcm track).")
+    ] = None,
+    max_hits: Annotated[
+        int | None, typer.Option(help="At most N tracked hits (0: never hit while tracked).")
+    ] = None,
     sort: Annotated[
         str, typer.Option(help=f"One of {', '.join(SORT_KEYS)}; prefix - to reverse.")
     ] = "name",
@@ -308,6 +320,7 @@ def list_cmd(
     """List cached kernels, filtered and sorted (refreshes the index first; that is cheap)."""
     kinds = [] if all_kinds else (kind or [EntryKind.KERNEL])
     criteria = _criteria(name, backend, arch, triton_version, older_than, younger_than, kinds)
+    criteria.min_hits, criteria.max_hits = min_hits, max_hits
     with _index() as index:
         roots = _roots_for(index, cache_dir)
         if not no_refresh:
@@ -327,6 +340,7 @@ def list_cmd(
         ("W/S", "right"),
         ("SIZE", "right"),
         ("AGE", "right"),
+        ("HITS", "right"),
         ("STATUS", "left"),
     ):
         table.add_column(col, justify=just, no_wrap=col != "NAME")  # type: ignore[arg-type]
@@ -344,6 +358,7 @@ def list_cmd(
             ws,
             human_size(e.size),
             human_age(e.mtime, now),
+            f"{e.hits}/{e.misses}" if e.last_used else "",
             _status(e),
         ]
         table.add_row(*row, *([f"[dim]{e.root}[/]"] if multi_root else []))
@@ -635,10 +650,12 @@ def gc_cmd(
     size = parse_size(max_size) if max_size else None
     age = parse_age(max_age) if max_age else None
 
-    def make_plan(entries: list[Entry]) -> Plan:
-        return plan_gc(entries, max_size=size, max_age=age)
-
     with _index() as index:
+        tracked = index.last_used()  # runtime use from tcm track, when there is any
+
+        def make_plan(entries: list[Entry]) -> Plan:
+            return plan_gc(entries, max_size=size, max_age=age, last_used=tracked)
+
         _change(
             _roots_for(index, cache_dir),
             index,
@@ -647,6 +664,89 @@ def gc_cmd(
             dry_run=dry_run,
             as_json=as_json,
         )
+
+
+@app.command("track", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def track_cmd(
+    command: Annotated[
+        list[str], typer.Argument(help="The command to run, after --, e.g. -- python train.py")
+    ],
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", "-c", help="Run the command with TRITON_CACHE_DIR=DIR."),
+    ] = None,
+    require_hits: Annotated[
+        bool,
+        typer.Option(
+            "--require-hits",
+            help="Exit 1 when the command compiled any kernel: the cache did not cover it.",
+        ),
+    ] = False,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="Do not add the hits and misses to the index.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a command with Triton's cache lookups tracked; print hits, misses and compile time
+    per kernel (on stderr; --json prints on stdout after the command's own output)."""
+    if os.environ.get("TRITON_CACHE_MANAGER") not in (None, track.MANAGER):
+        raise UsageError(
+            f"TRITON_CACHE_MANAGER is set to {os.environ['TRITON_CACHE_MANAGER']}; tcm track "
+            "needs its own cache manager: unset it for this run"
+        )
+    with tempfile.TemporaryDirectory(prefix="tcm-track-") as events:
+        env = {**os.environ, **track.tracking_env(Path(events), cache_dir)}
+        try:
+            proc = subprocess.Popen(command, env=env)
+        except FileNotFoundError:
+            raise UsageError(f"command not found: {command[0]}") from None
+        except PermissionError:
+            raise UsageError(f"command not executable: {command[0]}") from None
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:  # the child got the same SIGINT; let it finish, then report
+            rc = proc.wait()
+        stats = track.summarize(track.read_events(Path(events)))
+    recorded = 0
+    if not no_index and stats.kernels:
+        with _index() as index:
+            recorded = index.record_usage(stats)
+    compiled = rc == 0 and require_hits and stats.misses > 0
+    if as_json:
+        _print_json({**stats.to_dict(), "returncode": rc, "index_updated": recorded})
+    else:
+        _print_track(stats)
+        if compiled:
+            err.print(
+                f"[red]--require-hits: {stats.misses} kernel(s) were compiled[/]: the cache "
+                f"({', '.join(stats.cache_dirs) or 'none'}) did not cover this workload"
+            )
+    if rc != 0:
+        raise typer.Exit(rc if 0 < rc < 256 else 1)
+    if compiled:
+        raise typer.Exit(1)
+
+
+def _print_track(stats: track.TrackStats) -> None:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "KEY", "HITS", "MISSES", "COMPILE s"):
+        table.add_column(col, justify="left" if col in ("NAME", "KEY") else "right")
+    for k in stats.kernels:
+        table.add_row(
+            k.name,
+            k.key[:12],
+            str(k.hits),
+            str(k.misses),
+            f"{k.compile_seconds:.2f}" if k.compile_seconds else "",
+        )
+    if stats.kernels:
+        err.print(table)
+    color = "green" if stats.misses == 0 else "yellow"
+    err.print(
+        f"[{color}]{stats.lookups} lookups: {stats.hits} hits, {stats.misses} misses[/]"
+        + (f", {stats.compile_seconds:.2f} s compiling" if stats.compile_seconds else "")
+        + (f" ({', '.join(stats.cache_dirs)})" if stats.cache_dirs else "")
+    )
 
 
 def main() -> None:

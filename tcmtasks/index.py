@@ -33,10 +33,11 @@ from .cache.entries import (
 from .cache.roots import Root
 from .errors import IndexDbError
 from .targets import Target
+from .track import KernelStats, TrackStats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ENTRY_COLUMNS = (
     "root_id", "key", "kind", "key_format", "name", "backend", "arch", "warp_size",
@@ -88,8 +89,19 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migrate_to_2(db: sqlite_utils.Database) -> None:
+    """Runtime use from ``tcm track``: kept across re-indexing (the upsert leaves them)."""
+    db["entries"].add_column("hits", int, not_null_default=0)
+    db["entries"].add_column("misses", int, not_null_default=0)
+    db["entries"].add_column("last_used", float)
+    db["entries"].create_index(["last_used"])
+
+
 #: Schema steps: MIGRATIONS[n] turns a version n-1 database into version n. Add, never edit.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migrate_to_1}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _migrate_to_1,
+    2: _migrate_to_2,
+}
 
 
 @dataclass
@@ -292,7 +304,7 @@ class Index:
             where.append("(" + " OR ".join("e.key LIKE ? ESCAPE '\\'" for _ in keys) + ")")
             args += [_like_prefix(k) for k in keys]
         sql = (
-            "SELECT e.id, r.path, "
+            "SELECT e.id, r.path, e.hits, e.misses, e.last_used, "
             + ", ".join(f"e.{c}" for c in ENTRY_COLUMNS[1:])
             + " FROM entries e JOIN roots r ON r.id = e.root_id"
             + (" WHERE " + " AND ".join(where) if where else "")
@@ -313,8 +325,8 @@ class Index:
         out = []
         root_paths: dict[str, Path] = {}  # one Path per root, not one per entry
         for row in rows:
-            entry_id, root_path = row[0], row[1]
-            rec = dict(zip(ENTRY_COLUMNS[1:], row[2:], strict=True))
+            entry_id, root_path, hits, misses, last_used = row[:5]
+            rec = dict(zip(ENTRY_COLUMNS[1:], row[5:], strict=True))
             target = (
                 Target(rec["backend"], rec["arch"], rec["warp_size"] or 0)
                 if rec["backend"]
@@ -340,10 +352,50 @@ class Index:
                     lookup=rec["lookup"] or "",
                     problems=tuple(Problem(**p) for p in json.loads(rec["problems"] or "[]")),
                     fingerprint=rec["fingerprint"] or "",
+                    hits=hits or 0,
+                    misses=misses or 0,
+                    last_used=last_used,
                     metadata_text=meta_text if with_metadata else None,
                 )
             )
         return out
+
+    def record_usage(self, stats: TrackStats) -> int:
+        """Add a tracked run's hits, misses and last use to the entries it looked up; the
+        roots it used are indexed first (its misses stored new entries). Returns how many
+        entries were updated."""
+        by_root: dict[str, list[KernelStats]] = {}
+        for k in stats.kernels:
+            if k.root:
+                by_root.setdefault(k.root, []).append(k)
+        roots = [Root(Path(r), "tracked") for r in by_root if os.path.isdir(r)]
+        if roots:
+            self.update(roots)
+        updated = 0
+        with self._transaction():
+            for root, kernels in by_root.items():
+                row = self.conn.execute(
+                    "SELECT id FROM roots WHERE path = ?", (os.path.abspath(root),)
+                ).fetchone()
+                if not row:
+                    continue
+                cur = self.conn.executemany(
+                    "UPDATE entries SET hits = hits + ?, misses = misses + ?, "
+                    "last_used = max(coalesce(last_used, 0), ?) WHERE root_id = ? AND key = ?",
+                    [(k.hits, k.misses, k.last_used, row[0], k.key) for k in kernels],
+                )
+                updated += cur.rowcount
+        return updated
+
+    def last_used(self) -> dict[tuple[str, str], float]:
+        """(root, key) -> last tracked use, for LRU eviction."""
+        return {
+            (root, key): t
+            for root, key, t in self.conn.execute(
+                "SELECT r.path, e.key, e.last_used FROM entries e JOIN roots r ON r.id = "
+                "e.root_id WHERE e.last_used IS NOT NULL"
+            )
+        }
 
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM entries").fetchone()[0]

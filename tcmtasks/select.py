@@ -23,6 +23,8 @@ SORT_KEYS = {
     "backend": lambda e: (e.target.backend if e.target else "", e.name or "", e.key),
     "arch": lambda e: (e.target.arch if e.target else "", e.name or "", e.key),
     "version": lambda e: (e.triton_version or "", e.name or "", e.key),
+    "hits": lambda e: (e.hits, e.key),
+    "used": lambda e: (e.last_used or 0.0, e.key),  # least recently used first
 }
 
 
@@ -67,6 +69,8 @@ class Criteria:
     older_than: float | None = None  # seconds
     younger_than: float | None = None
     kinds: list[str] = field(default_factory=lambda: [EntryKind.KERNEL])
+    min_hits: int | None = None  # tracked hits (tcm track), inclusive bounds
+    max_hits: int | None = None
 
     def __post_init__(self) -> None:
         self.backends = [normalize_backend(b) for b in self.backends]
@@ -87,6 +91,10 @@ class Criteria:
         if self.triton_versions and not any(
             _version_matches(v, e.triton_version) for v in self.triton_versions
         ):
+            return False
+        if self.min_hits is not None and e.hits < self.min_hits:
+            return False
+        if self.max_hits is not None and e.hits > self.max_hits:
             return False
         age = (time.time() if now is None else now) - e.mtime
         if self.older_than is not None and age <= self.older_than:

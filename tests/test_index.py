@@ -164,18 +164,35 @@ def test_migration_path_runs_new_steps_once(tmp_path, monkeypatch):
     path = tmp_path / "i.db"
     Index(path).close()
     calls = []
+    nxt = max(index_mod.MIGRATIONS) + 1
 
-    def to_2(db):
-        calls.append(2)
-        db["entries"].add_column("hits", int)
+    def step(db):
+        calls.append(nxt)
+        db["entries"].add_column("future", int)
 
-    monkeypatch.setitem(index_mod.MIGRATIONS, 2, to_2)
+    monkeypatch.setitem(index_mod.MIGRATIONS, nxt, step)
+    with Index(path) as idx:
+        assert idx.schema_version == nxt
+        assert "future" in idx.db["entries"].columns_dict
+    with Index(path) as idx:
+        assert idx.schema_version == nxt
+    assert calls == [nxt]
+
+
+def test_a_v1_index_migrates_to_v2_keeping_its_entries(cache, tmp_path, monkeypatch):
+    path = tmp_path / "i.db"
+    with monkeypatch.context() as m:
+        m.setattr(index_mod, "MIGRATIONS", {1: index_mod.MIGRATIONS[1]})
+        with Index(path) as idx:
+            idx.update([Root(cache, "explicit")])
+            assert idx.schema_version == 1
+            assert "hits" not in idx.db["entries"].columns_dict
     with Index(path) as idx:
         assert idx.schema_version == 2
-        assert "hits" in idx.db["entries"].columns_dict
-    with Index(path) as idx:
-        assert idx.schema_version == 2
-    assert calls == [2]
+        entries = idx.entries()
+    assert len(entries) == 9 and {(e.hits, e.misses, e.last_used) for e in entries} == {
+        (0, 0, None)
+    }
 
 
 def test_newer_schema_is_refused(tmp_path):

@@ -115,6 +115,10 @@ class Entry:
     problems: tuple[Problem, ...] = ()
     #: cheap change detector for incremental indexing (see ``dir_fingerprint``)
     fingerprint: str = ""
+    #: runtime use recorded by ``tcm track`` (only entries read from the index carry these)
+    hits: int = 0
+    misses: int = 0
+    last_used: float | None = None
     metadata_text: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -140,6 +144,9 @@ class Entry:
             "num_ctas": self.num_ctas, "shared": self.shared, "size": self.size,
             "file_count": len(self.files), "mtime": self.mtime, "lookup": self.lookup or None,
             "problems": [p.__dict__ for p in self.problems],
+            "hits": self.hits,
+            "misses": self.misses,
+            "last_used": self.last_used,
         }  # fmt: skip
         if files:
             out["files"] = [f.__dict__ for f in self.files]
