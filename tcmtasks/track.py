@@ -9,8 +9,9 @@ for Triton). On Triton 3.4+ the compilation listener adds each compile's duratio
 Compile time is the listener's (Triton 3.4+) where it saw the compile, else the interval from
 the miss to the store of the new group. Events are buffered in memory and appended, one JSON
 line each, to a file per process under ``$TCM_TRACK_DIR`` (default ``~/.local/state/tcm/track``):
-at exit, every 64 events, or when the last write is half a second old. Nothing here imports more than the standard library until
-Triton itself asks for the manager class, so it is cheap in every process it lands in.
+at exit, every 64 events, or when the last write is half a second old. Nothing here imports
+more than the standard library until Triton itself asks for the manager class, so it is cheap
+in every process it lands in.
 """
 
 from __future__ import annotations
