@@ -121,10 +121,10 @@ def tcm(tmp_path):
         PYTHONPATH=str(REPO),
     )
 
-    def run(*args, ok=True):
+    def run(*args, ok=True, extra_env=None):
         proc = subprocess.run(
             [sys.executable, "-m", "tcmtasks.cli", *map(str, args)],
-            env=env,
+            env={**env, **(extra_env or {})},
             capture_output=True,
             text=True,
             cwd=tmp_path,
@@ -136,4 +136,5 @@ def tcm(tmp_path):
         return proc
 
     run.home = home
+    run.env = env
     return run
