@@ -152,6 +152,9 @@ def main() -> None:
             f"  {metric:<11} plain {p:9.3f}  tracked {t:9.3f}  ratio {t / p:5.3f}  "
             f"diff {t - p:+8.3f} {unit}"
         )
+    for mode in modes:
+        vals = " ".join(f"{r['per_launch'] * 1e6:.2f}" for r in results[mode])
+        print(f"  per_launch rounds, {mode:<7}: {vals} us")
     diff = (
         (
             statistics.median(r["lookups_13"] for r in results["tracked"])

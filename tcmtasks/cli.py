@@ -29,7 +29,7 @@ from .cache.roots import Root, discover
 from .errors import CacheError, TcmError, UsageError
 from .index import Index, IndexStats
 from .prune import Plan, apply, plan_dedup, plan_full, plan_gc, plan_ir
-from .select import SORT_KEYS, Criteria, parse_age, parse_size, select
+from .selection import SORT_KEYS, Criteria, parse_age, parse_size, select
 
 app = typer.Typer(
     name="tcm",

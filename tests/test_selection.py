@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tcmtasks import Criteria, Target, UsageError, scan_root, select
-from tcmtasks.select import parse_age, parse_size
+from tcmtasks.selection import parse_age, parse_size
 from tests.support.variants import age, edit_metadata, kernel_dirs
 
 
