@@ -33,8 +33,8 @@ from .selection import SORT_KEYS, Criteria, parse_age, parse_size, select
 
 app = typer.Typer(
     name="tcm",
-    help="Manage Triton kernel caches: index, search, check, prune and bound them (more to "
-    "come: warm, package as OCI images, restore, track hits).",
+    help="Manage Triton kernel caches: index, search, check, prune and bound them, and track "
+    "whether a workload hit them (more to come: warm, package as OCI images, restore).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
