@@ -749,6 +749,245 @@ def _print_track(stats: track.TrackStats) -> None:
     )
 
 
+InsecureOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--insecure-host",
+        help="HOST[:PORT] reached without TLS verification, or over plain HTTP (repeatable); "
+        "every other registry is verified.",
+    ),
+]
+CaCertOpt = Annotated[
+    Path | None, typer.Option("--ca-cert", help="PEM file of a CA to trust for registries.")
+]
+
+
+def _registry_opts(insecure_host, ca_cert, chunk_size=None):
+    from .oci.transfer import RegistryOptions
+
+    if ca_cert is not None and not ca_cert.is_file():
+        raise UsageError(f"--ca-cert {ca_cert} does not exist")
+    return RegistryOptions(
+        insecure_hosts=insecure_host or [], ca_cert=ca_cert, chunk_size=chunk_size
+    )
+
+
+def _transfer_progress(label: str):
+    if not err.is_terminal:
+        return None, None
+    progress = Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} B"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=done, total=total)
+
+    return progress, update
+
+
+@app.command("package")
+def package_cmd(
+    cache_dir: Annotated[Path, typer.Argument(help="The cache root to package.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="Where to write the image: oci:DIR[:TAG] (default "
+            "form), oci-archive:FILE[:TAG] or docker://HOST/REPO:TAG."
+        ),
+    ],
+    name: NameOpt = None,
+    backend: BackendOpt = None,
+    arch: ArchOpt = None,
+    triton_version: VersionOpt = None,
+    older_than: OlderOpt = None,
+    younger_than: YoungerOpt = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="Only entries for this target, e.g. cuda:90 (repeatable)."),
+    ] = None,
+    compression: Annotated[str, typer.Option(help="gzip, zstd or none.")] = "gzip",
+    level: Annotated[int | None, typer.Option(help="Compression level.")] = None,
+    mount_path: Annotated[
+        str | None,
+        typer.Option(
+            help="Write groups for an image mounted read-only at PATH (hits without extraction)."
+        ),
+    ] = None,
+    insecure_host: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a reproducible OCI image of a cache's healthy kernel entries (no daemon): one
+    layer with io.triton.cache/<KEY>/... and io.triton.manifest/manifest.json, MCV labels.
+    SOURCE_DATE_EPOCH sets the timestamps; the same entries give the same digest."""
+    from .oci.image import package
+    from .oci.layout import OciLayout
+    from .oci.refs import parse
+    from .oci.transfer import copy_image, open_dest
+    from .targets import Target
+
+    dest_ref = parse(ref)
+    targets = [Target.parse(t) for t in target or []]
+    criteria = _criteria(
+        name, backend, arch, triton_version, older_than, younger_than, [EntryKind.KERNEL]
+    )
+    if not cache_dir.is_dir():
+        raise CacheError(f"cache dir {cache_dir} does not exist")
+    with _index() as index:
+        roots = discover([cache_dir])
+        _refresh(index, roots)
+        entries = select(index.entries([r.path for r in roots], with_metadata=True), criteria)
+    if targets:
+        entries = [e for e in entries if e.target in targets]
+    skipped = [e for e in entries if e.lookup != "hit"]
+    entries = [e for e in entries if e.lookup == "hit"]
+    for e in skipped:
+        err.print(f"[yellow]skip[/] {e.key[:12]} {e.name}: lookup is '{e.lookup}' (tcm doctor)")
+    producer_file = cache_dir / ".tcm-producer.json"
+    producer = json.loads(producer_file.read_text()) if producer_file.is_file() else None
+    opts = _registry_opts(insecure_host, ca_cert)
+    staging = None
+    if dest_ref.transport == "docker":
+        staging = tempfile.TemporaryDirectory(prefix="tcm-package-")
+        store = OciLayout(Path(staging.name), dest_ref.tag, create=True)
+    else:
+        store = open_dest(dest_ref, opts)
+    try:
+        built = package(
+            entries,
+            store,
+            compression=compression,
+            level=level,
+            mount_path=mount_path,
+            producer=producer,
+        )
+        from .oci.image import MT_MANIFEST
+
+        store.put_manifest(built.manifest, MT_MANIFEST)
+        store.commit()
+        if staging is not None:
+            progress, update = _transfer_progress("pushing")
+            try:
+                copy_image(store, open_dest(dest_ref, opts), progress=update)
+            finally:
+                if progress is not None and progress.live.is_started:
+                    progress.stop()
+    finally:
+        if staging is not None:
+            staging.cleanup()
+        if hasattr(store, "close"):
+            store.close()
+    result = {
+        "reference": str(dest_ref),
+        "digest": built.digest,
+        "entries": len(entries),
+        "skipped": len(skipped),
+        "layer_size": built.layer.size,
+        "cache_size_bytes": sum(e.size for e in entries),
+        "labels": built.labels,
+    }
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(
+            f"packaged {len(entries)} entries ({human_size(result['cache_size_bytes'])}, "
+            f"layer {human_size(built.layer.size)}) -> {dest_ref}\n{built.digest}"
+        )
+
+
+@app.command("push")
+def push_cmd(
+    src: Annotated[str, typer.Argument(help="Source image reference.")],
+    dest: Annotated[str, typer.Argument(help="Destination image reference.")],
+    insecure_host: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    chunk_size: Annotated[
+        str | None,
+        typer.Option(help="Upload blobs larger than SIZE in chunks of SIZE (default 16M)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy an image between any two references (a registry, an OCI layout, an archive).
+    Blobs the destination already has are skipped; every blob is verified as it streams."""
+    from .oci.refs import parse
+    from .oci.transfer import copy_image, discard_new_layout, open_dest, open_source
+
+    opts = _registry_opts(insecure_host, ca_cert, parse_size(chunk_size) if chunk_size else None)
+    dest_ref = parse(dest)
+    existed = dest_ref.path is not None and dest_ref.path.exists()
+    source = open_source(src, opts)
+    progress, update = _transfer_progress("copying")
+    t0 = time.perf_counter()
+    try:
+        result = copy_image(source, open_dest(dest_ref, opts), progress=update)
+    except BaseException:
+        if dest_ref.transport == "oci" and dest_ref.path is not None:
+            discard_new_layout(dest_ref.path, existed)
+        raise
+    finally:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+    secs = time.perf_counter() - t0
+    if as_json:
+        _print_json({**result.__dict__, "seconds": secs, "source": src, "destination": dest})
+    else:
+        out.print(
+            f"{src} -> {dest}: {result.copied} blobs copied ({human_size(result.bytes)}), "
+            f"{result.skipped} already there, {secs:.2f} s\n{result.digest}"
+        )
+
+
+@app.command("inspect")
+def inspect_cmd(
+    ref: Annotated[str, typer.Argument(help="Image reference.")],
+    insecure_host: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an image's labels, targets, producer and entry table without extracting it (only
+    the head of the layer is read)."""
+    from .oci.inspect import inspect
+    from .oci.transfer import open_source
+
+    info = inspect(open_source(ref, _registry_opts(insecure_host, ca_cert)))
+    if as_json:
+        _print_json(info)
+        return
+    out.print(f"[bold]{info['reference']}[/]")
+    targets = ", ".join(f"{t['backend']}:{t['arch']}" for t in info["targets"]) or "-"
+    out.print(
+        f"  entries {info['entry_count']}, cache size "
+        f"{human_size(info['cache_size_bytes'] or 0)}, targets {targets}"
+    )
+    if info["producer"]:
+        out.print(f"  producer {json.dumps(info['producer'])}")
+    for k, v in sorted(info["labels"].items()):
+        out.print(f"  [dim]{k}[/] = {v}")
+    rows = info.get("entries") or []
+    if rows:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("KEY", "NAME", "TARGET", "TRITON", "W/S", "SIZE"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                str(r.get("key") or r.get("hash", ""))[:12],
+                str(r.get("name", "-")),
+                f"{r.get('backend')}:{r.get('arch')}",
+                str(r.get("triton_version")),
+                f"{r.get('num_warps')}/{r.get('num_stages')}",
+                human_size(r["size"]) if isinstance(r.get("size"), int) else "-",
+            )
+        out.print(table)
+
+
 def main() -> None:
     try:
         app()

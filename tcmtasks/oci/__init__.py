@@ -1,0 +1,1 @@
+"""OCI images: build, store, transfer and inspect Triton cache images."""

@@ -1,0 +1,257 @@
+"""Build an MCV/TCV-compatible OCI image from cache entries, reproducibly and without a daemon.
+
+One layer holds ``io.triton.manifest/manifest.json`` (first, so ``inspect`` reads it from the
+head of the stream) and ``io.triton.cache/<KEY>/...``. Labels carry a small summary (containerd
+caps a label at 4 KiB, FACTS.md item 13); per-entry detail lives in the in-layer manifest.
+Same entries in, same digest out: sorted names, fixed modes and owners, mtime 0 or
+``SOURCE_DATE_EPOCH``, gzip header mtime 0, canonical JSON (FACTS.md item 14).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .. import __version__
+from ..cache.entries import Entry, EntryKind, FileKind
+from ..cache.groups import group_filename, read_group
+from ..errors import MissingDependency, UsageError
+
+CACHE_PREFIX = "io.triton.cache"
+MANIFEST_PATH = "io.triton.manifest/manifest.json"
+
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_LAYER = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "none": "application/vnd.oci.image.layer.v1.tar",
+}
+
+LABEL_VARIANT = "cache.triton.image/variant"
+LABEL_COUNT = "cache.triton.image/entry-count"
+LABEL_SIZE = "cache.triton.image/cache-size-bytes"
+LABEL_SUMMARY = "cache.triton.image/summary"
+LABEL_PRODUCER = "io.tcm.producer"
+LABEL_TCM = "io.tcm.version"
+
+
+def canonical(data: Any) -> bytes:
+    """The one JSON encoding tcm writes: sorted keys, no spaces, UTF-8."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds") from None
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: str  # "sha256:..."
+    size: int
+    media_type: str
+
+    def descriptor(self, **extra: Any) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size, **extra}
+
+
+@dataclass
+class BuiltImage:
+    """A built image: its blobs on disk (in a store) and the manifest that ties them."""
+
+    manifest: bytes
+    config: bytes
+    layer: Blob
+    diff_id: str
+    labels: dict[str, str]
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+
+
+class _HashingWriter(io.RawIOBase):
+    """Counts and hashes what passes through to ``out``."""
+
+    def __init__(self, out: BinaryIO):
+        self.out = out
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.sha.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+
+def _compressor(kind: str, out: BinaryIO, level: int | None) -> BinaryIO:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level or 6, mtime=0)  # type: ignore[return-value]
+    if kind == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise MissingDependency("zstandard (for --compression zstd)", "zstd") from None
+        return zstandard.ZstdCompressor(level=level or 3).stream_writer(out, closefd=False)  # type: ignore[return-value]
+    if kind == "none":
+        return out
+    raise UsageError(f"unknown compression {kind!r}; use gzip, zstd or none")
+
+
+def _tarinfo(name: str, size: int, mtime: int, mode: int, kind: bytes = tarfile.REGTYPE):
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.type = size, mtime, mode, kind
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+def entry_manifest_row(e: Entry) -> dict[str, Any]:
+    """One entry of ``io.triton.manifest/manifest.json``: MCV's fields plus tcm's."""
+    meta = e.metadata or {}
+    t = e.target
+    return {
+        "hash": meta.get("hash"), "backend": t.backend if t else None,
+        "arch": t.arch if t else None, "warp_size": t.warp_size if t else None,
+        "ptx_version": meta.get("ptx_version"), "num_stages": e.num_stages,
+        "num_warps": e.num_warps, "debug": meta.get("debug"), "dummy_key": e.key,
+        "key": e.key, "name": e.name, "triton_version": e.triton_version,
+        "size": e.size, "files": [f.name for f in e.files],
+    }  # fmt: skip
+
+
+def summary_targets(entries: Iterable[Entry]) -> list[dict[str, Any]]:
+    seen = sorted({e.target for e in entries if e.target})
+    return [{"backend": t.backend, "arch": t.arch, "warp_size": t.warp_size} for t in seen]
+
+
+def _group_for_image(e: Entry, mount_path: str | None) -> bytes:
+    """The entry's group as shipped: no packer path. With ``mount_path`` the absolute paths of
+    an image mounted read-only there; otherwise bare names, which extraction rewrites."""
+    children = read_group(e.path / group_filename(e.name or ""))
+    kept = {c: c for c in children if (e.path / c).is_file()}
+    if mount_path:
+        kept = {c: os.path.join(mount_path, e.key, c) for c in kept}
+    return json.dumps({"child_paths": dict(sorted(kept.items()))}).encode()
+
+
+def build_layer(
+    entries: list[Entry],
+    out: BinaryIO,
+    *,
+    compression: str = "gzip",
+    level: int | None = None,
+    mount_path: str | None = None,
+) -> tuple[Blob, str]:
+    """Write the layer to ``out``; return its blob (compressed digest) and diff_id."""
+    mtime = source_date_epoch()
+    hashed_out = _HashingWriter(out)
+    comp = _compressor(compression, hashed_out, level)
+    diff = _HashingWriter(comp)
+    with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        rows = [entry_manifest_row(e) for e in entries]
+        manifest = canonical({"triton": rows})
+        for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):
+            tar.addfile(_tarinfo(d, 0, mtime, 0o755, tarfile.DIRTYPE))
+        tar.addfile(_tarinfo(MANIFEST_PATH, len(manifest), mtime, 0o644), io.BytesIO(manifest))
+        for e in sorted(entries, key=lambda e: e.key):
+            tar.addfile(_tarinfo(f"{CACHE_PREFIX}/{e.key}/", 0, mtime, 0o755, tarfile.DIRTYPE))
+            grp = group_filename(e.name or "")
+            for f in sorted(e.files, key=lambda f: f.name):
+                name = f"{CACHE_PREFIX}/{e.key}/{f.name}"
+                if f.name == grp:
+                    data = _group_for_image(e, mount_path)
+                    tar.addfile(_tarinfo(name, len(data), mtime, 0o644), io.BytesIO(data))
+                    continue
+                with open(e.path / f.name, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    tar.addfile(_tarinfo(name, size, mtime, 0o644), fh)
+    if comp is not hashed_out:
+        comp.close()
+    return (
+        Blob("sha256:" + hashed_out.sha.hexdigest(), hashed_out.size, MT_LAYER[compression]),
+        "sha256:" + diff.sha.hexdigest(),
+    )
+
+
+def labels_for(entries: list[Entry], producer: dict[str, Any] | None) -> dict[str, str]:
+    created = datetime.fromtimestamp(source_date_epoch(), timezone.utc)
+    versions = sorted({e.triton_version for e in entries if e.triton_version})
+    labels = {
+        LABEL_VARIANT: "multi",
+        LABEL_COUNT: str(len(entries)),
+        LABEL_SIZE: str(sum(e.size for e in entries)),
+        LABEL_SUMMARY: canonical({"targets": summary_targets(entries)}).decode(),
+        LABEL_TCM: __version__,
+        "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.description": "Triton kernel cache"
+        + (f" (Triton {', '.join(versions)})" if versions else ""),
+    }
+    if producer:
+        labels[LABEL_PRODUCER] = canonical(producer).decode()
+    return labels
+
+
+def package(
+    entries: Iterable[Entry],
+    store: Any,
+    *,
+    compression: str = "gzip",
+    level: int | None = None,
+    mount_path: str | None = None,
+    producer: dict[str, Any] | None = None,
+    extra_labels: dict[str, str] | None = None,
+) -> BuiltImage:
+    """Build the image's blobs into ``store`` (anything with ``add_blob_file``)."""
+    chosen = sorted(
+        (e for e in entries if e.kind == EntryKind.KERNEL and e.files_of(FileKind.METADATA)),
+        key=lambda e: e.key,
+    )
+    if not chosen:
+        raise UsageError("no kernel entries selected: nothing to package")
+    if mount_path and not os.path.isabs(mount_path):
+        raise UsageError(f"--mount-path must be absolute, not {mount_path!r}")
+    fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=store.tmp_dir())
+    try:
+        with os.fdopen(fd, "wb") as f:
+            layer, diff_id = build_layer(
+                chosen, f, compression=compression, level=level, mount_path=mount_path
+            )
+        store.add_blob_file(Path(tmp), layer.digest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    labels = {**labels_for(chosen, producer), **(extra_labels or {})}
+    created = labels["org.opencontainers.image.created"]
+    config = canonical({
+        "architecture": "amd64", "os": "linux", "created": created,
+        "config": {"Labels": labels},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": f"tcm {__version__} package"}],
+    })  # fmt: skip
+    config_blob = store.add_blob_bytes(config, MT_CONFIG)
+    manifest = canonical({
+        "schemaVersion": 2, "mediaType": MT_MANIFEST,
+        "config": config_blob.descriptor(), "layers": [layer.descriptor()],
+        "annotations": labels,
+    })  # fmt: skip
+    return BuiltImage(manifest, config, layer, diff_id, labels)

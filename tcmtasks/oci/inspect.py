@@ -1,0 +1,99 @@
+"""What an image holds, from its manifest, config and the head of its layer only.
+
+The in-layer manifest is the first file of the layer (tcm writes it there; MCV images put it
+early too), so ``inspect`` decompresses the stream until that member and stops: a registry
+transfer is cut off after a few kilobytes, however large the cache.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tarfile
+from typing import Any
+
+from ..errors import MissingDependency
+from .image import LABEL_COUNT, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY
+from .layout import ImageError, parse_manifest
+
+MANIFEST_NAMES = ("io.triton.manifest/manifest.json",)
+
+
+def _decompressed(stream: Any, media_type: str) -> Any:
+    if media_type.endswith("gzip"):
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    if media_type.endswith("zstd"):
+        try:
+            import zstandard
+        except ImportError:
+            raise MissingDependency("zstandard (to read zstd layers)", "zstd") from None
+        return zstandard.ZstdDecompressor().stream_reader(stream)
+    return stream
+
+
+def read_labels(source: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(manifest, config, labels) of an image, without touching its layers."""
+    data, _ = source.manifest()
+    manifest = parse_manifest(data, f"manifest of {source.describe()}")
+    cdesc = manifest.get("config") or {}
+    with source.open_blob(cdesc["digest"], cdesc.get("size")) as f:
+        config = parse_manifest(f.read(), "image config")
+    labels = (config.get("config") or {}).get("Labels") or manifest.get("annotations") or {}
+    return manifest, config, labels
+
+
+def read_entry_manifest(source: Any, manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The in-layer entry table (both MCV shapes: a plain list, or {"triton": [...]})."""
+    for layer in manifest.get("layers", []):
+        raw = source.open_blob(layer["digest"], layer.get("size"))
+        try:
+            stream = _decompressed(raw, layer.get("mediaType", ""))
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    name = member.name.lstrip("./")
+                    if name in MANIFEST_NAMES and member.isfile():
+                        f = tar.extractfile(member)
+                        data = json.loads(f.read()) if f else None
+                        return data.get("triton", []) if isinstance(data, dict) else data
+                    if member.isfile() and not name.startswith("io.triton.manifest"):
+                        break  # cache files start: no manifest ahead of them
+        except (tarfile.TarError, OSError, EOFError, json.JSONDecodeError) as exc:
+            raise ImageError(f"cannot read the layer of {source.describe()}: {exc}") from None
+        finally:
+            try:
+                raw.raw.close()  # stop the download; the digest is not checked on a partial read
+            except AttributeError:
+                raw.close()
+    return None
+
+
+def inspect(source: Any, *, entries: bool = True) -> dict[str, Any]:
+    manifest, _config, labels = read_labels(source)
+    summary = _json_label(labels.get(LABEL_SUMMARY))
+    out: dict[str, Any] = {
+        "reference": source.describe(),
+        "media_type": manifest.get("mediaType"),
+        "layers": [
+            {"digest": d["digest"], "size": d.get("size"), "mediaType": d.get("mediaType")}
+            for d in manifest.get("layers", [])
+        ],
+        "labels": labels,
+        "entry_count": int(labels[LABEL_COUNT]) if labels.get(LABEL_COUNT, "").isdigit() else None,
+        "cache_size_bytes": int(labels[LABEL_SIZE])
+        if labels.get(LABEL_SIZE, "").isdigit()
+        else None,
+        "targets": (summary or {}).get("targets", []),
+        "producer": _json_label(labels.get(LABEL_PRODUCER)),
+    }
+    if entries:
+        out["entries"] = read_entry_manifest(source, manifest)
+    return out
+
+
+def _json_label(value: str | None) -> Any:
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return None

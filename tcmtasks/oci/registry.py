@@ -1,0 +1,425 @@
+"""A small OCI distribution-spec client: push, pull, mount, auth, TLS, retries.
+
+Written here rather than taken from oras-py because tcm needs what that client does not give
+together (FACTS.md items 15 and 17): a manifest PUT whose Content-Type is exactly the manifest's
+mediaType; an Accept list with both OCI and Docker types (distribution answers 404 to a
+Docker-only Accept for an OCI manifest); POST-then-PUT uploads (no single-request
+POST-with-digest on distribution 2.8) with ``&digest=`` appended to a Location that already
+has a query; a new Location after every PATCH and ``Content-Range`` on chunks for stricter
+registries; cross-repository mounts; and digest and size checks on every byte streamed, with
+no layer held in memory. It is stdlib-only (urllib, ssl), so it runs wherever tcm does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .image import MT_INDEX, MT_MANIFEST
+from .layout import (
+    CHUNK,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    ImageError,
+    VerifyingReader,
+    resolve_index,
+)
+
+log = logging.getLogger(__name__)
+
+ACCEPT = ", ".join((MT_MANIFEST, MT_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+RETRIES = 4
+BACKOFF = 0.5  # seconds, doubled per attempt
+DEFAULT_CHUNK = 16 << 20  # uploads above this go in PATCH chunks of this size
+
+
+class AuthError(ImageError):
+    pass
+
+
+def _auth_files() -> list[Path]:
+    files = []
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        files.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    home = Path.home()
+    files.append(home / ".config" / "containers" / "auth.json")
+    docker = Path(os.environ.get("DOCKER_CONFIG", home / ".docker"))
+    files.append(docker / "config.json")
+    return files
+
+
+def credentials_for(host: str) -> tuple[str, str] | None:
+    """(user, password) for a registry: TCM_REGISTRY_USER/TCM_REGISTRY_PASSWORD, else the
+    first auth file (REGISTRY_AUTH_FILE, containers auth.json, ~/.docker/config.json) with an
+    entry for the host. Credential helpers are not run."""
+    user, password = os.environ.get("TCM_REGISTRY_USER"), os.environ.get("TCM_REGISTRY_PASSWORD")
+    if user and password is not None:
+        return user, password
+    for path in _auth_files():
+        try:
+            auths = json.loads(path.read_text()).get("auths", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        for key, value in auths.items():
+            name = re.sub(r"^https?://", "", key).split("/", 1)[0]
+            if name == host and isinstance(value, dict) and value.get("auth"):
+                try:
+                    u, _, p = base64.b64decode(value["auth"]).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                return u, p
+    return None
+
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.strip().partition(" ")
+    params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
+    return scheme.lower(), params
+
+
+class Registry:
+    """One registry host. Credentials are used but never logged or put in messages."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        insecure: bool = False,
+        ca_cert: Path | None = None,
+        credentials: tuple[str, str] | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ):
+        self.host = host
+        self.insecure = insecure
+        self.chunk_size = chunk_size
+        self._creds = credentials if credentials is not None else credentials_for(host)
+        self._tokens: dict[str, str] = {}
+        ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+        if insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        self._ctx = ctx
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx))
+        self.scheme = "https"
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://{self.host}{path}"
+
+    # -- HTTP with auth and retries -------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        scope: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | Callable[[], BinaryIO] | None = None,
+        length: int | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> Any:
+        """Send a request, answering auth challenges and retrying 5xx and dropped connections.
+        ``body`` is bytes or a factory of fresh streams (so a retry can resend it)."""
+        attempt = 0
+        while True:
+            url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+            hdrs = dict(headers or {})
+            if scope in self._tokens:
+                hdrs["Authorization"] = self._tokens[scope]
+            data = body() if callable(body) else body
+            if length is not None:
+                hdrs["Content-Length"] = str(length)
+            req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+            try:
+                resp = self._opener.open(req, timeout=60)
+                if resp.status not in ok:
+                    raise ImageError(f"{method} {self._safe(url)}: unexpected HTTP {resp.status}")
+                return resp
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and scope not in self._tokens:
+                    self._tokens[scope] = self._authorize(
+                        exc.headers.get("WWW-Authenticate", ""), scope
+                    )
+                    continue
+                if exc.code in ok:
+                    return exc
+                if exc.code >= 500 and attempt < RETRIES:
+                    attempt += 1
+                    time.sleep(BACKOFF * 2 ** (attempt - 1))
+                    continue
+                raise self._http_error(method, url, exc) from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
+                reason = getattr(exc, "reason", exc)
+                if self.insecure and self.scheme == "https" and _looks_like_plain_http(reason):
+                    self.scheme = "http"  # an insecure host that speaks plain HTTP
+                    continue
+                if isinstance(reason, ssl.SSLCertVerificationError):
+                    raise ImageError(
+                        f"TLS verification failed for {self.host}: {reason.verify_message}; "
+                        "pass --ca-cert FILE for a private CA, or --insecure-host "
+                        f"{self.host} if you trust this network"
+                    ) from None
+                if attempt < RETRIES:
+                    attempt += 1
+                    log.info("retrying %s %s after %s", method, self._safe(url), reason)
+                    time.sleep(BACKOFF * 2 ** (attempt - 1))
+                    continue
+                raise ImageError(f"cannot reach registry {self.host}: {reason}") from None
+
+    @staticmethod
+    def _safe(url: str) -> str:
+        return url.split("?", 1)[0]  # upload URLs carry state tokens in the query
+
+    def _http_error(self, method: str, url: str, exc: urllib.error.HTTPError) -> ImageError:
+        try:
+            detail = json.loads(exc.read() or b"{}").get("errors", [{}])[0]
+            msg = f"{detail.get('code', '')} {detail.get('message', '')}".strip()
+        except (json.JSONDecodeError, AttributeError, IndexError, OSError):
+            msg = exc.reason
+        cls = AuthError if exc.code in (401, 403) else ImageError
+        hint = {
+            401: "; check your credentials",
+            403: "; the account may lack push rights",
+            404: "; check the repository and tag",
+        }.get(exc.code, "")
+        return cls(f"{method} {self._safe(url)}: HTTP {exc.code} {msg}{hint}")
+
+    def _authorize(self, header: str, scope: str) -> str:
+        scheme, params = _challenge(header)
+        if scheme == "basic":
+            if not self._creds:
+                raise AuthError(
+                    f"registry {self.host} needs credentials: set "
+                    "TCM_REGISTRY_USER/TCM_REGISTRY_PASSWORD, REGISTRY_AUTH_FILE, or "
+                    "log in with podman/docker"
+                )
+            return "Basic " + base64.b64encode(":".join(self._creds).encode()).decode()
+        if scheme == "bearer" and params.get("realm"):
+            query = [("service", params.get("service", ""))]
+            query += [("scope", s) for s in scope.split()]  # one scope parameter per repo
+            token_url = params["realm"] + "?" + urllib.parse.urlencode(query)
+            req = urllib.request.Request(token_url)
+            if self._creds:
+                req.add_header(
+                    "Authorization",
+                    "Basic " + base64.b64encode(":".join(self._creds).encode()).decode(),
+                )
+            try:
+                with self._opener.open(req, timeout=60) as resp:
+                    data = json.load(resp)
+            except urllib.error.HTTPError as exc:
+                raise AuthError(
+                    f"token server of {self.host} refused ({exc.code}); check your credentials"
+                ) from None
+            except (urllib.error.URLError, json.JSONDecodeError) as exc:
+                raise AuthError(f"token server of {self.host} failed: {exc}") from None
+            token = data.get("token") or data.get("access_token")
+            if not token:
+                raise AuthError(f"token server of {self.host} returned no token")
+            return f"Bearer {token}"
+        raise AuthError(f"registry {self.host} asks for unsupported auth {header!r}")
+
+    # -- distribution API -----------------------------------------------------------------------
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        resp = self.request(
+            "HEAD", f"/v2/{repo}/blobs/{digest}", scope=_scope(repo, "pull"), ok=(200, 404)
+        )
+        return resp.status == 200
+
+    def mount_blob(self, repo: str, digest: str, source_repo: str) -> bool:
+        q = urllib.parse.urlencode({"mount": digest, "from": source_repo})
+        resp = self.request(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/?{q}",
+            scope=_scope(repo, "pull,push") + " " + _scope(source_repo, "pull"),
+            ok=(201, 202),
+            length=0,
+            body=b"",
+        )
+        return resp.status == 201
+
+    def upload_blob(
+        self,
+        repo: str,
+        desc: dict[str, Any],
+        opener: Callable[[], BinaryIO],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Monolithic PUT for small blobs; PATCH chunks (each a fresh Location) for large."""
+        scope = _scope(repo, "pull,push")
+        digest, size = desc["digest"], desc["size"]
+        resp = self.request(
+            "POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,), length=0, body=b""
+        )
+        location = self._location(resp)
+        if size <= self.chunk_size:
+            self.request(
+                "PUT",
+                _with_digest(location, digest),
+                scope=scope,
+                ok=(201,),
+                body=opener,
+                length=size,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            if progress:
+                progress(size)
+            return
+        stream = opener()
+        try:
+            offset = 0
+            while chunk := stream.read(self.chunk_size):
+                end = offset + len(chunk) - 1
+                resp = self.request(
+                    "PATCH",
+                    location,
+                    scope=scope,
+                    ok=(202,),
+                    body=chunk,
+                    length=len(chunk),
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{end}",
+                    },
+                )
+                location = self._location(resp)
+                offset = end + 1
+                if progress:
+                    progress(len(chunk))
+        finally:
+            stream.close()
+        self.request(
+            "PUT", _with_digest(location, digest), scope=scope, ok=(201,), length=0, body=b""
+        )
+
+    def _location(self, resp: Any) -> str:
+        loc = resp.headers.get("Location")
+        if not loc:
+            raise ImageError(f"registry {self.host} gave no upload location")
+        return urllib.parse.urljoin(self.url("/"), loc)
+
+    def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
+        resp = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{ref}",
+            scope=_scope(repo, "pull,push"),
+            ok=(201,),
+            body=data,
+            length=len(data),
+            headers={"Content-Type": media_type},
+        )
+        return resp.headers.get("Docker-Content-Digest", "")
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str]:
+        resp = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{ref}",
+            scope=_scope(repo, "pull"),
+            headers={"Accept": ACCEPT},
+        )
+        with resp:
+            data = resp.read(4 << 20 + 1)
+        if len(data) > 4 << 20:
+            raise ImageError(f"manifest {repo}:{ref} is over 4 MiB")
+        return data, resp.headers.get("Content-Type", MT_MANIFEST).split(";")[0]
+
+    def open_blob(self, repo: str, digest: str, size: int | None) -> BinaryIO:
+        resp = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=_scope(repo, "pull"))
+        return VerifyingReader(resp, digest, size, f"blob {digest[:19]} from {self.host}/{repo}")  # type: ignore[return-value]
+
+
+def _scope(repo: str, actions: str) -> str:
+    return f"repository:{repo}:{actions}"
+
+
+def _with_digest(location: str, digest: str) -> str:
+    sep = "&" if urllib.parse.urlparse(location).query else "?"
+    return f"{location}{sep}digest={urllib.parse.quote(digest)}"
+
+
+def _looks_like_plain_http(reason: object) -> bool:
+    text = str(reason).lower()
+    return (
+        "wrong version number" in text
+        or "record layer failure" in text
+        or ("eof occurred in violation" in text)
+    )
+
+
+class RegistryImage:
+    """``docker://HOST/REPO:TAG`` as an image source and destination."""
+
+    def __init__(self, registry: Registry, repo: str, tag: str, digest: str | None = None):
+        self.registry, self.repo, self.tag, self.digest = registry, repo, tag, digest
+        self.mount_from: str | None = None  # a repo on the same host that holds the blobs
+
+    def describe(self) -> str:
+        ref = f"@{self.digest}" if self.digest else f":{self.tag}"
+        return f"docker://{self.registry.host}/{self.repo}{ref}"
+
+    def manifest(self) -> tuple[bytes, str]:
+        data, mt = self.registry.get_manifest(self.repo, self.digest or self.tag)
+        if self.digest:
+            VerifyingReader(_Bytes(data), self.digest, len(data), "manifest").read()
+        return resolve_index(self, data, mt)
+
+    def read_manifest_blob(self, desc: dict[str, Any]) -> bytes:
+        data, _ = self.registry.get_manifest(self.repo, desc["digest"])
+        VerifyingReader(_Bytes(data), desc["digest"], desc.get("size"), "manifest").read()
+        return data
+
+    def open_blob(self, digest: str, size: int | None = None) -> BinaryIO:
+        return self.registry.open_blob(self.repo, digest, size)
+
+    def has_blob(self, digest: str, size: int | None = None) -> bool:
+        return self.registry.has_blob(self.repo, digest)
+
+    def put_blob(
+        self,
+        desc: dict[str, Any],
+        opener: Callable[[], BinaryIO],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        if self.mount_from and self.mount_from != self.repo:
+            try:
+                if self.registry.mount_blob(self.repo, desc["digest"], self.mount_from):
+                    return
+            except ImageError:
+                pass  # fall back to uploading
+        self.registry.upload_blob(self.repo, desc, opener, progress)
+
+    def put_manifest(self, data: bytes, media_type: str) -> str:
+        return self.registry.put_manifest(self.repo, self.tag, data, media_type)
+
+    def commit(self) -> None:
+        pass
+
+
+class _Bytes:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.data) if n < 0 else self.pos + n
+        out, self.pos = self.data[self.pos : end], min(end, len(self.data))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+__all__ = ["CHUNK", "Registry", "RegistryImage", "credentials_for"]
