@@ -56,6 +56,8 @@ def _path_and_tag(text: str, rest: str) -> tuple[Path, str]:
 def parse(text: str) -> ImageRef:
     if text.startswith("docker://"):
         rest = text[len("docker://") :]
+        if "/" not in rest and "." not in rest.split(":")[0] and rest:
+            rest = f"docker.io/{rest}"  # docker://busybox:1.36 means Docker Hub
         host, _, path = rest.partition("/")
         if not host or not path:
             raise _bad(text, "docker:// needs HOST/REPO")

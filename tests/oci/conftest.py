@@ -1,0 +1,240 @@
+"""A real registry (Debian's docker-registry) on 127.0.0.1 per test that needs one: plain,
+htpasswd basic auth, or TLS with a CA made for the test; and a small proxy in front of it for
+what a local registry cannot do: a bearer-token challenge (standing in for a remote registry's
+auth server), a corrupted blob, a connection that dies mid-push."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import http.server
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+USER, PASSWORD = "tcm-user", "s3cret-Pa55"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningRegistry:
+    def __init__(self, proc, host, ca=None):
+        self.proc, self.host, self.ca = proc, host, ca
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def make_ca(tmp: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for IP:127.0.0.1 (FACTS.md item 16)."""
+
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
+
+    ossl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=tcm test CA",
+    )
+    ossl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (tmp / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
+    return tmp / "ca.pem", tmp / "server.pem", tmp / "server.key"
+
+
+@pytest.fixture
+def start_registry(tmp_path):
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry is not installed (.ci/run installs it)")
+    started = []
+
+    def start(kind: str = "plain") -> RunningRegistry:
+        port = free_port()
+        base = tmp_path / f"registry-{port}"
+        base.mkdir()
+        extra, ca, scheme = "", None, "http"
+        if kind == "basic":
+            pw = subprocess.run(
+                ["htpasswd", "-Bbn", USER, PASSWORD], check=True, capture_output=True, text=True
+            ).stdout
+            (base / "htpasswd").write_text(pw)
+            extra = f"auth:\n  htpasswd:\n    realm: tcm-test\n    path: {base / 'htpasswd'}\n"
+        tls = ""
+        if kind == "tls":
+            ca, cert, key = make_ca(base)
+            tls = f"  tls:\n    certificate: {cert}\n    key: {key}\n"
+            scheme = "https"
+        (base / "config.yml").write_text(
+            "version: 0.1\nlog:\n  level: error\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n  delete:\n"
+            f"    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{extra}"
+        )
+        proc = subprocess.Popen(
+            ["docker-registry", "serve", str(base / "config.yml")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        reg = RunningRegistry(proc, f"127.0.0.1:{port}", ca)
+        started.append(reg)
+        ctx = ssl.create_default_context(cafile=str(ca)) if ca else None
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/v2/", timeout=1, context=ctx)
+                break
+            except urllib.error.HTTPError:
+                break  # 401: up, and asking for credentials
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("docker-registry did not start")
+        return reg
+
+    yield start
+    for reg in started:
+        reg.stop()
+
+
+class Proxy:
+    """HTTP proxy to a plain registry, with faults. Modes: "bearer" (token challenge),
+    "corrupt" (flips a byte of every blob body), "die_after" (closes the connection on the
+    Nth upload request and on every one after)."""
+
+    def __init__(self, upstream: str, mode: str, die_after: int = 2):
+        self.upstream, self.mode, self.die_after = upstream, mode, die_after
+        self.uploads = 0
+        self.token_requests: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _handle(self):
+                if self.path.startswith("/token"):
+                    auth = self.headers.get("Authorization", "")
+                    proxy.token_requests.append(self.path)
+                    good = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                    if auth != good:
+                        return self._reply(401, b'{"errors":[{"code":"DENIED"}]}')
+                    return self._reply(200, b'{"token":"tok-123"}')
+                if proxy.mode == "bearer" and self.headers.get("Authorization") != "Bearer tok-123":
+                    realm = f"http://{proxy.host}/token"
+                    return self._reply(
+                        401,
+                        b'{"errors":[{"code":"UNAUTHORIZED"}]}',
+                        {"WWW-Authenticate": f'Bearer realm="{realm}",service="tcm-test"'},
+                    )
+                if proxy.mode == "die_after" and self.command in ("PUT", "PATCH"):
+                    proxy.uploads += 1
+                    if proxy.uploads >= proxy.die_after:
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return None
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "authorization")
+                }
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                if proxy.mode == "corrupt" and "/blobs/sha256:" in self.path and data:
+                    data = bytes([data[0] ^ 0xFF]) + data[1:]
+                hdrs = {
+                    k: v
+                    for k, v in resp.getheaders()
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection")
+                }
+                if "Location" in hdrs and hdrs["Location"].startswith("http://" + proxy.upstream):
+                    hdrs["Location"] = hdrs["Location"].replace(proxy.upstream, proxy.host)
+                return self._reply(resp.status, data, hdrs)
+
+            def _reply(self, code, body, headers=None):
+                self.send_response(code)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_PATCH = do_HEAD = do_DELETE = _handle
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy():
+    made = []
+
+    def make(upstream: str, mode: str, **kw) -> Proxy:
+        p = Proxy(upstream, mode, **kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
