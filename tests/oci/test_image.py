@@ -95,7 +95,7 @@ def test_labels_mirror_mcv(cache, tmp_path):
     assert all(len(v) < 4096 for v in labels.values())  # containerd's label cap
     manifest = json.loads(built.manifest)
     assert manifest["annotations"] == labels
-    config = json.loads((built.config))
+    config = json.loads(built.config)
     assert config["config"]["Labels"] == labels
     assert config["rootfs"]["diff_ids"] == [built.diff_id]
 
@@ -104,7 +104,7 @@ def test_labels_mirror_mcv(cache, tmp_path):
 def test_other_compressions_are_valid_images(cache, tmp_path, compression):
     if compression == "zstd":
         pytest.importorskip("zstandard")
-    built, store = build(cache, tmp_path / "img", compression=compression)
+    built, _store = build(cache, tmp_path / "img", compression=compression)
     assert built.layer.media_type.endswith({"none": ".tar", "zstd": "+zstd"}[compression])
     if shutil.which("skopeo"):
         out = subprocess.run(

@@ -150,7 +150,7 @@ def test_bearer_token_challenge(image, start_registry, proxy, monkeypatch):
 
 
 def test_corrupt_blob_leaves_no_local_image(tcm, image, tmp_path, start_registry, proxy):
-    built, store = image
+    _built, store = image
     reg = start_registry()
     copy_image(store, RegistryImage(Registry(reg.host, insecure=True), "tcm/cache", "v1"))
     p = proxy(reg.host, "corrupt")
