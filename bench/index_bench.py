@@ -56,7 +56,9 @@ def real_entries(workdir: Path) -> Path:
     return src
 
 
-def build(workdir: Path, n: int, name: str | None = None) -> Path:
+def build(workdir: Path, n: int, name: str | None = None, *, copy: bool = False) -> Path:
+    """Clone the seed entries n times; ``copy`` writes real copies instead of hard links (for
+    tools such as tar that store a hard link once)."""
     root = workdir / (name or f"cache-{n}")
     if name is None and root.exists() and sum(1 for _ in os.scandir(root)) == n:
         return root
@@ -71,7 +73,10 @@ def build(workdir: Path, n: int, name: str | None = None) -> Path:
         grp = next(seed.glob("__grp__*.json"))
         children = json.loads(grp.read_text())["child_paths"]
         for child in children:
-            os.link(seed / child, dst / child)
+            if copy:
+                shutil.copyfile(seed / child, dst / child)
+            else:
+                os.link(seed / child, dst / child)
         write_group(
             dst, grp.name[len("__grp__") : -len(".json")], {c: str(dst / c) for c in children}
         )

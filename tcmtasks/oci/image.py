@@ -9,13 +9,16 @@ Same entries in, same digest out: sorted names, fixed modes and owners, mtime 0 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import os
+import queue
+import struct
 import tarfile
 import tempfile
+import threading
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,7 +28,7 @@ from typing import Any, BinaryIO
 from .. import __version__
 from ..cache.entries import Entry, EntryKind, FileKind
 from ..cache.groups import group_filename, read_group
-from ..errors import MissingDependency, UsageError
+from ..errors import CacheError, MissingDependency, UsageError
 
 CACHE_PREFIX = "io.triton.cache"
 MANIFEST_PATH = "io.triton.manifest/manifest.json"
@@ -85,36 +88,103 @@ class BuiltImage:
         return "sha256:" + hashlib.sha256(self.manifest).hexdigest()
 
 
-class _HashingWriter(io.RawIOBase):
-    """Counts and hashes what passes through to ``out``."""
+class _LayerSink(io.RawIOBase):
+    """Where the layer's tar stream goes: buffered here, then hashed (diff_id), compressed,
+    hashed again (digest) and written by a worker thread, as ``tar -czf`` runs gzip in a
+    second process. zlib, zstd and sha256 release the GIL on large buffers, so the tar side
+    (reading files, headers) and the compression run on two cores.
 
-    def __init__(self, out: BinaryIO):
+    gzip output is byte-identical to ``gzip.GzipFile(mtime=0)``: the same 10-byte header, raw
+    deflate at the same level, CRC32 and size trailer.
+    """
+
+    BLOCK = 1 << 20
+
+    def __init__(self, out: BinaryIO, compression: str, level: int | None):
+        if compression not in MT_LAYER:
+            raise UsageError(f"unknown compression {compression!r}; use gzip, zstd or none")
         self.out = out
+        self.compression = compression
+        self.diff_sha = hashlib.sha256()
         self.sha = hashlib.sha256()
         self.size = 0
+        self._buf = bytearray()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._crc = 0
+        self._raw = 0
+        self._z: Any = None
+        if compression == "gzip":
+            lvl = 6 if level is None else level
+            self._z = zlib.compressobj(lvl, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
+            xfl = b"\002" if lvl == 9 else b"\004" if lvl == 1 else b"\000"
+            self._emit(b"\037\213\010\000" + b"\000\000\000\000" + xfl + b"\377")
+        elif compression == "zstd":
+            try:
+                import zstandard
+            except ImportError:
+                raise MissingDependency("zstandard (for --compression zstd)", "zstd") from None
+            self._z = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
+        super().__init__()
+        self._thread = threading.Thread(target=self._work, name="tcm-layer", daemon=True)
+        self._thread.start()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data) -> int:  # type: ignore[override]
-        self.sha.update(data)
-        self.size += len(data)
-        self.out.write(data)
+        if self._error:
+            raise self._error
+        self._buf += data
+        if len(self._buf) >= self.BLOCK:
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
         return len(data)
 
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.sha.update(data)
+            self.size += len(data)
+            self.out.write(data)
 
-def _compressor(kind: str, out: BinaryIO, level: int | None) -> BinaryIO:
-    if kind == "gzip":
-        return gzip.GzipFile(fileobj=out, mode="wb", compresslevel=level or 6, mtime=0)  # type: ignore[return-value]
-    if kind == "zstd":
+    def _work(self) -> None:
         try:
-            import zstandard
-        except ImportError:
-            raise MissingDependency("zstandard (for --compression zstd)", "zstd") from None
-        return zstandard.ZstdCompressor(level=level or 3).stream_writer(out, closefd=False)  # type: ignore[return-value]
-    if kind == "none":
-        return out
-    raise UsageError(f"unknown compression {kind!r}; use gzip, zstd or none")
+            while (chunk := self._queue.get()) is not None:
+                self.diff_sha.update(chunk)
+                if self.compression == "none":
+                    self._emit(chunk)
+                    continue
+                if self.compression == "gzip":
+                    self._crc = zlib.crc32(chunk, self._crc)
+                    self._raw += len(chunk)
+                self._emit(self._z.compress(chunk))
+        except BaseException as exc:  # surfaced to the writer
+            self._error = exc
+            while self._queue.get() is not None:
+                pass
+
+    def abort(self) -> None:
+        """Stop the worker after a failure on the tar side; the output is incomplete."""
+        if not self.closed:
+            self._queue.put(None)
+            self._thread.join()
+            super().close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self._buf:
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error:
+            raise self._error
+        if self._z is not None:
+            self._emit(self._z.flush())
+        if self.compression == "gzip":
+            self._emit(struct.pack("<II", self._crc & 0xFFFFFFFF, self._raw & 0xFFFFFFFF))
+        super().close()
 
 
 def _tarinfo(name: str, size: int, mtime: int, mode: int, kind: bytes = tarfile.REGTYPE):
@@ -164,33 +234,45 @@ def build_layer(
 ) -> tuple[Blob, str]:
     """Write the layer to ``out``; return its blob (compressed digest) and diff_id."""
     mtime = source_date_epoch()
-    hashed_out = _HashingWriter(out)
-    comp = _compressor(compression, hashed_out, level)
-    diff = _HashingWriter(comp)
-    with tarfile.open(fileobj=diff, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        rows = [entry_manifest_row(e) for e in entries]
-        manifest = canonical({"triton": rows})
-        for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):
-            tar.addfile(_tarinfo(d, 0, mtime, 0o755, tarfile.DIRTYPE))
-        tar.addfile(_tarinfo(MANIFEST_PATH, len(manifest), mtime, 0o644), io.BytesIO(manifest))
-        for e in sorted(entries, key=lambda e: e.key):
-            tar.addfile(_tarinfo(f"{CACHE_PREFIX}/{e.key}/", 0, mtime, 0o755, tarfile.DIRTYPE))
-            grp = group_filename(e.name or "")
-            for f in sorted(e.files, key=lambda f: f.name):
-                name = f"{CACHE_PREFIX}/{e.key}/{f.name}"
-                if f.name == grp:
-                    data = _group_for_image(e, mount_path)
-                    tar.addfile(_tarinfo(name, len(data), mtime, 0o644), io.BytesIO(data))
-                    continue
-                with open(e.path / f.name, "rb") as fh:
-                    size = os.fstat(fh.fileno()).st_size
-                    tar.addfile(_tarinfo(name, size, mtime, 0o644), fh)
-    if comp is not hashed_out:
-        comp.close()
+    sink = _LayerSink(out, compression, level)
+    try:
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            tar.copybufsize = 1 << 20  # fewer, larger writes into the sink
+            rows = [entry_manifest_row(e) for e in entries]
+            manifest = canonical({"triton": rows})
+            for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):
+                tar.addfile(_tarinfo(d, 0, mtime, 0o755, tarfile.DIRTYPE))
+            tar.addfile(_tarinfo(MANIFEST_PATH, len(manifest), mtime, 0o644), io.BytesIO(manifest))
+            for e in sorted(entries, key=lambda e: e.key):
+                tar.addfile(_tarinfo(f"{CACHE_PREFIX}/{e.key}/", 0, mtime, 0o755, tarfile.DIRTYPE))
+                grp = group_filename(e.name or "")
+                for f in sorted(e.files, key=lambda f: f.name):
+                    name = f"{CACHE_PREFIX}/{e.key}/{f.name}"
+                    if f.name == grp:
+                        data = _group_for_image(e, mount_path)
+                        tar.addfile(_tarinfo(name, len(data), mtime, 0o644), io.BytesIO(data))
+                        continue
+                    with open(e.path / f.name, "rb") as fh:
+                        size = os.fstat(fh.fileno()).st_size
+                        tar.addfile(_tarinfo(name, size, mtime, 0o644), fh)
+    except BaseException:
+        sink.abort()
+        raise
+    sink.close()
     return (
-        Blob("sha256:" + hashed_out.sha.hexdigest(), hashed_out.size, MT_LAYER[compression]),
-        "sha256:" + diff.sha.hexdigest(),
+        Blob("sha256:" + sink.sha.hexdigest(), sink.size, MT_LAYER[compression]),
+        "sha256:" + sink.diff_sha.hexdigest(),
     )
+
+
+def _build_layer_or_explain(entries: list[Entry], out: BinaryIO, **kw: Any) -> tuple[Blob, str]:
+    try:
+        return build_layer(entries, out, **kw)
+    except OSError as exc:
+        raise CacheError(
+            f"cannot read {exc.filename or 'a cache file'} while packaging ({exc.strerror}); "
+            "the cache changed under tcm: run tcm index and package again"
+        ) from None
 
 
 def labels_for(entries: list[Entry], producer: dict[str, Any] | None) -> dict[str, str]:
@@ -233,7 +315,7 @@ def package(
     fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=store.tmp_dir())
     try:
         with os.fdopen(fd, "wb") as f:
-            layer, diff_id = build_layer(
+            layer, diff_id = _build_layer_or_explain(
                 chosen, f, compression=compression, level=level, mount_path=mount_path
             )
         store.add_blob_file(Path(tmp), layer.digest)

@@ -197,3 +197,15 @@ def test_registry_refs():
     ):
         with pytest.raises(UsageError, match="Accepted forms"):
             parse(bad)
+
+
+def test_a_file_vanishing_mid_package_is_a_clear_error_and_leaves_nothing(cache, tmp_path):
+    from tcmtasks.errors import CacheError
+
+    entries = list(scan_root(cache))
+    next(entries[5].path.glob("*.llir")).unlink()  # gone after the scan, before the read
+    store = OciLayout(tmp_path / "img", "v1", create=True)
+    with pytest.raises(CacheError, match="run tcm index"):
+        package(entries, store)
+    assert list((tmp_path / "img" / "blobs" / "sha256").iterdir()) == []
+    assert store.tags() == []
