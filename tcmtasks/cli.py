@@ -821,6 +821,13 @@ def package_cmd(
             help="Write groups for an image mounted read-only at PATH (hits without extraction)."
         ),
     ] = None,
+    builder: Annotated[
+        str,
+        typer.Option(
+            help="tcm (daemonless, reproducible), or podman / docker through their "
+            "API (the builder extra), with the same labels and layout."
+        ),
+    ] = "tcm",
     insecure_host: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
@@ -854,6 +861,13 @@ def package_cmd(
     producer_file = cache_dir / ".tcm-producer.json"
     producer = json.loads(producer_file.read_text()) if producer_file.is_file() else None
     opts = _registry_opts(insecure_host, ca_cert)
+    if builder not in ("tcm", "podman", "docker"):
+        raise UsageError(f"unknown builder {builder!r}; use tcm, podman or docker")
+    if builder != "tcm":
+        _package_with_engine(
+            builder, entries, skipped, dest_ref, opts, mount_path, producer, as_json
+        )
+        return
     staging = None
     if dest_ref.transport == "docker":
         staging = tempfile.TemporaryDirectory(prefix="tcm-package-")
@@ -901,6 +915,39 @@ def package_cmd(
             f"packaged {len(entries)} entries ({human_size(result['cache_size_bytes'])}, "
             f"layer {human_size(built.layer.size)}) -> {dest_ref}\n{built.digest}"
         )
+
+
+def _package_with_engine(
+    builder, entries, skipped, dest_ref, opts, mount_path, producer, as_json
+) -> None:
+    from .oci.engine import build_with_engine
+    from .oci.transfer import copy_image, open_dest
+
+    if not entries:
+        raise UsageError("no kernel entries selected: nothing to package")
+    archive = build_with_engine(
+        builder,
+        entries,
+        f"localhost/tcm-build:{dest_ref.tag}",
+        mount_path=mount_path,
+        producer=producer,
+    )
+    try:
+        result = copy_image(archive, open_dest(dest_ref, opts))
+    finally:
+        archive.file.unlink(missing_ok=True)
+    info = {
+        "reference": str(dest_ref),
+        "digest": result.digest,
+        "entries": len(entries),
+        "skipped": len(skipped),
+        "builder": builder,
+        "cache_size_bytes": sum(e.size for e in entries),
+    }
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(f"packaged {len(entries)} entries with {builder} -> {dest_ref}\n{result.digest}")
 
 
 @app.command("push")

@@ -1,8 +1,9 @@
 """What an image holds, from its manifest, config and the head of its layer only.
 
-The in-layer manifest is the first file of the layer (tcm writes it there; MCV images put it
-early too), so ``inspect`` decompresses the stream until that member and stops: a registry
-transfer is cut off after a few kilobytes, however large the cache.
+The in-layer manifest is the first file of a layer tcm built, so ``inspect`` decompresses the
+stream until that member and stops: a registry transfer is cut off after a few kilobytes,
+however large the cache. Images built elsewhere (an engine sorts the cache dir first) are
+streamed until the member turns up; nothing is written to disk either way.
 """
 
 from __future__ import annotations
@@ -55,8 +56,6 @@ def read_entry_manifest(source: Any, manifest: dict[str, Any]) -> list[dict[str,
                         f = tar.extractfile(member)
                         data = json.loads(f.read()) if f else None
                         return data.get("triton", []) if isinstance(data, dict) else data
-                    if member.isfile() and not name.startswith("io.triton.manifest"):
-                        break  # cache files start: no manifest ahead of them
         except (tarfile.TarError, OSError, EOFError, json.JSONDecodeError) as exc:
             raise ImageError(f"cannot read the layer of {source.describe()}: {exc}") from None
         finally:
