@@ -1035,6 +1035,203 @@ def inspect_cmd(
         out.print(table)
 
 
+def _default_cache_dir() -> Path:
+    env = os.environ.get("TRITON_CACHE_DIR")
+    if env:
+        return Path(env)
+    home = os.environ.get("TRITON_HOME") or os.path.expanduser("~")
+    return Path(home) / ".triton" / "cache"
+
+
+@app.command("gpu")
+def gpu_cmd(as_json: JsonOpt = False) -> None:
+    """Show this host's GPU targets (nvidia-ml-py; amdsmi or the KFD sysfs for AMD) and the
+    Triton build that would look kernels up (version, Python ABI, ptxas)."""
+    from .producer import detect
+    from .targets import host_targets
+
+    targets, names = host_targets()
+    producer = detect()
+    if as_json:
+        _print_json(
+            {"targets": [str(t) for t in targets], "gpus": names, "producer": producer.to_dict()}
+        )
+        return
+    if targets:
+        for t, n in zip(targets, names, strict=False):
+            out.print(f"  {t}  (warp {t.warp_size})  {n}")
+    else:
+        out.print("  no GPU found (nvidia-ml-py / amdsmi / /sys/class/kfd); use --target")
+    for k, v in producer.to_dict().items():
+        out.print(f"  [dim]{k}[/] {v}")
+
+
+def _restore(
+    ref: str,
+    cache_dir: Path | None,
+    target: list[str] | None,
+    all_targets: bool,
+    strict: bool,
+    overwrite: bool,
+    dry_run: bool,
+    max_size: str | None,
+    insecure_host,
+    ca_cert,
+    as_json: bool,
+) -> None:
+    from .extract import extract
+    from .oci.transfer import open_source
+    from .producer import detect
+    from .targets import Target, host_targets
+
+    if all_targets and target:
+        raise UsageError("--all and --target contradict each other: pick one")
+    targets: list[Target] | None
+    if all_targets:
+        targets = None
+    elif target:
+        targets = [Target.parse(t) for t in target]
+    else:
+        targets, _names = host_targets()
+        if not targets:
+            raise UsageError(
+                "no GPU found on this host: name the targets to keep with "
+                "--target (e.g. --target cuda:90), or keep everything with --all"
+            )
+    dest = cache_dir or _default_cache_dir()
+    source = open_source(ref, _registry_opts(insecure_host, ca_cert))
+    progress, update = _transfer_progress("extracting")
+    try:
+        report = extract(
+            source,
+            dest,
+            targets=targets,
+            host=detect(),
+            strict=strict,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            max_total=parse_size(max_size) if max_size else 64 << 30,
+            progress=(lambda n: update(n, 0)) if update else None,
+        )
+    finally:
+        if progress is not None and progress.live.is_started:
+            progress.stop()
+    if not dry_run:
+        with _index() as index:
+            index.update(discover([dest]))
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    for w in report.producer_warnings:
+        err.print(f"[yellow]warning[/] keys may not match this host: {w}")
+    for item in report.skipped:
+        out.print(
+            f"[yellow]skip[/] {str(item.get('key'))[:12]} {item.get('name')} "
+            f"{item.get('target')}: {item['reason']}"
+        )
+    verb = "would keep" if dry_run else "installed"
+    out.print(
+        f"{report.reference}: {verb} {len(report.kept)} entries"
+        + ("" if dry_run else f" ({human_size(report.bytes)}) into {report.cache_dir}")
+        + f", skipped {len(report.skipped)}, {report.seconds:.2f} s"
+    )
+
+
+_RestoreCacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        "-c",
+        help="Where to install [default: TRITON_CACHE_DIR, else ~/.triton/cache].",
+    ),
+]
+_TargetsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--target", help="Keep entries for this target (repeatable) instead of the host's GPUs."
+    ),
+]
+_AllOpt = Annotated[bool, typer.Option("--all", help="Keep every entry, whatever its target.")]
+_StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict", help="Refuse when the image's Triton build or ptxas differs from the host's."
+    ),
+]
+_OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace entries the cache already has.")
+]
+_MaxSizeOpt = Annotated[
+    str | None,
+    typer.Option("--max-size", help="Refuse layers that unpack to more than SIZE [default 64G]."),
+]
+
+
+@app.command("pull")
+def pull_cmd(
+    ref: Annotated[str, typer.Argument(help="Image reference (any form; see tcm push).")],
+    cache_dir: _RestoreCacheDir = None,
+    target: _TargetsOpt = None,
+    all_targets: _AllOpt = False,
+    strict: _StrictOpt = False,
+    overwrite: _OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    max_size: _MaxSizeOpt = None,
+    insecure_host: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a cache image on this node: check it against the host's GPUs and Triton before
+    downloading, keep the kernels that will load and hit here, extract safely, rewrite group
+    paths, install each entry atomically, and report what was skipped and why."""
+    _restore(
+        ref,
+        cache_dir,
+        target,
+        all_targets,
+        strict,
+        overwrite,
+        dry_run,
+        max_size,
+        insecure_host,
+        ca_cert,
+        as_json,
+    )
+
+
+@app.command("extract")
+def extract_cmd(
+    ref: Annotated[
+        str,
+        typer.Argument(help="A local image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE."),
+    ],
+    cache_dir: _RestoreCacheDir = None,
+    target: _TargetsOpt = None,
+    all_targets: _AllOpt = False,
+    strict: _StrictOpt = False,
+    overwrite: _OverwriteOpt = False,
+    dry_run: DryRunOpt = False,
+    max_size: _MaxSizeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """tcm pull for a local image (no registry involved)."""
+    if ref.startswith("docker://"):
+        raise UsageError("tcm extract reads local images; use tcm pull for docker://")
+    _restore(
+        ref,
+        cache_dir,
+        target,
+        all_targets,
+        strict,
+        overwrite,
+        dry_run,
+        max_size,
+        None,
+        None,
+        as_json,
+    )
+
+
 def main() -> None:
     try:
         app()

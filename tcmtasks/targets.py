@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -80,3 +81,92 @@ class Target:
         if self.warp_size == DEFAULT_WARP_SIZE.get(self.backend):
             return f"{self.backend}:{self.arch}"
         return f"{self.backend}:{self.arch}:{self.warp_size}"
+
+
+# -- the host's GPUs ------------------------------------------------------------------------------
+
+KFD_NODES = "/sys/class/kfd/kfd/topology/nodes"
+
+
+def gfx_name(gfx_target_version: int) -> str:
+    """KFD's ``gfx_target_version`` (major*10000 + minor*100 + stepping) -> ``gfx942``,
+    ``gfx90a`` (the stepping is a hex digit)."""
+    major, rest = divmod(int(gfx_target_version), 10000)
+    minor, stepping = divmod(rest, 100)
+    return f"gfx{major}{minor:x}{stepping:x}"
+
+
+def hip_warp_size(arch: str) -> int:
+    """CDNA (gfx9) runs 64-wide waves; RDNA (gfx10+) kernels run 32-wide under Triton."""
+    return 64 if arch.startswith("gfx9") else 32
+
+
+def _nvml_targets() -> tuple[list[Target], list[str]]:
+    try:
+        import pynvml
+    except ImportError:
+        return [], []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return [], []
+    try:
+        targets, names = [], []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+            targets.append(Target("cuda", f"{major}{minor}", 32))
+            name = pynvml.nvmlDeviceGetName(h)
+            names.append(name.decode() if isinstance(name, bytes) else str(name))
+        return targets, names
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _amd_targets(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
+    try:
+        import amdsmi  # type: ignore[import-not-found]
+
+        amdsmi.amdsmi_init()
+        try:
+            targets, names = [], []
+            for h in amdsmi.amdsmi_get_processor_handles():
+                info = amdsmi.amdsmi_get_gpu_asic_info(h)
+                arch = str(info.get("target_graphics_version", "")).lower()
+                if arch.startswith("gfx"):
+                    targets.append(Target("hip", arch, hip_warp_size(arch)))
+                    names.append(str(info.get("market_name", arch)))
+            return targets, names
+        finally:
+            amdsmi.amdsmi_shut_down()
+    except Exception:
+        pass
+    targets, names = [], []
+    try:
+        nodes = sorted(os.listdir(kfd_nodes))
+    except OSError:
+        return [], []
+    for node in nodes:
+        try:
+            with open(os.path.join(kfd_nodes, node, "properties")) as f:
+                text = f.read()
+        except OSError:
+            continue
+        m = re.search(r"^gfx_target_version\s+(\d+)", text, re.M)
+        if m and int(m.group(1)) > 0:  # CPU nodes report 0
+            arch = gfx_name(int(m.group(1)))
+            targets.append(Target("hip", arch, hip_warp_size(arch)))
+            names.append(arch)
+    return targets, names
+
+
+def host_targets(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
+    """The GPU targets of this machine (NVIDIA via nvidia-ml-py; AMD via amdsmi, else the KFD
+    sysfs topology), deduplicated, with the GPUs' names."""
+    targets, names = _nvml_targets()
+    amd, amd_names = _amd_targets(kfd_nodes)
+    seen: list[Target] = []
+    for t in targets + amd:
+        if t not in seen:
+            seen.append(t)
+    return seen, names + amd_names

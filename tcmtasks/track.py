@@ -223,7 +223,7 @@ class TrackStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "lookups": self.lookups, "hits": self.hits, "misses": self.misses,
-            "stores": self.stores, "compile_seconds": round(self.compile_seconds, 6),
+            "stores": self.stores, "compile_seconds": self.compile_seconds,
             "cache_dirs": self.cache_dirs, "new_kernels": self.new_kernels,
             "kernels": [k.__dict__ for k in self.kernels],
         }  # fmt: skip

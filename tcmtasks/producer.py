@@ -1,0 +1,93 @@
+"""Where a cache came from, and what this host would compile with: the parts of Triton's key
+that no entry shows (FACTS.md item 5): the Triton build (version, Python ABI, and a hash of
+``triton_key()`` itself), and the CUDA backend's ptxas version."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Producer:
+    triton_version: str | None = None
+    python: str | None = None  # "cp312": the same Triton version per ABI gives other keys
+    triton_key: str | None = None  # sha256 of triton_key()[:16]: equal builds, equal prefix
+    ptxas: str | None = None  # CUDA backend part of the key
+    rocm: str | None = None
+    torch: str | None = None
+    gpus: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Producer | None:
+        if not isinstance(data, dict):
+            return None
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def python_tag() -> str:
+    return f"cp{sys.version_info.major}{sys.version_info.minor}"
+
+
+def detect(*, with_key: bool = True) -> Producer:
+    """This process's Triton build and toolchain (fields stay None where nothing is known)."""
+    p = Producer(python=python_tag())
+    try:
+        import triton
+    except ImportError:
+        return p
+    p.triton_version = getattr(triton, "__version__", None)
+    if with_key:
+        try:
+            from triton.runtime.cache import triton_key
+
+            p.triton_key = hashlib.sha256(triton_key().encode()).hexdigest()[:16]
+        except Exception:
+            pass
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas_version
+
+        text = str(get_ptxas_version())
+        m = re.search(r"\bV(\d+\.\d+\.\d+)", text)  # "... release 12.8, V12.8.93"
+        p.ptxas = m.group(1) if m else text.strip().splitlines()[-1]
+    except Exception:
+        pass
+    if "torch" in sys.modules or _importable("torch"):
+        try:
+            import torch
+
+            p.torch = torch.__version__
+            p.rocm = getattr(torch.version, "hip", None)
+        except Exception:
+            pass
+    return p
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def mismatches(image: Producer | None, host: Producer) -> list[str]:
+    """Why keys written by ``image`` cannot match lookups on ``host`` (empty: they can)."""
+    if image is None:
+        return []
+    out = []
+    for name, label in (
+        ("triton_version", "Triton"),
+        ("python", "Python ABI"),
+        ("triton_key", "Triton build (triton_key)"),
+        ("ptxas", "ptxas"),
+    ):
+        a, b = getattr(image, name), getattr(host, name)
+        if a and b and a != b:
+            out.append(f"{label}: image {a}, host {b}")
+    return out
