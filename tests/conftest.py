@@ -138,3 +138,7 @@ def tcm(tmp_path):
     run.home = home
     run.env = env
     return run
+
+
+# The registry fixtures live with the OCI tests; restoring (tests/test_extract.py) needs them too.
+from tests.oci.conftest import proxy, start_registry  # noqa: E402, F401

@@ -1,0 +1,361 @@
+"""Restoring images: preflight, selection, hostile layers, interruption, and Triton hitting
+what was installed."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tcmtasks import scan_root
+from tcmtasks.extract import HostileImage, extract, purge_stale_staging
+from tcmtasks.oci.image import MT_LAYER, MT_MANIFEST, canonical, package
+from tcmtasks.oci.layout import DigestMismatch, ImageError, OciLayout
+from tcmtasks.producer import Producer
+from tcmtasks.targets import Target, gfx_name, host_targets
+from tests.conftest import REPO, compile_kernels, lookups
+from tests.oci.test_image import build
+
+ALL = [Target.parse(t) for t in ("cuda:80", "cuda:90", "hip:gfx942")]
+HOST = Producer(triton_version="3.6.0", python="cp311")
+
+
+def snapshot(root):
+    out = {}
+    for p in sorted(root.rglob("*")):
+        out[str(p.relative_to(root))] = (
+            hashlib.sha256(p.read_bytes()).hexdigest() if (p.is_file()) else "dir"
+        )
+    return out
+
+
+@pytest.fixture
+def image(cache, tmp_path):
+    return build(cache, tmp_path / "img")
+
+
+def test_registry_round_trip_then_triton_hits(tcm, cache, tmp_path, start_registry):
+    reg = start_registry()
+    ref = f"docker://{reg.host}/tcm/cache:v1"
+    tcm("package", cache, ref, "--insecure-host", reg.host)
+    dest = tmp_path / "node" / "triton-cache"
+    report = json.loads(
+        tcm(
+            "pull",
+            ref,
+            "-c",
+            dest,
+            "--insecure-host",
+            reg.host,
+            "--target",
+            "cuda:80",
+            "--target",
+            "cuda:90",
+            "--target",
+            "hip:gfx942",
+            "--json",
+        ).stdout
+    )
+    assert len(report["kept"]) == 9 and report["skipped"] == []
+    assert {e.lookup for e in scan_root(dest)} == {"hit"}
+    for grp in dest.glob("*/__grp__*.json"):
+        assert all(
+            p.startswith(str(dest) + "/")
+            for p in json.loads(grp.read_text())["child_paths"].values()
+        )
+    events = tmp_path / "events.log"
+    compile_kernels(dest, events=events)
+    assert lookups(events) == {"hit": 9, "miss": 0, "store": 0}
+    rows = json.loads(tcm("list", "-c", dest, "--json").stdout)  # indexed on arrival
+    assert len(rows) == 9
+
+
+def test_select_by_target(image, tmp_path):
+    _, store = image
+    dest = tmp_path / "c"
+    report = extract(store, dest, targets=[Target.parse("cuda:90")], host=HOST)
+    assert len(report.kept) == 3 and {k["target"] for k in report.kept} == {"cuda:90"}
+    assert len(report.skipped) == 6
+    assert all("not one of cuda:90" in s["reason"] for s in report.skipped)
+    report = extract(store, dest, targets=[Target.parse("rocm:gfx942")], host=HOST)
+    assert {k["target"] for k in report.kept} == {"hip:gfx942"}
+    assert len(list(scan_root(dest))) == 6
+
+
+def test_preflight_stops_before_the_layer(image, tmp_path):
+    _, store = image
+    opened = []
+
+    class Counting(OciLayout):
+        def open_blob(self, digest, size=None):
+            opened.append(digest)
+            return super().open_blob(digest, size)
+
+    src = Counting(store.path, "v1")
+    layer = json.loads(src.manifest()[0])["layers"][0]["digest"]
+    with pytest.raises(
+        ImageError, match="holds kernels for cuda:80, cuda:90, hip:gfx942; this host needs cuda:75"
+    ):
+        extract(src, tmp_path / "c", targets=[Target.parse("cuda:75")], host=HOST)
+    assert layer not in opened and not (tmp_path / "c").exists()
+    with pytest.raises(ImageError, match="no GPU found"):
+        extract(src, tmp_path / "c", targets=[], host=HOST)
+
+
+def test_producer_mismatch_warns_or_refuses(cache, tmp_path):
+    store = OciLayout(tmp_path / "img", "v1", create=True)
+    built = package(
+        list(scan_root(cache)),
+        store,
+        producer={"triton_version": "3.6.0", "python": "cp312", "ptxas": "12.8.93"},
+    )
+    store.put_manifest(built.manifest, MT_MANIFEST)
+    report = extract(store, tmp_path / "c", targets=None, host=HOST, dry_run=True)
+    assert report.producer_warnings == ["Python ABI: image cp312, host cp311"]
+    with pytest.raises(ImageError, match="drop --strict"):
+        extract(store, tmp_path / "c", targets=None, host=HOST, strict=True)
+
+
+def test_entries_of_another_triton_version_are_skipped(image, tmp_path):
+    _, store = image
+    report = extract(store, tmp_path / "c", targets=None, host=Producer(triton_version="3.9.0"))
+    assert report.kept == [] and len(report.skipped) == 9
+    assert all("built by Triton 3.6.0" in s["reason"] for s in report.skipped)
+
+
+def test_existing_entries_kept_unless_overwrite(image, tmp_path):
+    _, store = image
+    dest = tmp_path / "c"
+    extract(store, dest, targets=None, host=HOST)
+    victim = sorted(e.path for e in scan_root(dest))[0]
+    marker = victim / "local-note.txt"
+    marker.write_text("mine")
+    report = extract(store, dest, targets=None, host=HOST)
+    assert report.kept == [] and marker.exists()
+    report = extract(store, dest, targets=None, host=HOST, overwrite=True)
+    assert len(report.kept) == 9 and not marker.exists()
+    assert not any((dest / ".tcm-trash").iterdir())  # the replaced copies are deleted
+
+
+def test_an_empty_dir_left_by_a_triton_miss_does_not_block(image, tmp_path):
+    from tcmtasks.oci.inspect import read_entry_manifest
+
+    _, store = image
+    dest = tmp_path / "c"
+    dest.mkdir()
+    rows = read_entry_manifest(store, json.loads(store.manifest()[0]))
+    (dest / rows[0]["key"]).mkdir()  # Triton makes the key dir on a lookup, even a miss
+    report = extract(store, dest, targets=None, host=HOST)
+    assert len(report.kept) == 9
+    assert {e.lookup for e in scan_root(dest)} == {"hit"}
+
+
+def hostile_image(tmp_path, members):
+    """An OCI layout whose single layer holds the given (TarInfo, bytes) members."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for ti, data in members:
+            tar.addfile(ti, io.BytesIO(data) if data is not None else None)
+    layer = gzip.compress(raw.getvalue(), mtime=0)
+    store = OciLayout(tmp_path / "hostile", "v1", create=True)
+    blob = store.add_blob_bytes(layer, MT_LAYER["gzip"])
+    config = store.add_blob_bytes(
+        canonical({"config": {"Labels": {}}}), "application/vnd.oci.image.config.v1+json"
+    )
+    store.put_manifest(
+        canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": MT_MANIFEST,
+                "config": config.descriptor(),
+                "layers": [blob.descriptor()],
+            }
+        ),
+        MT_MANIFEST,
+    )
+    return store
+
+
+def member(name, data=b"x", kind=tarfile.REGTYPE, link=""):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname = kind, link
+    ti.size = len(data) if kind == tarfile.REGTYPE else 0
+    return ti, data if kind == tarfile.REGTYPE else None
+
+
+KEY = "A" * 52
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([member("../evil")], "escapes the cache"),
+        ([member("/etc/passwd")], "escapes the cache"),
+        ([member(f"io.triton.cache/{KEY}/../../x")], "escapes the cache"),
+        (
+            [member(f"io.triton.cache/{KEY}/k.json", kind=tarfile.SYMTYPE, link="/etc/passwd")],
+            "a symlink",
+        ),
+        (
+            [member(f"io.triton.cache/{KEY}/k.json", kind=tarfile.LNKTYPE, link="/etc/passwd")],
+            "a hard link",
+        ),
+        ([member(f"io.triton.cache/{KEY}/dev", kind=tarfile.CHRTYPE)], "a device"),
+        ([member("etc/cron.d/x")], "outside io.triton.cache/"),
+        ([member(f"io.triton.cache/{KEY}/sub/deeper")], "is not io.triton.cache/<KEY>/<FILE>"),
+        (
+            [member(f"io.triton.cache/{KEY}/k.json"), member(f"io.triton.cache/{KEY}/k.json")],
+            "twice",
+        ),
+    ],
+)
+def test_hostile_layers_install_nothing(image, tmp_path, members, message):
+    _, good = image
+    dest = tmp_path / "c"
+    extract(good, dest, targets=[Target.parse("cuda:90")], host=HOST)
+    before = snapshot(dest)
+    bad = hostile_image(tmp_path, members)
+    with pytest.raises(HostileImage, match=message):
+        extract(bad, dest, targets=None, host=HOST)
+    after = snapshot(dest)
+    assert {k: v for k, v in after.items() if not k.startswith(".tcm")} == {
+        k: v for k, v in before.items() if not k.startswith(".tcm")
+    }
+    assert not list(dest.glob(".tcm-staging-*"))
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "x").exists()
+
+
+def test_size_cap(image, tmp_path):
+    _, store = image
+    with pytest.raises(HostileImage, match="more than 1000 bytes"):
+        extract(store, tmp_path / "c", targets=None, host=HOST, max_total=1000)
+    assert list(scan_root(tmp_path / "c")) == []
+
+
+def test_corrupt_layer_installs_nothing(image, tmp_path):
+    built, store = image
+    blob = store.blob_path(built.layer.digest)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises((ImageError, DigestMismatch)):
+        extract(store, tmp_path / "c", targets=None, host=HOST)
+    assert list(scan_root(tmp_path / "c")) == []
+    assert not list((tmp_path / "c").glob(".tcm-staging-*"))
+
+
+def test_killed_extraction_leaves_the_cache_as_it_was(image, tmp_path):
+    _built, store = image
+    dest = tmp_path / "c"
+    extract(store, dest, targets=[Target.parse("cuda:80")], host=HOST)
+    before = snapshot(dest)
+    code = f"""
+import os, signal
+from pathlib import Path
+from tcmtasks.extract import extract
+from tcmtasks.oci.layout import OciLayout
+from tcmtasks.producer import Producer
+def die(n):
+    if n > 50_000:  # some files are staged: now the process is killed, no cleanup runs
+        os.kill(os.getpid(), signal.SIGKILL)
+extract(OciLayout(Path({str(store.path)!r}), "v1"), Path({str(dest)!r}), targets=None,
+        host=Producer(), overwrite=True, progress=die)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    assert proc.returncode == -signal.SIGKILL
+    staged = list(dest.glob(".tcm-staging-*"))
+    assert len(staged) == 1 and any(staged[0].iterdir())
+    after = snapshot(dest)
+
+    def mine(snap):
+        return {k: v for k, v in snap.items() if not k.startswith(".tcm")}
+
+    assert mine(after) == mine(before) and len(mine(before)) == 27
+    assert purge_stale_staging(dest) == 1
+    report = extract(store, dest, targets=None, host=HOST)
+    assert len(report.kept) == 6 and not list(dest.glob(".tcm-staging-*"))
+
+
+def test_docker_save_archive_and_plain_list_manifest(image, tmp_path):
+    """MCV/TCV images built with docker: a `docker save` tar, with the older manifest shape
+    (a plain JSON array) inside the layer."""
+    built, store = image
+    layer_tar = gzip.decompress(store.blob_path(built.layer.digest).read_bytes())
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(layer_tar)) as src,
+        tarfile.open(fileobj=out, mode="w") as dst,
+    ):
+        for m in src:
+            data = src.extractfile(m).read() if m.isfile() else None
+            if m.name == "io.triton.manifest/manifest.json":
+                data = json.dumps(json.loads(data)["triton"]).encode()  # the older shape
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    cfg = store.blob_path(json.loads(built.manifest)["config"]["digest"]).read_bytes()
+    archive = tmp_path / "saved.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (
+            (
+                "manifest.json",
+                json.dumps(
+                    [{"Config": "c.json", "RepoTags": ["x:v1"], "Layers": ["l/layer.tar"]}]
+                ).encode(),
+            ),
+            ("c.json", cfg),
+            ("l/layer.tar", out.getvalue()),
+        ):
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    from tcmtasks.oci.transfer import open_source
+
+    src = open_source(f"docker-archive:{archive}")
+    report = extract(
+        src, tmp_path / "c", targets=[Target.parse("cuda:90")], host=HOST, dry_run=True
+    )
+    assert len(report.kept) == 3  # the dry run read the plain-list manifest
+    report = extract(src, tmp_path / "c", targets=None, host=HOST)
+    assert len(report.kept) == 9
+    events = tmp_path / "events.log"
+    compile_kernels(tmp_path / "c", events=events)
+    assert lookups(events)["hit"] == 9
+
+
+def test_host_targets_from_kfd_sysfs(tmp_path):
+    for i, (gfx, _kind) in enumerate(
+        ((0, "cpu"), (90402, "gpu"), (90010, "gpu"), (110000, "gpu"), (90402, "gpu"))
+    ):
+        node = tmp_path / str(i)
+        node.mkdir()
+        (node / "properties").write_text(f"cpu_cores_count 0\ngfx_target_version {gfx}\n")
+    targets, _names = host_targets(kfd_nodes=str(tmp_path))
+    assert [str(t) for t in targets if t.backend == "hip"] == [
+        "hip:gfx942",
+        "hip:gfx90a",
+        "hip:gfx1100:32",
+    ]
+    assert gfx_name(90402) == "gfx942"
+
+
+def test_cli_pull_messages(tcm, image, tmp_path):
+    _, store = image
+    proc = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", ok=2)
+    assert "no GPU found" in proc.stderr and "--target" in proc.stderr
+    proc = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", "--target", "cuda:75", ok=2)
+    assert "nothing to download" in proc.stderr
+    assert "use tcm pull" in tcm("extract", "docker://h.io/x:v", ok=2).stderr
+    dry = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", "--all", "--dry-run")
+    assert "would keep 9 entries" in dry.stdout and not (tmp_path / "c").exists()
+    out = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", "--target", "cuda:90")
+    assert "installed 3 entries" in out.stdout and out.stdout.count("skip ") == 6
