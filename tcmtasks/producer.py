@@ -4,7 +4,9 @@ that no entry shows (FACTS.md item 5): the Triton build (version, Python ABI, an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.metadata
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -59,21 +61,14 @@ def detect(*, with_key: bool = True) -> Producer:
         p.ptxas = m.group(1) if m else text.strip().splitlines()[-1]
     except Exception:
         pass
-    if "torch" in sys.modules or _importable("torch"):
-        try:
-            import torch
-
-            p.torch = torch.__version__
-            p.rocm = getattr(torch.version, "hip", None)
-        except Exception:
-            pass
+    # torch's version from its metadata: importing torch costs seconds, and this runs on
+    # every pull; ROCm's version is only known when the process has torch loaded already
+    with contextlib.suppress(Exception):
+        p.torch = importlib.metadata.version("torch")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        p.rocm = getattr(getattr(torch, "version", None), "hip", None)
     return p
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def mismatches(image: Producer | None, host: Producer) -> list[str]:
