@@ -33,8 +33,9 @@ from .selection import SORT_KEYS, Criteria, parse_age, parse_size, select
 
 app = typer.Typer(
     name="tcm",
-    help="Manage Triton kernel caches: index, search, check, prune and bound them, and track "
-    "whether a workload hit them (more to come: warm, package as OCI images, restore).",
+    help="Manage Triton kernel caches: index, search, check, prune and bound them; ship them as "
+    "OCI images (package, push, inspect); restore them on a node (gpu, pull, extract); track "
+    "whether a workload hit them (track).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
