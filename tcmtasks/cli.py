@@ -318,7 +318,10 @@ def list_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List cached kernels, filtered and sorted (refreshes the index first; that is cheap)."""
+    """List cached kernels, filtered and sorted.
+
+    Refreshes the index first; that is cheap.
+    """
     kinds = [] if all_kinds else (kind or [EntryKind.KERNEL])
     criteria = _criteria(name, backend, arch, triton_version, older_than, younger_than, kinds)
     criteria.min_hits, criteria.max_hits = min_hits, max_hits
@@ -374,7 +377,7 @@ def show_cmd(
     cache_dir: CacheDirs = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one entry: all its metadata, its files and what a Triton lookup would do."""
+    """Show one entry: its metadata, files and lookup verdict."""
     with _index() as index:
         roots = _roots_for(index, cache_dir)
         _refresh(index, roots)
@@ -438,7 +441,10 @@ def doctor_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check every entry on disk; exit 1 when problems are found (or remain after --fix)."""
+    """Check every entry on disk for problems.
+
+    Exits 1 when problems are found (or remain after --fix).
+    """
     with _index() as index:
         roots = _roots_for(index, cache_dir)
         entries = [e for r in roots for e in scan_root(r.path)]
@@ -532,7 +538,10 @@ def _change(
     as_json: bool,
     needs_metadata: bool = False,
 ) -> None:
-    """Lock the roots, plan on a fresh index, confirm, apply, re-index: shared by prune and gc."""
+    """Lock the roots, plan on a fresh index, confirm, apply, re-index:
+
+    shared by prune and gc.
+    """
     if as_json and not (yes or dry_run):
         raise UsageError("--json cannot ask for confirmation: add --yes or --dry-run")
     with contextlib.ExitStack() as stack:
@@ -600,9 +609,12 @@ def prune_cmd(
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Prune selected entries: by default drop IR files (.ttir .ttgir .llir), which no cached
-    launch reads, and rewrite each group to match; --full removes whole entries; --dedup
-    removes duplicates. Entries are chosen with the same filters as tcm list."""
+    """Prune selected entries without breaking a hit.
+
+    By default drops IR files (.ttir .ttgir .llir), which no cached launch reads, and
+    rewrites each group to match; --full removes whole entries; --dedup removes duplicates.
+    Entries are chosen with the same filters as tcm list.
+    """
     if full and dedup:
         raise UsageError("--full and --dedup are different modes: pick one")
     if (asm or source) and (full or dedup):
@@ -644,8 +656,11 @@ def gc_cmd(
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Bring caches under a size and/or age budget, least recently used entries first.
-    Launcher modules and writes in progress are never removed."""
+    """Bring caches under a size and/or age budget.
+
+    Least recently used entries go first (tracked use when tcm track recorded it, else the
+    newest file). Launcher modules and writes in progress are never removed.
+    """
     if max_size is None and max_age is None:
         raise UsageError("give --max-size and/or --max-age")
     size = parse_size(max_size) if max_size else None
@@ -688,8 +703,11 @@ def track_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a command with Triton's cache lookups tracked; print hits, misses and compile time
-    per kernel (on stderr; --json prints on stdout after the command's own output)."""
+    """Run a command and report Triton's cache hits and misses.
+
+    Prints hits, misses and compile time per kernel on stderr (--json prints on stdout after
+    the command's own output) and adds them to the index.
+    """
     if os.environ.get("TRITON_CACHE_MANAGER") not in (None, track.MANAGER):
         raise UsageError(
             f"TRITON_CACHE_MANAGER is set to {os.environ['TRITON_CACHE_MANAGER']}; tcm track "
@@ -833,9 +851,12 @@ def package_cmd(
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build a reproducible OCI image of a cache's healthy kernel entries (no daemon): one
-    layer with io.triton.cache/<KEY>/... and io.triton.manifest/manifest.json, MCV labels.
-    SOURCE_DATE_EPOCH sets the timestamps; the same entries give the same digest."""
+    """Build a reproducible OCI image of a cache (no daemon).
+
+    One layer with io.triton.cache/<KEY>/... and io.triton.manifest/manifest.json and the
+    MCV labels, from the cache's healthy kernel entries. SOURCE_DATE_EPOCH sets the
+    timestamps; the same entries give the same digest.
+    """
     from .oci.image import package
     from .oci.layout import OciLayout
     from .oci.refs import parse
@@ -963,8 +984,11 @@ def push_cmd(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy an image between any two references (a registry, an OCI layout, an archive).
-    Blobs the destination already has are skipped; every blob is verified as it streams."""
+    """Copy an image between any two references.
+
+    A registry, an OCI layout or an archive. Blobs the destination already has are skipped;
+    every blob is verified as it streams.
+    """
     from .oci.refs import parse
     from .oci.transfer import copy_image, discard_new_layout, open_dest, open_source
 
@@ -1000,8 +1024,10 @@ def inspect_cmd(
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show an image's labels, targets, producer and entry table without extracting it (only
-    the head of the layer is read)."""
+    """Show an image's labels, targets, producer and entries.
+
+    Nothing is extracted: only the manifest, the config and the head of the layer are read.
+    """
     from .oci.inspect import inspect
     from .oci.transfer import open_source
 
@@ -1046,8 +1072,11 @@ def _default_cache_dir() -> Path:
 
 @app.command("gpu")
 def gpu_cmd(as_json: JsonOpt = False) -> None:
-    """Show this host's GPU targets (nvidia-ml-py; amdsmi or the KFD sysfs for AMD) and the
-    Triton build that would look kernels up (version, Python ABI, ptxas)."""
+    """Show this host's GPU targets and Triton build.
+
+    Targets from nvidia-ml-py, amdsmi or the KFD sysfs; the Triton version, Python ABI,
+    triton_key() and ptxas that lookups on this host will use.
+    """
     from .producer import detect
     from .targets import host_targets
 
@@ -1182,9 +1211,12 @@ def pull_cmd(
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Restore a cache image on this node: check it against the host's GPUs and Triton before
-    downloading, keep the kernels that will load and hit here, extract safely, rewrite group
-    paths, install each entry atomically, and report what was skipped and why."""
+    """Restore a cache image on this node.
+
+    Checks the image against the host's GPUs and Triton before downloading, keeps the
+    kernels that will load and hit here, extracts safely, rewrites group paths, installs
+    each entry atomically, and reports what was skipped and why.
+    """
     _restore(
         ref,
         cache_dir,
