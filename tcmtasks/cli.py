@@ -17,11 +17,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import __version__, track
-from .cache.entries import Entry, EntryKind, scan_root
+from .cache.entries import Entry, EntryKind, iter_dirs, scan_root
 from .cache.health import diagnose, repair, rescan
 from .cache.lock import locked
 from .cache.remove import purge_trash
@@ -1265,11 +1266,163 @@ def extract_cmd(
     )
 
 
+@app.command("warm", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def warm_cmd(
+    command: Annotated[
+        list[str] | None, typer.Argument(help="command backend: the command, after --")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="triton (no GPU), command, torch (GPU) or vllm (container).")
+    ] = "triton",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            "--host-cache-dir",
+            help="Output dir (the cache, or the vLLM cache mounted in the container).",
+        ),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="triton: targets, comma-separated or repeated."),
+    ] = None,
+    kernels: Annotated[
+        str | None, typer.Option(help="triton: kernel-set module (file or module name).")
+    ] = None,
+    inductor: Annotated[
+        bool, typer.Option(help="command: also point TORCHINDUCTOR_CACHE_DIR at OUTPUT/inductor.")
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="torch: examples/models/<name> or a dir with config.json; "
+            "vllm: the model to serve."
+        ),
+    ] = None,
+    batch: Annotated[str, typer.Option(help="torch: batch sizes, comma-separated.")] = "1",
+    seq: Annotated[str, typer.Option(help="torch: sequence lengths, comma-separated.")] = "128",
+    dtype: Annotated[str, typer.Option(help="torch: dtypes (fp16, bf16, fp32).")] = "fp16",
+    image: Annotated[str, typer.Option(help="vllm: container image.")] = (
+        "docker.io/vllm/vllm-openai:latest"
+    ),
+    engine: Annotated[str, typer.Option(help="vllm: podman or docker.")] = "podman",
+    hf_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="vllm: file holding the Hugging Face token (else HF_TOKEN); never printed."
+        ),
+    ] = None,
+    container_cache_dir: Annotated[
+        str, typer.Option(help="vllm: cache dir inside the container.")
+    ] = "/root/.cache/vllm",
+    rocm: Annotated[bool, typer.Option(help="vllm: pass AMD GPUs (/dev/kfd, /dev/dri).")] = False,
+    no_gpu: Annotated[bool, typer.Option("--no-gpu", help="vllm: pass no GPU.")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="vllm: seconds before the container is killed.")
+    ] = 3600.0,
+    tarball: Annotated[
+        Path | None, typer.Option(help="vllm: also write the output as a .tar.gz.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Warm a cache for a kernel set or a model.
+
+    Backends: triton compiles a kernel set for named GPUs without one (keys match real
+    launches); command runs any command against the output; torch runs torch.compile of a
+    transformers model from a config on this GPU; vllm runs vLLM in a container. Every warm
+    writes a producer record (.tcm-producer.json) that tcm package puts in the image labels.
+    """
+    from .producer import detect, write_record
+    from .targets import Target, host_targets
+
+    if output is None:
+        raise UsageError("give the output dir: -o DIR")
+    t0 = time.perf_counter()
+    if backend == "triton":
+        from .warm.triton_backend import compile_kernelset
+
+        if not kernels:
+            raise UsageError(
+                "the triton backend needs --kernels (e.g. examples/kernels/tutorials.py)"
+            )
+        targets = [Target.parse(x) for t in target or [] for x in t.split(",") if x]
+        before = {n for n, _s, _e in iter_dirs(output)} if output.is_dir() else set()
+        variants = compile_kernelset(kernels, targets, output)
+        after = {e.key for e in scan_root(output) if e.kind == "kernel"}
+        result: dict[str, Any] = {
+            "variants": len(variants),
+            "new_entries": len(after - before),
+            "targets": [str(t) for t in targets],
+        }
+    elif backend == "command":
+        from .warm.command_backend import run_command
+
+        result = run_command(command or [], output, inductor=inductor)
+    elif backend == "torch":
+        from .warm.torch_backend import warm_model
+
+        if not model:
+            raise UsageError("the torch backend needs --model (e.g. opt-125m)")
+        runs = warm_model(
+            model,
+            output,
+            [int(x) for x in batch.split(",")],
+            [int(x) for x in seq.split(",")],
+            dtype.split(","),
+        )
+        result = {"model": model, "runs": runs}
+    elif backend == "vllm":
+        from .warm.vllm_backend import VllmWarm, run_vllm
+
+        if not model:
+            raise UsageError("the vllm backend needs --model")
+        result = run_vllm(
+            VllmWarm(
+                model=model,
+                output=output,
+                image=image,
+                engine=engine,
+                token_file=hf_token_file,
+                container_cache_dir=container_cache_dir,
+                rocm=rocm,
+                gpus=not no_gpu,
+                timeout=timeout,
+                tarball=tarball,
+                extra_args=command or [],
+            )
+        )
+    else:
+        raise UsageError(f"unknown backend {backend!r}; use triton, command, torch or vllm")
+    _targets, gpus = host_targets()
+    producer = detect()
+    producer.gpus = gpus
+    extra = {"backend": backend}
+    if backend == "vllm":
+        extra["image"] = image  # the Triton that compiled is the image's, not this host's
+    write_record(output, producer, **extra)
+    result["seconds"] = time.perf_counter() - t0
+    result["producer"] = producer.to_dict()
+    if as_json:
+        _print_json(result)
+    else:
+        summary = {k: v for k, v in result.items() if k not in ("producer", "new_keys", "runs")}
+        out.print(
+            f"warmed {output} ({backend}): "
+            + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, float))
+            + f", {result['seconds']:.1f} s"
+        )
+        for run in result.get("runs", []):
+            out.print(f"  {run}")
+    if result.get("returncode"):
+        raise typer.Exit(result["returncode"])
+
+
 def main() -> None:
     try:
         app()
     except TcmError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

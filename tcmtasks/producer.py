@@ -86,3 +86,17 @@ def mismatches(image: Producer | None, host: Producer) -> list[str]:
         if a and b and a != b:
             out.append(f"{label}: image {a}, host {b}")
     return out
+
+
+RECORD = ".tcm-producer.json"
+
+
+def write_record(out_dir: Any, producer: Producer, **extra: Any) -> None:
+    """Write the producer record next to a warm's output; ``tcm package`` puts it in labels."""
+    import json
+    from pathlib import Path
+
+    from .atomic import atomic_write_text
+
+    path = Path(out_dir) / RECORD
+    atomic_write_text(path, json.dumps({**producer.to_dict(), **extra}, sort_keys=True))

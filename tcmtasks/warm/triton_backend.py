@@ -1,0 +1,118 @@
+"""``tcm warm --backend triton``: compile a kernel set for named targets, no GPU needed.
+
+Runs in a child process (``python -m tcmtasks.warm.triton_backend``) so that Triton starts
+with ``TRITON_CACHE_DIR`` pointing at the output and nothing of the stand-in driver leaks into
+the tcm process. Every variant goes through ``kernel.warmup`` under a stand-in driver
+(``standin.py``), the launch path itself, so the keys are those a real launch computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import MissingDependency, TcmError, UsageError
+from ..targets import Target
+
+ELEMENT_SIZE = {"8": 1, "16": 2, "32": 4, "64": 8, "bool": 1, "int1": 1}
+
+
+def _nbytes(dtype: str, numel: int) -> int:
+    for bits, size in ELEMENT_SIZE.items():
+        if dtype.endswith(bits) or bits in dtype:
+            return numel * size
+    return numel * 4
+
+
+def compile_kernelset(kernels: str, targets: list[Target], out: Path) -> list[dict]:
+    """Compile every launch of the kernel set for every target into ``out`` (child process)."""
+    if not targets:
+        raise UsageError("the triton backend needs --target (e.g. cuda:80,cuda:90,hip:gfx942)")
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TRITON_CACHE_DIR": str(out.resolve())}
+    env.pop("TRITON_CACHE_MANAGER", None)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, os.getcwd(), env.get("PYTHONPATH", "")) if p
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tcmtasks.warm.triton_backend",
+            "--kernels",
+            kernels,
+            *[a for t in targets for a in ("--target", str(t))],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("tcm:")]
+        raise TcmError(
+            lines[-1][5:] if lines else f"compiling the kernel set failed:\n{proc.stderr[-2000:]}"
+        )
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def _child(kernels: str, targets: list[str]) -> None:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        raise MissingDependency(
+            "Triton (the triton warm backend compiles with it)", "triton"
+        ) from None
+    from .kernelset import Tensor, expand, load
+    from .standin import TensorStandIn, target_active, warmup
+
+    launches = load(kernels)
+    for text in targets:
+        target = Target.parse(text)
+        with target_active(target):
+            for launch in launches:
+                for v in expand(launch):
+                    args = [
+                        TensorStandIn(a.dtype, _nbytes(a.dtype, a.numel))
+                        if isinstance(a, Tensor)
+                        else a
+                        for a in v.args
+                    ]
+                    try:
+                        compiled = warmup(v.fn, *args, grid=v.grid, **v.kwargs)
+                    except Exception as exc:
+                        raise UsageError(
+                            f"{v.name} failed to compile for {target}: "
+                            f"{exc.__class__.__name__}: {exc}"
+                        ) from None
+                    print(
+                        json.dumps(
+                            {
+                                "target": str(target),
+                                "name": v.name,
+                                "hash": compiled.hash,
+                                "meta": {k: str(x) for k, x in v.kwargs.items()},
+                            }
+                        ),
+                        flush=True,
+                    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kernels", required=True)
+    ap.add_argument("--target", action="append", default=[])
+    args = ap.parse_args()
+    try:
+        _child(args.kernels, args.target)
+    except TcmError as exc:
+        print(f"tcm: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

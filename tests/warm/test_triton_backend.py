@@ -1,0 +1,153 @@
+"""The triton warm backend: keys equal to the launch path's, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tcmtasks import scan_root
+from tests.conftest import REPO, triton_env
+
+TUTORIALS = REPO / "examples" / "kernels" / "tutorials.py"
+
+
+def test_warm_keys_equal_the_launch_path_keys(tcm, tmp_path):
+    out = tmp_path / "warmed"
+    report = json.loads(
+        tcm(
+            "warm",
+            "--backend",
+            "triton",
+            "--kernels",
+            TUTORIALS,
+            "--target",
+            "cuda:90",
+            "-o",
+            out,
+            "--json",
+        ).stdout
+    )
+    assert report["variants"] == 14 and report["new_entries"] == 14
+    warmed = {e.key for e in scan_root(out) if e.kind == "kernel"}
+    assert len(warmed) == 14
+    launched = tmp_path / "launched"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.support.launch_path", str(TUTORIALS), "cuda:90"],
+        env=triton_env(launched),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("launched past the compile") == 14  # it really tried to launch
+    assert {e.key for e in scan_root(launched) if e.kind == "kernel"} == warmed
+    names = sorted(e.name for e in scan_root(out) if e.kind == "kernel")
+    assert names.count("matmul_kernel") == 8  # the autotune configs, expanded
+    fp16 = [
+        e
+        for e in scan_root(out)
+        if e.name == "add_kernel" and "!tt.ptr<f16>" in (e.path / "add_kernel.ttir").read_text()
+    ]
+    assert len(fp16) == 1  # the fp16 stand-in compiled as fp16, not fp32
+    producer = json.loads((out / ".tcm-producer.json").read_text())
+    assert producer["triton_version"] == "3.6.0" and producer["python"].startswith("cp3")
+
+
+def test_three_targets(tcm, tmp_path):
+    out = tmp_path / "warmed"
+    tcm(
+        "warm",
+        "--backend",
+        "triton",
+        "--kernels",
+        TUTORIALS,
+        "--target",
+        "cuda:80,cuda:90,rocm:gfx942",
+        "-o",
+        out,
+    )
+    targets = {str(e.target) for e in scan_root(out) if e.kind == "kernel"}
+    assert targets == {"cuda:80", "cuda:90", "hip:gfx942"}
+    assert sum(1 for e in scan_root(out) if e.kind == "kernel") == 42
+
+
+def test_clear_errors(tcm, tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import triton\ndef oops(:\n")
+    proc = tcm(
+        "warm",
+        "--backend",
+        "triton",
+        "--kernels",
+        broken,
+        "--target",
+        "cuda:90",
+        "-o",
+        tmp_path / "o",
+        ok=2,
+    )
+    assert "failed to import" in proc.stderr and "SyntaxError" in proc.stderr
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    assert (
+        "must define KERNELS"
+        in tcm(
+            "warm",
+            "--backend",
+            "triton",
+            "--kernels",
+            empty,
+            "--target",
+            "cuda:90",
+            "-o",
+            tmp_path / "o",
+            ok=2,
+        ).stderr
+    )
+    assert (
+        "unknown backend"
+        in tcm(
+            "warm",
+            "--backend",
+            "triton",
+            "--kernels",
+            TUTORIALS,
+            "--target",
+            "tpu:v5",
+            "-o",
+            tmp_path / "o",
+            ok=2,
+        ).stderr
+    )
+    assert (
+        "needs --target"
+        in tcm(
+            "warm", "--backend", "triton", "--kernels", TUTORIALS, "-o", tmp_path / "o", ok=2
+        ).stderr
+    )
+    fake = tmp_path / "fake" / "triton"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no triton here')\n")
+    proc = tcm(
+        "warm",
+        "--backend",
+        "triton",
+        "--kernels",
+        TUTORIALS,
+        "--target",
+        "cuda:90",
+        "-o",
+        tmp_path / "o",
+        ok=2,
+        extra_env={"PYTHONPATH": f"{fake.parent}:{REPO}"},
+    )
+    assert "pip install 'tcmtasks[triton]'" in proc.stderr
+
+
+@pytest.mark.parametrize("backend", ["torch"])
+def test_gpu_backends_say_what_they_need(tcm, tmp_path, backend):
+    proc = tcm("warm", "--backend", backend, "--model", "opt-125m", "-o", tmp_path / "o", ok=2)
+    assert "GPU" in proc.stderr or "pip install" in proc.stderr
