@@ -1401,6 +1401,11 @@ def warm_cmd(
     if backend == "vllm":
         extra["image"] = image  # the Triton that compiled is the image's, not this host's
     write_record(output, producer, **extra)
+    if backend == "vllm" and tarball is not None:
+        from .warm.vllm_backend import write_tarball
+
+        write_tarball(output, tarball)
+        result["tarball"] = str(tarball)
     result["seconds"] = time.perf_counter() - t0
     result["producer"] = producer.to_dict()
     if as_json:

@@ -109,12 +109,13 @@ def run_vllm(spec: VllmWarm) -> dict:
         tail = "\n".join(logs.strip().splitlines()[-20:])
         raise TcmError(f"vLLM exited with {code}:\n{tail}")
     files = sum(1 for p in spec.output.rglob("*") if p.is_file())
-    result = {"returncode": code, "files": files, "output": str(spec.output)}
-    if spec.tarball:
-        with tarfile.open(spec.tarball, "w:gz") as tar:
-            tar.add(spec.output, arcname=".")
-        result["tarball"] = str(spec.tarball)
-    return result
+    return {"returncode": code, "files": files, "output": str(spec.output)}
+
+
+def write_tarball(output: Path, tarball: Path) -> None:
+    """The seed tool's --tarball: the warmed dir (with its producer record) as a .tar.gz."""
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(output, arcname=".")
 
 
 def _scrub(text: str, token: str | None) -> str:

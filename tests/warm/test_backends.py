@@ -166,7 +166,8 @@ def test_vllm_backend_in_a_real_container(tcm, tmp_path, podman_with_fake_vllm):
     assert json.loads((warm / "warm.json").read_text()) == {"model": "facebook/opt-125m"}
     assert (out / "token-seen").read_text().strip() == "present"
     with tarfile.open(tarball) as tar:
-        assert any(n.endswith("warm.json") for n in tar.getnames())
+        names = tar.getnames()
+    assert any(n.endswith("warm.json") for n in names) and "./.tcm-producer.json" in names
     record = json.loads((out / ".tcm-producer.json").read_text())
     assert record["image"] == "localhost/fake-vllm:test" and record["backend"] == "vllm"
     roots = json.loads(tcm("index", "-c", out, "--json").stdout)["roots"]
