@@ -1,0 +1,1 @@
+"""Pipelines: YAML recipes compiled into incremental doit tasks (see dodo.py)."""
