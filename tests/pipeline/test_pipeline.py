@@ -1,0 +1,159 @@
+"""doit pipelines end to end in a temp copy of the project, and recipe validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tcmtasks.pipeline.recipe import RecipeError, load_recipe
+from tests.conftest import REPO
+
+MINI = """model: mini
+warm:
+  backend: triton
+  kernels: examples/kernels/tutorials.py
+targets: [cuda:90]
+dedup: true
+prune:
+  ir: true
+image:
+  name: tcm/mini
+  tag: "{model}-{targets}"
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("dodo.py", "schemas", "examples"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
+    (root / "pipelines").mkdir()
+    (root / "pipelines" / "mini.yaml").write_text(MINI)
+    return root
+
+
+def doit(root: Path, *args: str, ok: int = 0) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "doit", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(root), "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == ok, proc.stdout + proc.stderr
+    return proc
+
+
+def ran(proc) -> list[str]:
+    return [line[3:].split(":")[0] for line in proc.stdout.splitlines() if line.startswith(".  ")]
+
+
+def test_first_run_noop_rerun_param_change_and_tampering(project):
+    first = doit(project, "warm_and_ship", "model=mini")
+    assert ran(first) == ["warm", "index", "dedup", "prune", "package", "push"]
+    package = json.loads((project / "build/mini/package.json").read_text())
+    assert package["entries"] == 14 and package["tag"] == "mini-cuda90"
+    prune_dir, warm_dir = project / "build/mini/prune", project / "build/mini/warm"
+    assert not list(prune_dir.glob("*/*.ttir")) and len(list(warm_dir.glob("*/*.ttir"))) == 14
+
+    again = doit(project, "warm_and_ship", "model=mini")
+    assert ran(again) == [] and again.stdout.count("-- ") == 6
+
+    recipe = project / "pipelines" / "mini.yaml"
+    recipe.write_text(MINI.replace("  ir: true", "  ir: true\n  asm: true"))
+    changed = doit(project, "warm_and_ship", "model=mini")
+    assert ran(changed) == ["prune", "package", "push"]
+    assert not list(prune_dir.glob("*/*.ptx"))
+
+    next(warm_dir.glob("*/*.ttgir")).unlink()  # someone tampers with the warmed cache
+    tampered = doit(project, "warm_and_ship", "model=mini")
+    # warm runs again and rebuilds the same content: its manifest is unchanged, the cascade stops
+    assert ran(tampered) == ["warm"]
+    assert len(list(warm_dir.glob("*/*.ttgir"))) == 14
+    image = json.loads((project / "build/mini/package.json").read_text())["reference"]
+    info = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "tcmtasks.cli", "inspect", image, "--json"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        ).stdout
+    )
+    assert info["entry_count"] == 14 and info["producer"]["backend"] == "triton"
+
+
+def test_push_to_a_registry(project, start_registry):
+    reg = start_registry()
+    (project / "pipelines" / "mini.yaml").write_text(MINI + "insecure: true\n")
+    doit(project, "warm_and_ship", "model=mini", f"registry={reg.host}")
+    push = json.loads((project / "build/mini/push.json").read_text())
+    assert push["destination"] == f"docker://{reg.host}/tcm/mini:mini-cuda90"
+    assert push["copied"] == 2
+    package = json.loads((project / "build/mini/package.json").read_text())
+    assert push["digest"] == package["digest"]
+
+
+def test_doit_list_and_unknown_model(project):
+    listing = doit(project, "list").stdout
+    for task in ("warm", "index", "dedup", "prune", "package", "push", "warm_and_ship"):
+        assert task in listing
+    bad = doit(project, "warm_and_ship", "model=nope", ok=3)
+    assert "unknown model 'nope'; known: mini" in bad.stderr
+
+
+def test_invalid_recipe_reports_every_error_with_position(project):
+    (project / "pipelines" / "broken.yaml").write_text(
+        "model: broken\nwarm:\n  backend: triton\ntargets: [tpu:v5]\ndedup: 'yes'\n"
+        "image:\n  name: Bad Name\n  colour: red\n"
+    )
+    proc = doit(project, "list", ok=3)
+    err = proc.stderr
+    assert err.startswith("ERROR:") and "Traceback" not in err
+    for where in (
+        "broken.yaml:3:3: $.warm: 'kernels' is a required property",
+        "broken.yaml:4:11: $.targets[0]",
+        "broken.yaml:5:8: $.dedup",
+        "broken.yaml:7:9: $.image.name",
+        "broken.yaml:7:3: $.image: Additional",
+    ):
+        assert where in err, err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: x\nwarm: {backend: triton, kernels: k.py}\n", "'image' is a required"),
+        ("model: x\nwarm: {backend: tpu}\nimage: {name: a}\n", "$.warm.backend"),
+        ("model: x\nwarm: {backend: command}\nimage: {name: a}\n", "'command' is a required"),
+        (
+            "model: x\nwarm: {backend: torch, model: m, batch: [0]}\nimage: {name: a}\n",
+            "$.warm.batch[0]",
+        ),
+        ("model: x\nwarm: [oops\n", "not valid YAML"),
+        (
+            "model: other\nwarm: {backend: triton, kernels: k}\nimage: {name: a}\n",
+            "must match the file name",
+        ),
+    ],
+)
+def test_schema_error_classes(tmp_path, text, message):
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert message in str(info.value)
+    assert f"{path}:" in str(info.value) or "must match" in str(info.value)
+
+
+def test_shipped_recipes_are_valid():
+    for path in sorted((REPO / "pipelines").glob("*.yaml")):
+        assert load_recipe(path).model == path.stem
