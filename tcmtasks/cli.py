@@ -141,36 +141,35 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _progress_update(stats_label: str):
-    """A rich progress bar on stderr for long indexing runs; silent when not a terminal."""
+@contextlib.contextmanager
+def _progress(label: str, *, unit_bytes: bool = False, min_total: int = 0):
+    """Yield an ``update(done, total)`` drawing a rich bar on stderr (None when stderr is not
+    a terminal); the bar starts on the first update with ``total >= min_total``."""
     if not err.is_terminal:
-        return None, None
+        yield None
+        return
+    count = TextColumn("{task.completed:,.0f} B") if unit_bytes else MofNCompleteColumn()
     progress = Progress(
-        TextColumn(stats_label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
+        TextColumn(label), BarColumn(), count, TimeElapsedColumn(), console=err, transient=True
     )
-    task = progress.add_task("index", total=None)
+    task = progress.add_task(label, total=None)
 
     def update(done: int, total: int) -> None:
-        if total >= 512:
+        if total >= min_total:
             if not progress.live.is_started:
                 progress.start()
-            progress.update(task, completed=done, total=total)
+            progress.update(task, completed=done, total=total or None)
 
-    return progress, update
+    try:
+        yield update
+    finally:
+        if progress.live.is_started:
+            progress.stop()
 
 
 def _refresh(index: Index, roots: list[Root], *, rescan: bool = False) -> IndexStats:
-    progress, update = _progress_update("indexing")
-    try:
+    with _progress("indexing", min_total=512) as update:
         return index.update(roots, rescan=rescan, progress=update)
-    finally:
-        if progress is not None and progress.live.is_started:
-            progress.stop()
 
 
 def _roots_for(index: Index, cache_dirs: list[Path] | None) -> list[Root]:
@@ -566,12 +565,8 @@ def _change(
                 )
             if not typer.confirm(f"Remove {human_size(plan.bytes)}?", err=True):
                 raise typer.Exit(1)
-        progress, update = _progress_update("removing")
-        try:
+        with _progress("removing", min_total=512) as update:
             result = apply(plan, progress=update)
-        finally:
-            if progress is not None and progress.live.is_started:
-                progress.stop()
         _refresh(index, roots)
     if as_json:
         _print_json({**plan.to_dict(), "dry_run": False, "result": result.to_dict()})
@@ -792,27 +787,6 @@ def _registry_opts(insecure_host, ca_cert, chunk_size=None):
     )
 
 
-def _transfer_progress(label: str):
-    if not err.is_terminal:
-        return None, None
-    progress = Progress(
-        TextColumn(label),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f} B"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
-    task = progress.add_task(label, total=None)
-
-    def update(done: int, total: int) -> None:
-        if not progress.live.is_started:
-            progress.start()
-        progress.update(task, completed=done, total=total)
-
-    return progress, update
-
-
 @app.command("package")
 def package_cmd(
     cache_dir: Annotated[Path, typer.Argument(help="The cache root to package.")],
@@ -911,12 +885,8 @@ def package_cmd(
         store.put_manifest(built.manifest, MT_MANIFEST)
         store.commit()
         if staging is not None:
-            progress, update = _transfer_progress("pushing")
-            try:
+            with _progress("pushing", unit_bytes=True) as update:
                 copy_image(store, open_dest(dest_ref, opts), progress=update)
-            finally:
-                if progress is not None and progress.live.is_started:
-                    progress.stop()
     finally:
         if staging is not None:
             staging.cleanup()
@@ -997,17 +967,14 @@ def push_cmd(
     dest_ref = parse(dest)
     existed = dest_ref.path is not None and dest_ref.path.exists()
     source = open_source(src, opts)
-    progress, update = _transfer_progress("copying")
     t0 = time.perf_counter()
     try:
-        result = copy_image(source, open_dest(dest_ref, opts), progress=update)
+        with _progress("copying", unit_bytes=True) as update:
+            result = copy_image(source, open_dest(dest_ref, opts), progress=update)
     except BaseException:
         if dest_ref.transport == "oci" and dest_ref.path is not None:
             discard_new_layout(dest_ref.path, existed)
         raise
-    finally:
-        if progress is not None and progress.live.is_started:
-            progress.stop()
     secs = time.perf_counter() - t0
     if as_json:
         _print_json({**result.__dict__, "seconds": secs, "source": src, "destination": dest})
@@ -1131,8 +1098,7 @@ def _restore(
             )
     dest = cache_dir or _default_cache_dir()
     source = open_source(ref, _registry_opts(insecure_host, ca_cert))
-    progress, update = _transfer_progress("extracting")
-    try:
+    with _progress("extracting", unit_bytes=True) as update:
         report = extract(
             source,
             dest,
@@ -1144,9 +1110,6 @@ def _restore(
             max_total=parse_size(max_size) if max_size else 64 << 30,
             progress=(lambda n: update(n, 0)) if update else None,
         )
-    finally:
-        if progress is not None and progress.live.is_started:
-            progress.stop()
     if not dry_run:
         with _index() as index:
             index.update(discover([dest]))

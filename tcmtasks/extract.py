@@ -37,7 +37,7 @@ from .cache.groups import group_filename, read_group, write_group
 from .cache.lock import locked
 from .cache.remove import TRASH
 from .oci.image import LABEL_PRODUCER, LABEL_SUMMARY
-from .oci.inspect import _decompressed, _json_label, read_entry_manifest, read_labels
+from .oci.inspect import decompressed, json_label, read_entry_manifest, read_labels
 from .oci.layout import CHUNK, ImageError
 from .producer import Producer, mismatches
 from .targets import Target
@@ -73,7 +73,7 @@ class Report:
 
 
 def _targets_of(labels: dict[str, str]) -> list[Target]:
-    summary = _json_label(labels.get(LABEL_SUMMARY)) or {}
+    summary = json_label(labels.get(LABEL_SUMMARY)) or {}
     out = []
     for t in summary.get("targets", []):
         found = Target.from_metadata(t)
@@ -95,7 +95,7 @@ def preflight(
             f"host needs {', '.join(map(str, targets)) or 'nothing (no GPU found)'}: nothing to "
             "download (use --target or --all to choose otherwise)"
         )
-    warnings = mismatches(Producer.from_dict(_json_label(labels.get(LABEL_PRODUCER))), host)
+    warnings = mismatches(Producer.from_dict(json_label(labels.get(LABEL_PRODUCER))), host)
     if warnings and strict:
         raise ImageError(
             "the image's kernels cannot hit on this host: "
@@ -156,7 +156,7 @@ def stream_into(
     for layer in manifest.get("layers", []):
         raw = source.open_blob(layer["digest"], layer.get("size"))
         try:
-            stream = _decompressed(raw, layer.get("mediaType", ""))
+            stream = decompressed(raw, layer.get("mediaType", ""))
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for m in tar:
                     where = _check_member(m, total, max_total)

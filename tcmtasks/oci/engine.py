@@ -86,10 +86,10 @@ def build_with_engine(
         import docker
     except ImportError:
         raise MissingDependency("docker-py (for --builder)", "builder") from None
-    from .image import _group_for_image
+    from .image import group_for_image
 
     labels = labels_for(entries, producer)
-    context = _context(entries, labels, lambda e: _group_for_image(e, mount_path))
+    context = _context(entries, labels, lambda e: group_for_image(e, mount_path))
     try:
         client = docker.DockerClient(base_url=engine_url(builder))
     except docker.errors.DockerException as exc:

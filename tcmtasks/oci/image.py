@@ -214,7 +214,7 @@ def summary_targets(entries: Iterable[Entry]) -> list[dict[str, Any]]:
     return [{"backend": t.backend, "arch": t.arch, "warp_size": t.warp_size} for t in seen]
 
 
-def _group_for_image(e: Entry, mount_path: str | None) -> bytes:
+def group_for_image(e: Entry, mount_path: str | None) -> bytes:
     """The entry's group as shipped: no packer path. With ``mount_path`` the absolute paths of
     an image mounted read-only there; otherwise bare names, which extraction rewrites."""
     children = read_group(e.path / group_filename(e.name or ""))
@@ -249,7 +249,7 @@ def build_layer(
                 for f in sorted(e.files, key=lambda f: f.name):
                     name = f"{CACHE_PREFIX}/{e.key}/{f.name}"
                     if f.name == grp:
-                        data = _group_for_image(e, mount_path)
+                        data = group_for_image(e, mount_path)
                         tar.addfile(_tarinfo(name, len(data), mtime, 0o644), io.BytesIO(data))
                         continue
                     with open(e.path / f.name, "rb") as fh:

@@ -20,7 +20,7 @@ from .layout import ImageError, parse_manifest
 MANIFEST_NAMES = ("io.triton.manifest/manifest.json",)
 
 
-def _decompressed(stream: Any, media_type: str) -> Any:
+def decompressed(stream: Any, media_type: str) -> Any:
     if media_type.endswith("gzip"):
         return gzip.GzipFile(fileobj=stream, mode="rb")
     if media_type.endswith("zstd"):
@@ -48,7 +48,7 @@ def read_entry_manifest(source: Any, manifest: dict[str, Any]) -> list[dict[str,
     for layer in manifest.get("layers", []):
         raw = source.open_blob(layer["digest"], layer.get("size"))
         try:
-            stream = _decompressed(raw, layer.get("mediaType", ""))
+            stream = decompressed(raw, layer.get("mediaType", ""))
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
                     name = member.name.lstrip("./")
@@ -68,7 +68,7 @@ def read_entry_manifest(source: Any, manifest: dict[str, Any]) -> list[dict[str,
 
 def inspect(source: Any, *, entries: bool = True) -> dict[str, Any]:
     manifest, _config, labels = read_labels(source)
-    summary = _json_label(labels.get(LABEL_SUMMARY))
+    summary = json_label(labels.get(LABEL_SUMMARY))
     out: dict[str, Any] = {
         "reference": source.describe(),
         "media_type": manifest.get("mediaType"),
@@ -82,14 +82,14 @@ def inspect(source: Any, *, entries: bool = True) -> dict[str, Any]:
         if labels.get(LABEL_SIZE, "").isdigit()
         else None,
         "targets": (summary or {}).get("targets", []),
-        "producer": _json_label(labels.get(LABEL_PRODUCER)),
+        "producer": json_label(labels.get(LABEL_PRODUCER)),
     }
     if entries:
         out["entries"] = read_entry_manifest(source, manifest)
     return out
 
 
-def _json_label(value: str | None) -> Any:
+def json_label(value: str | None) -> Any:
     if not value:
         return None
     try:

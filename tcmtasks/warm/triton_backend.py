@@ -28,6 +28,17 @@ def _nbytes(dtype: str, numel: int) -> int:
     return numel * 4
 
 
+def standin_args(args: list) -> list:
+    """A launch's arguments, each Tensor spec replaced by a stand-in of the same size."""
+    from .kernelset import Tensor
+    from .standin import TensorStandIn
+
+    return [
+        TensorStandIn(a.dtype, _nbytes(a.dtype, a.numel)) if isinstance(a, Tensor) else a
+        for a in args
+    ]
+
+
 def compile_kernelset(kernels: str, targets: list[Target], out: Path) -> list[dict]:
     """Compile every launch of the kernel set for every target into ``out`` (child process)."""
     if not targets:
@@ -67,8 +78,8 @@ def _child(kernels: str, targets: list[str]) -> None:
         raise MissingDependency(
             "Triton (the triton warm backend compiles with it)", "triton"
         ) from None
-    from .kernelset import Tensor, expand, load
-    from .standin import TensorStandIn, target_active, warmup
+    from .kernelset import expand, load
+    from .standin import target_active, warmup
 
     launches = load(kernels)
     for text in targets:
@@ -76,12 +87,7 @@ def _child(kernels: str, targets: list[str]) -> None:
         with target_active(target):
             for launch in launches:
                 for v in expand(launch):
-                    args = [
-                        TensorStandIn(a.dtype, _nbytes(a.dtype, a.numel))
-                        if isinstance(a, Tensor)
-                        else a
-                        for a in v.args
-                    ]
+                    args = standin_args(v.args)
                     try:
                         compiled = warmup(v.fn, *args, grid=v.grid, **v.kwargs)
                     except Exception as exc:

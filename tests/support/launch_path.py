@@ -8,21 +8,16 @@ a real launch; only the launch itself, after the compile, fails (there is no GPU
 import sys
 
 from tcmtasks.targets import Target
-from tcmtasks.warm.kernelset import Tensor, expand, load
-from tcmtasks.warm.standin import TensorStandIn, target_active
-from tcmtasks.warm.triton_backend import _nbytes
+from tcmtasks.warm.kernelset import expand, load
+from tcmtasks.warm.standin import target_active
+from tcmtasks.warm.triton_backend import standin_args
 
 
 def main(kernelset, target):
     with target_active(Target.parse(target)):
         for launch in load(kernelset):
             for v in expand(launch):
-                args = [
-                    TensorStandIn(a.dtype, _nbytes(a.dtype, a.numel))
-                    if isinstance(a, Tensor)
-                    else a
-                    for a in v.args
-                ]
+                args = standin_args(v.args)
                 v.fn.device_caches.clear()
                 try:
                     v.fn[v.grid](*args, **v.kwargs)  # the launch a workload makes
