@@ -58,6 +58,15 @@ def lookups(events: Path) -> dict[str, int]:
     return counts
 
 
+def honouring_file_modes(cmd: list[str]) -> list[str]:
+    """Run ``cmd`` so that file permission bits apply: root ignores them, so as root drop the
+    DAC override capabilities from the bounding set (the process stays uid 0, so it can still
+    reach the checkout wherever it lies)."""
+    if os.geteuid() != 0:
+        return cmd
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+
+
 def relocate_copy(src: Path, dst: Path) -> Path:
     """Copy a cache and point its groups at the copy: the cache Triton would have written had
     it compiled at ``dst``. Done textually here, independent of the code under test."""
