@@ -1,25 +1,12 @@
 """doit pipelines: `doit warm_and_ship model=triton-tutorials` (every model without model=).
 
-Thin by design: recipes live in pipelines/*.yaml (schemas/recipe.schema.json), the stages and
-task rules in tcmtasks/pipeline/. `doit list` shows every task; `registry=HOST[:PORT]` pushes
-to a registry instead of the local OCI layout under build/images.
+Thin by design: the tasks come from tcmtasks.pipeline (recipes: ./pipelines/ when present,
+else the examples shipped in tcmtasks/data/pipelines/). `doit list` shows every task;
+`registry=HOST[:PORT]` pushes to a registry instead of the local OCI layout under
+build/images; `dry_run=1` shows what would run. An installed tcm runs the same with
+`python -m tcmtasks.pipeline`.
 """
 
-from pathlib import Path
+from tcmtasks.pipeline.dodo import namespace
 
-from doit import get_var
-
-from tcmtasks.pipeline.tasks import make_tasks
-
-ROOT = Path(__file__).resolve().parent
-BUILD = Path("build")
-BUILD.mkdir(exist_ok=True)
-
-DOIT_CONFIG = {
-    "backend": "sqlite3",  # the default dbm falls back to the slow dbm.dumb (FACTS.md 19)
-    "dep_file": str(BUILD / ".doit.db"),
-    "default_tasks": ["warm_and_ship"],
-    "verbosity": 2,
-}
-
-globals().update(make_tasks(ROOT / "pipelines", BUILD, get_var))
+globals().update(namespace())

@@ -46,7 +46,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True)
     os.environ["TCM_DB"] = str(args.workdir / "index.db")
     tcm = [sys.executable, "-m", "tcmtasks.cli"]
-    kernels = str(REPO / "examples" / "kernels" / "tutorials.py")
+    kernels = str(REPO / "tcmtasks" / "data" / "kernels" / "tutorials.py")
     cache = args.workdir / "triton-cache"
     warm = json.loads(
         run(

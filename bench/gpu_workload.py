@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import triton
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from examples.kernels.tutorials import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tcmtasks" / "data" / "kernels"))
+from tutorials import (  # the shipped kernel set, tcmtasks/data/kernels/tutorials.py
     MATMUL_CONFIGS,
     add_kernel,
     layer_norm_kernel,

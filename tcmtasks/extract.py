@@ -36,9 +36,10 @@ from .cache.entries import Entry, EntryKind, binary_suffixes, scan_entry
 from .cache.groups import group_filename, read_group, write_group
 from .cache.lock import locked
 from .cache.remove import TRASH
+from .errors import HostileImage, ImageError, IncompatibleImage
 from .oci.image import LABEL_PRODUCER, LABEL_SUMMARY
 from .oci.inspect import decompressed, json_label, read_entry_manifest, read_labels
-from .oci.layout import CHUNK, ImageError
+from .oci.layout import CHUNK
 from .producer import Producer, mismatches
 from .targets import Target
 
@@ -51,12 +52,8 @@ _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{8,128}")
 _SAFE_FILE = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+-]{0,254}")
 
 
-class HostileImage(ImageError):
-    """The layer holds something that must never be written: nothing was installed."""
-
-
 @dataclass
-class Report:
+class RestoreReport:
     reference: str
     cache_dir: str
     host_targets: list[str]
@@ -90,14 +87,14 @@ def preflight(
     manifest, _config, labels = read_labels(source)
     image_targets = _targets_of(labels)
     if targets is not None and image_targets and not set(image_targets) & set(targets):
-        raise ImageError(
+        raise IncompatibleImage(
             f"{source.describe()} holds kernels for {', '.join(map(str, image_targets))}; this "
             f"host needs {', '.join(map(str, targets)) or 'nothing (no GPU found)'}: nothing to "
             "download (use --target or --all to choose otherwise)"
         )
     warnings = mismatches(Producer.from_dict(json_label(labels.get(LABEL_PRODUCER))), host)
     if warnings and strict:
-        raise ImageError(
+        raise IncompatibleImage(
             "the image's kernels cannot hit on this host: "
             + "; ".join(warnings)
             + " (drop --strict to extract anyway)"
@@ -241,11 +238,11 @@ def extract(
     dry_run: bool = False,
     max_total: int = MAX_TOTAL,
     progress: Callable[[int], None] | None = None,
-) -> Report:
+) -> RestoreReport:
     """Preflight, then (unless ``dry_run``) stream, select, relocate and install."""
     t0 = time.perf_counter()
     manifest, image_targets, warnings = preflight(source, targets, host, strict=strict)
-    report = Report(
+    report = RestoreReport(
         source.describe(),
         str(cache_dir),
         [str(t) for t in targets or []],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cache.entries import Entry, EntryKind, FileKind
+from .cache.lock import locked_all
 from .cache.remove import busy, remove_entry, remove_files_many
 from .errors import CacheError
 
@@ -79,11 +80,13 @@ class Result:
 # -- plans --------------------------------------------------------------------------------------
 
 
-def plan_ir(entries: Iterable[Entry], *, asm: bool = False, source: bool = False) -> Plan:
+def plan_ir(
+    entries: Iterable[Entry], *, ir: bool = True, asm: bool = False, source: bool = False
+) -> Plan:
     """Drop IR (``.ttir .ttgir .llir``), optionally ``.ptx``/``.amdgcn`` and ``.source``: none
-    of them is read to launch a cached kernel (FACTS.md item 4)."""
+    of them is read to launch a cached kernel (docs/cache-formats.md, "Removing files")."""
     kinds = (
-        {FileKind.IR}
+        ({FileKind.IR} if ir else set())
         | ({FileKind.ASM} if asm else set())
         | ({FileKind.SOURCE} if source else set())
     )
@@ -236,7 +239,13 @@ BATCH = 1000
 
 
 def apply(plan: Plan, *, progress: Callable[[int, int], None] | None = None) -> Result:
-    """Carry out a plan; each entry's failure is recorded and the rest goes on."""
+    """Carry out a plan under the locks of its roots; each entry's failure is recorded and
+    the rest goes on."""
+    with locked_all({a.entry.root for a in plan.actions}):
+        return _apply(plan, progress)
+
+
+def _apply(plan: Plan, progress: Callable[[int, int], None] | None) -> Result:
     result = Result()
     done = 0
     whole = [a for a in plan.actions if a.kind == "entry"]

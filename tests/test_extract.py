@@ -16,9 +16,10 @@ import tarfile
 import pytest
 
 from tcmtasks import scan_root
-from tcmtasks.extract import HostileImage, extract, purge_stale_staging
+from tcmtasks.errors import DigestMismatch, HostileImage, ImageError
+from tcmtasks.extract import extract, purge_stale_staging
 from tcmtasks.oci.image import MT_LAYER, MT_MANIFEST, canonical, package
-from tcmtasks.oci.layout import DigestMismatch, ImageError, OciLayout
+from tcmtasks.oci.layout import OciLayout
 from tcmtasks.producer import Producer
 from tcmtasks.targets import Target, gfx_name, host_targets
 from tests.conftest import REPO, compile_kernels, lookups
@@ -350,9 +351,9 @@ def test_host_targets_from_kfd_sysfs(tmp_path):
 
 def test_cli_pull_messages(tcm, image, tmp_path):
     _, store = image
-    proc = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", ok=2)
+    proc = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", ok=5)
     assert "no GPU found" in proc.stderr and "--target" in proc.stderr
-    proc = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", "--target", "cuda:75", ok=2)
+    proc = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", "--target", "cuda:75", ok=3)
     assert "nothing to download" in proc.stderr
     assert "use tcm pull" in tcm("extract", "docker://h.io/x:v", ok=2).stderr
     dry = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", "--all", "--dry-run")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import commit, stage_text
+from ..errors import GroupFormatError
 
 GROUP_PREFIX = "__grp__"
 
@@ -48,10 +49,6 @@ def corrupt_group_crashes(triton_version: str | None) -> bool:
     """Up to 3.6 an unparsable group raises out of ``get_group`` (the workload fails);
     from 3.7 it is caught and counted as a miss."""
     return _minor(triton_version) < (3, 7)
-
-
-class GroupFormatError(ValueError):
-    """The group file is not JSON, or has no ``child_paths`` mapping."""
 
 
 def read_group(path: str | Path) -> dict[str, str]:

@@ -33,6 +33,7 @@ from .groups import (
     relocated_children,
     write_group,
 )
+from .lock import locked
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,13 @@ def diagnose(entries: Iterable[Entry]) -> list[Entry]:
 
 
 def repair(entry: Entry, *, now: float | None = None) -> list[Repair]:
-    """Make the safe repairs on one entry; return what was done (or why it was not)."""
-    now = time.time() if now is None else now
+    """Make the safe repairs on one entry, under its root's lock; return what was done (or
+    why it was not)."""
+    with locked(entry.root):
+        return _repair(entry, time.time() if now is None else now)
+
+
+def _repair(entry: Entry, now: float) -> list[Repair]:
     done: list[Repair] = []
     codes = {p.code for p in entry.problems}
     if "stale-tmp" in codes:

@@ -4,46 +4,101 @@ Triton itself never takes this lock (it writes through tmp dirs and renames, saf
 the lock only serialises tcm runs that change a cache, so two prunes never judge the same
 entries at once. The kernel drops a ``flock`` when its process dies, so a crashed run leaves
 no stale lock behind.
+
+Every function that changes a cache takes the lock itself (``prune.apply``, ``health.repair``,
+``extract``...), and the operations above them take it for their whole plan-and-apply; so
+the lock is re-entrant within a process: a nested ``locked()`` on a root this process holds
+costs nothing. (Two ``flock``s on separate descriptors of one file would block each other.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..errors import CacheError
+from ..errors import CacheLocked, os_error
 
 LOCK_NAME = ".tcm.lock"
+
+_held: dict[str, tuple[int, int]] = {}  # realpath of root -> (pid, depth)
+_guard = threading.RLock()
 
 
 @contextlib.contextmanager
 def locked(root: Path, *, timeout: float = 0.0) -> Iterator[None]:
-    """Hold the root's lock for the block; raise CacheError if another tcm holds it."""
-    path = Path(root) / LOCK_NAME
+    """Hold the root's lock for the block; raise CacheLocked if another tcm holds it."""
+    real = os.path.realpath(root)
+    with _guard:
+        pid, depth = _held.get(real, (0, 0))
+        if pid == os.getpid():
+            _held[real] = (pid, depth + 1)
+            nested = True
+        else:
+            nested = False
+    if nested:
+        try:
+            yield
+        finally:
+            with _guard:
+                pid, depth = _held[real]
+                _held[real] = (pid, depth - 1)
+        return
+    fd = _open_lock_file(Path(root))
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise CacheError(f"cannot lock {root}: {exc.strerror or exc}; is it writable?") from None
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                    raise CacheError(
-                        f"another tcm (pid {holder}) is changing {root}; wait for it to finish "
-                        "and run this again"
-                    ) from None
-                time.sleep(0.1)
+        _flock(fd, root, timeout)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        with _guard:
+            _held[real] = (os.getpid(), 1)
+        try:
+            yield
+        finally:
+            with _guard:
+                _held.pop(real, None)
     finally:
         os.close(fd)  # closing drops the flock
+
+
+@contextlib.contextmanager
+def locked_all(roots: Iterable[Path], *, timeout: float = 0.0) -> Iterator[None]:
+    """Hold the locks of several roots (in a fixed order, so two runs cannot deadlock)."""
+    with contextlib.ExitStack() as stack:
+        for r in sorted({os.path.realpath(r) for r in roots}):
+            stack.enter_context(locked(Path(r), timeout=timeout))
+        yield
+
+
+def _open_lock_file(root: Path) -> int:
+    """Open (creating) the lock file without following a symlink planted in its place: the
+    lock write would otherwise truncate whatever file the link points at."""
+    path = root / LOCK_NAME
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the lock file is a symlink
+            raise CacheLocked(
+                f"{path} is a symbolic link, not tcm's lock file; remove it and run this again"
+            ) from None
+        raise os_error(exc, "lock", root) from None
+
+
+def _flock(fd: int, root: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                raise CacheLocked(
+                    f"another tcm (pid {holder}) is changing {root}; wait for it to finish "
+                    "and run this again"
+                ) from None
+            time.sleep(0.1)

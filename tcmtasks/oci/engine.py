@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache.entries import Entry
-from ..errors import MissingDependency, TcmError
+from ..errors import MissingDependency, ToolFailed
 from .image import MANIFEST_PATH, canonical, entry_manifest_row, labels_for
 from .layout import DockerArchive
 
@@ -40,7 +40,7 @@ def engine_url(builder: str) -> str:
         if os.path.exists(sock):
             return f"unix://{sock}"
     hint = "podman system service --time=0 &" if builder == "podman" else "start dockerd"
-    raise TcmError(
+    raise ToolFailed(
         f"no {builder} API socket found (tried {', '.join(SOCKETS[builder])}); "
         f"run `{hint}` or set CONTAINER_HOST"
     )
@@ -93,7 +93,7 @@ def build_with_engine(
     try:
         client = docker.DockerClient(base_url=engine_url(builder))
     except docker.errors.DockerException as exc:
-        raise TcmError(f"cannot reach the {builder} API: {exc}") from None
+        raise ToolFailed(f"cannot reach the {builder} API: {exc}") from None
     try:
         image, _logs = client.images.build(
             fileobj=io.BytesIO(context), custom_context=True, tag=tag, rm=True
@@ -103,7 +103,7 @@ def build_with_engine(
             for chunk in image.save(named=True):
                 f.write(chunk)
     except docker.errors.DockerException as exc:
-        raise TcmError(f"{builder} build failed: {exc}") from None
+        raise ToolFailed(f"{builder} build failed: {exc}") from None
     finally:
         client.close()
     return DockerArchive(Path(path))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import gzip
 import json
 import tarfile
+from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MissingDependency
+from ..errors import ImageError, MissingDependency
 from .image import LABEL_COUNT, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY
-from .layout import ImageError, parse_manifest
+from .layout import parse_manifest
 
 MANIFEST_NAMES = ("io.triton.manifest/manifest.json",)
 
@@ -66,27 +67,50 @@ def read_entry_manifest(source: Any, manifest: dict[str, Any]) -> list[dict[str,
     return None
 
 
-def inspect(source: Any, *, entries: bool = True) -> dict[str, Any]:
+@dataclass
+class ImageInfo:
+    """What an image says about itself: labels, targets, producer, and the in-layer table."""
+
+    reference: str
+    media_type: str | None
+    layers: list[dict[str, Any]]
+    labels: dict[str, str]
+    entry_count: int | None
+    cache_size_bytes: int | None
+    targets: list[dict[str, Any]]
+    producer: dict[str, Any] | None
+    entries: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _int_label(labels: dict[str, str], name: str) -> int | None:
+    value = labels.get(name, "")
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def inspect(source: Any, *, entries: bool = True) -> ImageInfo:
     manifest, _config, labels = read_labels(source)
     summary = json_label(labels.get(LABEL_SUMMARY))
-    out: dict[str, Any] = {
-        "reference": source.describe(),
-        "media_type": manifest.get("mediaType"),
-        "layers": [
+    producer = json_label(labels.get(LABEL_PRODUCER))
+    targets = summary.get("targets", []) if isinstance(summary, dict) else []
+    info = ImageInfo(
+        reference=source.describe(),
+        media_type=manifest.get("mediaType"),
+        layers=[
             {"digest": d["digest"], "size": d.get("size"), "mediaType": d.get("mediaType")}
             for d in manifest.get("layers", [])
         ],
-        "labels": labels,
-        "entry_count": int(labels[LABEL_COUNT]) if labels.get(LABEL_COUNT, "").isdigit() else None,
-        "cache_size_bytes": int(labels[LABEL_SIZE])
-        if labels.get(LABEL_SIZE, "").isdigit()
-        else None,
-        "targets": (summary or {}).get("targets", []),
-        "producer": json_label(labels.get(LABEL_PRODUCER)),
-    }
+        labels=labels,
+        entry_count=_int_label(labels, LABEL_COUNT),
+        cache_size_bytes=_int_label(labels, LABEL_SIZE),
+        targets=[t for t in targets if isinstance(t, dict)],
+        producer=producer if isinstance(producer, dict) else None,
+    )
     if entries:
-        out["entries"] = read_entry_manifest(source, manifest)
-    return out
+        info.entries = read_entry_manifest(source, manifest)
+    return info
 
 
 def json_label(value: str | None) -> Any:

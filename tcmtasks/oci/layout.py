@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..atomic import atomic_write_text
-from ..errors import TcmError
+from ..errors import DigestMismatch, ImageError
 from .image import MT_CONFIG, MT_INDEX, MT_MANIFEST, Blob, canonical
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -28,14 +28,6 @@ DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (MT_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (MT_INDEX, DOCKER_LIST)
 CHUNK = 1 << 20
-
-
-class ImageError(TcmError):
-    """An image or registry problem: missing, malformed, or not what its digest says."""
-
-
-class DigestMismatch(ImageError):
-    pass
 
 
 class VerifyingReader(io.RawIOBase):

@@ -26,12 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..errors import AuthError, ImageError, RegistryError
 from .image import MT_INDEX, MT_MANIFEST
 from .layout import (
     CHUNK,
     DOCKER_LIST,
     DOCKER_MANIFEST,
-    ImageError,
     VerifyingReader,
     resolve_index,
 )
@@ -42,10 +42,6 @@ ACCEPT = ", ".join((MT_MANIFEST, MT_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 RETRIES = 4
 BACKOFF = 0.5  # seconds, doubled per attempt
 DEFAULT_CHUNK = 16 << 20  # uploads above this go in PATCH chunks of this size
-
-
-class AuthError(ImageError):
-    pass
 
 
 def _auth_files() -> list[Path]:
@@ -146,7 +142,9 @@ class Registry:
             try:
                 resp = self._opener.open(req, timeout=60)
                 if resp.status not in ok:
-                    raise ImageError(f"{method} {self._safe(url)}: unexpected HTTP {resp.status}")
+                    raise RegistryError(
+                        f"{method} {self._safe(url)}: unexpected HTTP {resp.status}"
+                    )
                 return resp
             except urllib.error.HTTPError as exc:
                 if exc.code == 401 and scope not in self._tokens:
@@ -167,7 +165,7 @@ class Registry:
                     self.scheme = "http"  # an insecure host that speaks plain HTTP
                     continue
                 if isinstance(reason, ssl.SSLCertVerificationError):
-                    raise ImageError(
+                    raise RegistryError(
                         f"TLS verification failed for {self.host}: {reason.verify_message}; "
                         "pass --ca-cert FILE for a private CA, or --insecure-host "
                         f"{self.host} if you trust this network"
@@ -177,19 +175,19 @@ class Registry:
                     log.info("retrying %s %s after %s", method, self._safe(url), reason)
                     time.sleep(BACKOFF * 2 ** (attempt - 1))
                     continue
-                raise ImageError(f"cannot reach registry {self.host}: {reason}") from None
+                raise RegistryError(f"cannot reach registry {self.host}: {reason}") from None
 
     @staticmethod
     def _safe(url: str) -> str:
         return url.split("?", 1)[0]  # upload URLs carry state tokens in the query
 
-    def _http_error(self, method: str, url: str, exc: urllib.error.HTTPError) -> ImageError:
+    def _http_error(self, method: str, url: str, exc: urllib.error.HTTPError) -> RegistryError:
         try:
             detail = json.loads(exc.read() or b"{}").get("errors", [{}])[0]
             msg = f"{detail.get('code', '')} {detail.get('message', '')}".strip()
         except (json.JSONDecodeError, AttributeError, IndexError, OSError):
             msg = exc.reason
-        cls = AuthError if exc.code in (401, 403) else ImageError
+        cls = AuthError if exc.code in (401, 403) else RegistryError
         hint = {
             401: "; check your credentials",
             403: "; the account may lack push rights",
@@ -309,7 +307,7 @@ class Registry:
     def _location(self, resp: Any) -> str:
         loc = resp.headers.get("Location")
         if not loc:
-            raise ImageError(f"registry {self.host} gave no upload location")
+            raise RegistryError(f"registry {self.host} gave no upload location")
         return urllib.parse.urljoin(self.url("/"), loc)
 
     def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from .layout import DockerArchive, ImageError, OciArchive, OciLayout, blobs_of, parse_manifest
+from ..errors import ImageError, UsageError
+from .layout import DockerArchive, OciArchive, OciLayout, blobs_of, parse_manifest
 from .refs import ImageRef, parse
 from .registry import Registry, RegistryImage
 

@@ -1,4 +1,5 @@
-"""Recipes: one YAML file per model, validated against schemas/recipe.schema.json.
+"""Recipes: one YAML file per model, validated against the JSON Schema shipped with tcm
+(``tcmtasks/data/recipe.schema.json``).
 
 Every schema error is reported at once, each with ``file:line:column`` and its YAML path, so a
 recipe is fixed in one pass rather than one complaint at a time.
@@ -11,14 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import TcmError
+from ..errors import RecipeError
+from ..resources import recipe_schema
 
-REPO = Path(__file__).resolve().parents[2]
-SCHEMA = REPO / "schemas" / "recipe.schema.json"
-
-
-class RecipeError(TcmError):
-    pass
+TAG_FIELDS = {"model": "m", "triton": "3.6.0", "targets": "cuda90"}
 
 
 @dataclass
@@ -78,11 +75,14 @@ def _yaml_path(path: list[Any]) -> str:
     return out
 
 
-def load_recipe(path: Path, schema_path: Path = SCHEMA) -> Recipe:
+def load_recipe(path: Path, schema_path: Path | None = None) -> Recipe:
     import jsonschema
     import yaml
 
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc}") from None
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -90,7 +90,7 @@ def load_recipe(path: Path, schema_path: Path = SCHEMA) -> Recipe:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise RecipeError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    schema = json.loads(schema_path.read_text())
+    schema = json.loads((schema_path or recipe_schema()).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
@@ -105,6 +105,7 @@ def load_recipe(path: Path, schema_path: Path = SCHEMA) -> Recipe:
             f"{path}: model {data['model']!r} must match the file name ({path.stem}.yaml)"
         )
     image = data["image"]
+    _check_tag(path, image.get("tag", "{model}"))
     return Recipe(
         path=path,
         model=data["model"],
@@ -118,6 +119,18 @@ def load_recipe(path: Path, schema_path: Path = SCHEMA) -> Recipe:
         destination=data.get("destination"),
         insecure=data.get("insecure", False),
     )
+
+
+def _check_tag(path: Path, template: str) -> None:
+    """A tag template names only fields the package stage fills in: found now, not after
+    four stages have run."""
+    try:
+        template.format(**TAG_FIELDS)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise RecipeError(
+            f"{path}: image.tag {template!r} is not a valid template ({exc.__class__.__name__}: "
+            f"{exc}); it may use {', '.join('{' + f + '}' for f in TAG_FIELDS)}"
+        ) from None
 
 
 def load_all(directory: Path) -> dict[str, Recipe]:

@@ -1,8 +1,10 @@
-"""The pipeline's stages as plain functions: warm -> index -> dedup -> prune -> package -> push.
+"""The pipeline's stages: warm -> index -> dedup -> prune -> package -> push, each a call of
+the operation of the same name in ``tcmtasks.ops`` (so a stage and its CLI command cannot
+drift apart), plus what makes it incremental.
 
 Each stage reads the previous stage's directory, writes its own (``build/<model>/<stage>/``),
 and writes a small deterministic manifest (``build/<model>/<stage>.json``): the next stage
-depends on that file, never on the cache's thousands of files (FACTS.md item 18), and an
+depends on that file, never on the cache's thousands of files (docs/pipelines.md), and an
 unchanged manifest stops the cascade. Dedup and prune work on hard-linked copies, so each
 stage's input stays as it was and a changed parameter reruns from the right place.
 """
@@ -15,15 +17,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .. import ops
 from ..atomic import atomic_write_text
-from ..cache.entries import EntryKind, scan_root
+from ..cache.entries import Entry
 from ..cache.groups import group_filename, read_group, write_group
-from ..cache.roots import discover
-from ..index import Index
-from ..prune import apply, plan_dedup, plan_ir
+from ..errors import CacheError, GroupFormatError, UsageError
+from ..oci.transfer import RegistryOptions
+from ..resources import kernel_set
+from ..selection import Criteria
+from ..targets import Target
 from .recipe import Recipe
 
 BUILD = Path("build")
+STAGES = ("warm", "index", "dedup", "prune", "package", "push")
 
 
 def stage_dir(model: str, stage: str, build: Path = BUILD) -> Path:
@@ -32,6 +38,10 @@ def stage_dir(model: str, stage: str, build: Path = BUILD) -> Path:
 
 def manifest_path(model: str, stage: str, build: Path = BUILD) -> Path:
     return build / model / f"{stage}.json"
+
+
+def index_db(recipe: Recipe, build: Path) -> Path:
+    return build / recipe.model / "index.db"
 
 
 def write_manifest(path: Path, data: Any) -> None:
@@ -62,70 +72,57 @@ def content_manifest(directory: Path) -> list[list[Any]]:
     ]
 
 
-def warm(recipe: Recipe, build: Path = BUILD) -> dict[str, Any]:
-    """Warm from scratch into build/<model>/warm (a rerun rebuilds it whole)."""
-    from ..producer import detect, write_record
-    from ..targets import Target
-
-    out = stage_dir(recipe.model, "warm", build)
-    shutil.rmtree(out, ignore_errors=True)
+def warm_spec(recipe: Recipe) -> ops.WarmSpec:
+    """The recipe's ``warm:`` section as the spec ``tcm warm`` would build from its flags."""
     w = recipe.warm
     backend = w["backend"]
     if backend == "triton":
-        from ..warm.triton_backend import compile_kernelset
-
-        compile_kernelset(w["kernels"], [Target.parse(t) for t in recipe.targets], out)
-    elif backend == "command":
-        from ..warm.command_backend import run_command
-
-        r = run_command(w["command"], out, inductor=w.get("inductor", False))
-        if r["returncode"]:
-            raise RuntimeError(f"warm command exited with {r['returncode']}")
-    elif backend == "torch":
-        from ..warm.torch_backend import warm_model
-
-        warm_model(
-            w["model"], out, w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"])
+        kernels = kernel_set(w["kernels"], base=recipe.path.parent)
+        return ops.TritonWarm(kernels, [Target.parse(t) for t in recipe.targets])
+    if backend == "command":
+        return ops.CommandWarm(list(w["command"]), inductor=w.get("inductor", False))
+    if backend == "torch":
+        return ops.TorchWarm(
+            w["model"], w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"])
         )
-    else:
-        from ..warm.vllm_backend import VllmWarm, run_vllm
+    return ops.VllmWarm(
+        w["model"],
+        image=w.get("image", ops.VllmWarm.image),
+        engine=w.get("engine", "podman"),
+        rocm=w.get("rocm", False),
+        timeout=w.get("timeout", 3600.0),
+    )
 
-        run_vllm(
-            VllmWarm(
-                model=w["model"],
-                output=out,
-                image=w.get("image", VllmWarm.image),
-                engine=w.get("engine", "podman"),
-                rocm=w.get("rocm", False),
-                timeout=w.get("timeout", 3600.0),
-            )
-        )
-    write_record(out, detect(), backend=backend)
+
+def warm(recipe: Recipe, build: Path = BUILD) -> dict[str, Any]:
+    """Warm from scratch into build/<model>/warm (a rerun rebuilds it whole)."""
+    out = stage_dir(recipe.model, "warm", build)
+    shutil.rmtree(out, ignore_errors=True)
+    result = ops.warm(warm_spec(recipe), out)
+    if result.returncode:
+        raise UsageError(f"the warm command of {recipe.path} exited with {result.returncode}")
     write_manifest(manifest_path(recipe.model, "warm", build), content_manifest(out))
     return {"fingerprint": fingerprint(out)}
 
 
 def index(recipe: Recipe, build: Path = BUILD) -> None:
     src = stage_dir(recipe.model, "warm", build)
-    with Index(build / recipe.model / "index.db") as idx:
-        roots = discover([src])
-        idx.update(roots, rescan=True)
-        rows = [
-            [
-                str(
-                    e.root.relative_to(src.resolve())
-                    if e.root.is_relative_to(src.resolve())
-                    else e.root
-                ),
-                e.key,
-                e.kind,
-                e.name,
-                str(e.target or ""),
-                e.lookup,
-                e.size,
-            ]
-            for e in idx.entries([r.path for r in roots])
+    db = index_db(recipe, build)
+    ops.index([src], rescan=True, db=db)
+    listed = ops.list_entries([src], criteria=Criteria(kinds=[]), refresh_index=False, db=db)
+    base = src.resolve()
+    rows = [
+        [
+            str(e.root.relative_to(base) if e.root.is_relative_to(base) else e.root),
+            e.key,
+            e.kind,
+            e.name,
+            str(e.target or ""),
+            e.lookup,
+            e.size,
         ]
+        for e in listed.entries
+    ]
     write_manifest(manifest_path(recipe.model, "index", build), sorted(rows))
 
 
@@ -138,7 +135,7 @@ def clone_tree(src: Path, dst: Path) -> None:
     for grp in dst.rglob("__grp__*.json"):
         try:
             children = read_group(grp)
-        except (OSError, ValueError):
+        except (OSError, GroupFormatError):
             continue
         name = grp.name[len("__grp__") : -len(".json")]
         if grp.name != group_filename(name):
@@ -147,23 +144,15 @@ def clone_tree(src: Path, dst: Path) -> None:
         write_group(grp.parent, name, fixed)
 
 
-def _kernels(directory: Path) -> list:
-    return [
-        e for r in discover([directory]) for e in scan_root(r.path) if e.kind == EntryKind.KERNEL
-    ]
-
-
 def dedup(recipe: Recipe, build: Path = BUILD) -> None:
     src, dst = stage_dir(recipe.model, "warm", build), stage_dir(recipe.model, "dedup", build)
     clone_tree(src, dst)
-    removed = []
+    removed: list[str] = []
     if recipe.dedup:
-        with Index(build / recipe.model / "index.db") as idx:
-            idx.update(discover([dst]), rescan=True)
-            entries = idx.entries([r.path for r in discover([dst])], with_metadata=True)
-        plan = plan_dedup([e for e in entries if e.kind == EntryKind.KERNEL], now=float("inf"))
-        apply(plan)
-        removed = sorted(a.entry.key for a in plan.actions)
+        # the copy is this stage's own: nothing else writes to it, so nothing is "recent"
+        result = ops.dedup([dst], include_recent=True, db=index_db(recipe, build))
+        _check(result, "dedup")
+        removed = sorted(a.entry.key for a in result.plan.actions)
     write_manifest(
         manifest_path(recipe.model, "dedup", build),
         {"removed": removed, "files": content_manifest(dst)},
@@ -174,21 +163,25 @@ def prune(recipe: Recipe, build: Path = BUILD) -> None:
     src, dst = stage_dir(recipe.model, "dedup", build), stage_dir(recipe.model, "prune", build)
     clone_tree(src, dst)
     p = recipe.prune
-    if p.get("ir", True) or p.get("asm") or p.get("source"):
-        entries = _kernels(dst)
-        plan = plan_ir(entries, asm=p.get("asm", False), source=p.get("source", False))
-        if not p.get("ir", True):  # asm/source only
-            for a in plan.actions:
-                a.files = tuple(f for f in a.files if not f.endswith((".ttir", ".ttgir", ".llir")))
-        result = apply(plan)
-        if result.failed:
-            raise RuntimeError(
-                f"prune failed for {len(result.failed)} entries: {result.failed[0][1]}"
-            )
+    ir, asm, source = p.get("ir", True), p.get("asm", False), p.get("source", False)
+    if ir or asm or source:
+        result = ops.prune(
+            [dst], ir=ir, asm=asm, source=source, include_recent=True, db=index_db(recipe, build)
+        )
+        _check(result, "prune")
     write_manifest(manifest_path(recipe.model, "prune", build), content_manifest(dst))
 
 
-def image_tag(recipe: Recipe, entries: list) -> str:
+def _check(result: ops.ChangeResult, stage: str) -> None:
+    if result.applied is not None and result.applied.failed:
+        action, message = result.applied.failed[0]
+        raise CacheError(
+            f"{stage} failed for {len(result.applied.failed)} entries, e.g. "
+            f"{action.entry.key}: {message}"
+        )
+
+
+def image_tag(recipe: Recipe, entries: list[Entry]) -> str:
     versions = sorted({e.triton_version for e in entries if e.triton_version})
     targets = sorted({f"{e.target.backend}{e.target.arch}" for e in entries if e.target})
     tag = recipe.tag_template.format(
@@ -198,40 +191,45 @@ def image_tag(recipe: Recipe, entries: list) -> str:
 
 
 def package(recipe: Recipe, build: Path = BUILD) -> None:
-    from ..oci.image import MT_MANIFEST
-    from ..oci.image import package as build_image
-    from ..oci.layout import OciLayout
-
     src = stage_dir(recipe.model, "prune", build)
-    entries = [e for e in _kernels(src) if e.lookup == "hit"]
-    for r in discover([src]):
-        for e in scan_root(r.path):
-            if e.kind == EntryKind.KERNEL and e.metadata is None:
-                raise RuntimeError(f"{e.path}: unreadable metadata")
-    tag = image_tag(recipe, entries)
+    db = index_db(recipe, build)
+    listed = ops.list_entries([src], db=db)
+    unhealthy = [e for e in listed.entries if e.lookup != "hit"]
+    if unhealthy:
+        e = unhealthy[0]
+        raise CacheError(
+            f"{len(unhealthy)} warmed entries would not hit, e.g. {e.path} ({e.lookup}): "
+            "the pipeline ships whole caches only; run tcm doctor on it"
+        )
+    tag = image_tag(recipe, listed.entries)
     layout = build / "images" / recipe.image_name.replace("/", "_")
-    store = OciLayout(layout, tag, create=True)
-    record = stage_dir(recipe.model, "warm", build) / ".tcm-producer.json"
-    producer = json.loads(record.read_text()) if record.is_file() else None
-    built = build_image(entries, store, compression=recipe.compression, producer=producer)
-    store.put_manifest(built.manifest, MT_MANIFEST)
+    result = ops.package(src, f"oci:{layout}:{tag}", compression=recipe.compression, db=db)
     write_manifest(
         manifest_path(recipe.model, "package", build),
         {
             "reference": f"oci:{layout}:{tag}",
-            "digest": built.digest,
-            "entries": len(entries),
+            "digest": result.digest,
+            "entries": len(result.entries),
             "tag": tag,
         },
     )
 
 
-def push(recipe: Recipe, destination: str | None, build: Path = BUILD) -> None:
-    from ..oci.transfer import RegistryOptions, copy_image, open_dest, open_source
-
-    packaged = json.loads(manifest_path(recipe.model, "package", build).read_text())
+def destination_ref(recipe: Recipe, destination: str | None, tag: str) -> tuple[str, bool]:
+    """Where push sends the image (None: nowhere), and whether that registry is insecure."""
     dest = destination or recipe.destination
     if not dest:
+        return "", False
+    if dest.startswith("docker://"):
+        host = dest[len("docker://") :].split("/", 1)[0]
+        return f"docker://{host}/{recipe.image_name}:{tag}", recipe.insecure
+    return f"{dest.rstrip('/')}:{tag}", False
+
+
+def push(recipe: Recipe, destination: str | None, build: Path = BUILD) -> None:
+    packaged = json.loads(manifest_path(recipe.model, "package", build).read_text())
+    ref, insecure = destination_ref(recipe, destination, packaged["tag"])
+    if not ref:
         result = {
             "destination": packaged["reference"],
             "digest": packaged["digest"],
@@ -239,12 +237,24 @@ def push(recipe: Recipe, destination: str | None, build: Path = BUILD) -> None:
             "note": "no destination: the local OCI layout is the result",
         }
     else:
-        if dest.startswith("docker://"):
-            host = dest[len("docker://") :].split("/", 1)[0]
-            ref = f"docker://{host}/{recipe.image_name}:{packaged['tag']}"
-            opts = RegistryOptions(insecure_hosts=[host] if recipe.insecure else [])
-        else:
-            ref, opts = f"{dest.rstrip('/')}:{packaged['tag']}", RegistryOptions()
-        r = copy_image(open_source(packaged["reference"]), open_dest(ref, opts))
+        host = ref[len("docker://") :].split("/", 1)[0] if ref.startswith("docker://") else ""
+        opts = RegistryOptions(insecure_hosts=[host] if insecure else [])
+        r = ops.push(packaged["reference"], ref, registry=opts)
         result = {"destination": ref, "digest": r.digest, "copied": r.copied}
     write_manifest(manifest_path(recipe.model, "push", build), result)
+
+
+def describe(recipe: Recipe, destination: str | None, build: Path = BUILD) -> list[str]:
+    """What a run of the recipe would do, stage by stage, without doing any of it."""
+    spec = warm_spec(recipe)
+    ref, _insecure = destination_ref(recipe, destination, recipe.tag_template)
+    layout = build / "images" / recipe.image_name.replace("/", "_")
+    return [
+        f"{recipe.model} ({recipe.path})",
+        f"  warm     {spec} -> {stage_dir(recipe.model, 'warm', build)}",
+        f"  index    -> {index_db(recipe, build)}",
+        f"  dedup    {recipe.dedup} -> {stage_dir(recipe.model, 'dedup', build)}",
+        f"  prune    {recipe.prune} -> {stage_dir(recipe.model, 'prune', build)}",
+        f"  package  {recipe.compression}, tag {recipe.tag_template!r} -> oci:{layout}",
+        f"  push     {ref or 'nowhere: the local layout is the result'}",
+    ]

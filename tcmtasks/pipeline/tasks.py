@@ -1,24 +1,30 @@
-"""doit task generators over the stages (dodo.py only calls ``make_tasks``).
+"""doit task generators over the stages (``dodo.namespace`` calls ``make_tasks``).
 
-Rules from FACTS.md items 18-19: stage manifests are the targets and file_deps (never the
-cache's files); the warm stage's uptodate fingerprints its directory; ``config_changed`` holds
-the stage's parameters plus a stage version; no lambdas (parallel runs pickle tasks); bad
-recipes and unknown models raise doit's own errors (``ERROR:``, exit 3, no traceback).
+Rules (docs/pipelines.md): stage manifests are the targets and file_deps (never the cache's
+files); the warm stage's uptodate fingerprints its directory; ``config_changed`` holds the
+stage's parameters plus a stage version; no lambdas (parallel runs pickle tasks); bad recipes
+and unknown models raise doit's own errors (``ERROR:``, exit 3, no traceback); a stage that
+fails with a tcm error fails its task with tcm's one-line message, not a traceback.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from doit.exceptions import InvalidCommand, InvalidDodoFile
+from doit.exceptions import InvalidCommand, InvalidDodoFile, TaskFailed
 from doit.tools import config_changed
 
+from ..errors import RecipeError, TcmError
 from . import stages
-from .recipe import Recipe, RecipeError, load_all
+from .recipe import Recipe, load_all
 
 #: Bump a stage's version when its code changes what it produces.
-VERSIONS = {"warm": 1, "index": 1, "dedup": 1, "prune": 1, "package": 1, "push": 1}
+VERSIONS = {"warm": 2, "index": 2, "dedup": 2, "prune": 2, "package": 2, "push": 2}
+
+GetVar = Callable[[str, Any], Any]
+TaskDict = dict[str, Any]
 
 
 class WarmUnchanged:
@@ -32,23 +38,39 @@ class WarmUnchanged:
         return saved is not None and saved == stages.fingerprint(self.directory)
 
 
+def run_stage(stage: str, *args: Any) -> dict[str, Any] | TaskFailed | None:
+    """Run one stage; a tcm error fails the task with its message (doit prints it as is)."""
+    try:
+        result: dict[str, Any] | None = getattr(stages, stage)(*args)
+    except TcmError as exc:
+        return TaskFailed(f"{stage}: {exc} [exit code {exc.exit_code}]")
+    return result
+
+
+def print_plan(lines: list[str]) -> None:
+    print("\n".join(lines))
+
+
 def _cfg(stage: str, params: Any) -> Any:
     return config_changed({"params": params, "version": VERSIONS[stage]})
 
 
-def make_tasks(pipelines: Path, build: Path, get_var: Any) -> dict[str, Any]:
+def make_tasks(pipelines: Path, build: Path, get_var: GetVar) -> dict[str, Any]:
     try:
         recipes = load_all(pipelines)
     except RecipeError as exc:
         raise InvalidDodoFile(str(exc)) from None
     wanted = get_var("model", None)
     registry = get_var("registry", None)
+    dest = f"docker://{registry}" if registry else None
     if wanted and wanted not in recipes:
         raise InvalidCommand(f"unknown model {wanted!r}; known: {', '.join(sorted(recipes))}")
     selected = [wanted] if wanted else sorted(recipes)
+    if get_var("dry_run", None):
+        return {"task_warm_and_ship": _dry_run(recipes, selected, dest, build)}
 
-    def per_model(stage: str, doc: str, make) -> Any:
-        def creator():
+    def per_model(stage: str, doc: str, make: Callable[[Recipe], TaskDict]) -> Any:
+        def creator() -> Iterator[TaskDict]:
             for model in sorted(recipes):
                 task = make(recipes[model])
                 yield {"name": model, "doc": f"{doc} ({model})", "verbosity": 2, **task}
@@ -60,67 +82,56 @@ def make_tasks(pipelines: Path, build: Path, get_var: Any) -> dict[str, Any]:
     def m(model: str, stage: str) -> str:
         return str(stages.manifest_path(model, stage, build))
 
-    def warm(r: Recipe) -> dict:
-        return {
-            "actions": [(stages.warm, [r, build])],
-            "targets": [m(r.model, "warm")],
-            "uptodate": [
-                _cfg("warm", r.warm | {"targets": r.targets}),
-                WarmUnchanged(stages.stage_dir(r.model, "warm", build)),
-            ],
+    def task(r: Recipe, stage: str, params: Any, *extra: Any) -> TaskDict:
+        i = stages.STAGES.index(stage)
+        out: TaskDict = {
+            "actions": [(run_stage, [stage, r, *extra, build])],
+            "targets": [m(r.model, stage)],
+            "uptodate": [_cfg(stage, params)],
         }
+        if i > 0:
+            out["file_dep"] = [m(r.model, stages.STAGES[i - 1])]
+        return out
 
-    def index(r: Recipe) -> dict:
-        return {
-            "actions": [(stages.index, [r, build])],
-            "file_dep": [m(r.model, "warm")],
-            "targets": [m(r.model, "index")],
-            "uptodate": [_cfg("index", None)],
-        }
+    def warm(r: Recipe) -> TaskDict:
+        t = task(r, "warm", r.warm | {"targets": r.targets})
+        t["uptodate"].append(WarmUnchanged(stages.stage_dir(r.model, "warm", build)))
+        return t
 
-    def dedup(r: Recipe) -> dict:
-        return {
-            "actions": [(stages.dedup, [r, build])],
-            "file_dep": [m(r.model, "index")],
-            "targets": [m(r.model, "dedup")],
-            "uptodate": [_cfg("dedup", r.dedup)],
-        }
-
-    def prune(r: Recipe) -> dict:
-        return {
-            "actions": [(stages.prune, [r, build])],
-            "file_dep": [m(r.model, "dedup")],
-            "targets": [m(r.model, "prune")],
-            "uptodate": [_cfg("prune", r.prune)],
-        }
-
-    def package(r: Recipe) -> dict:
-        return {
-            "actions": [(stages.package, [r, build])],
-            "file_dep": [m(r.model, "prune")],
-            "targets": [m(r.model, "package")],
-            "uptodate": [_cfg("package", [r.image_name, r.tag_template, r.compression])],
-        }
-
-    def push(r: Recipe) -> dict:
-        dest = registry and f"docker://{registry}"
-        return {
-            "actions": [(stages.push, [r, dest, build])],
-            "file_dep": [m(r.model, "package")],
-            "targets": [m(r.model, "push")],
-            "uptodate": [_cfg("push", dest or r.destination)],
-        }
-
-    def task_warm_and_ship():
+    def task_warm_and_ship() -> TaskDict:
         """Warm, index, dedup, prune, package and push (model=NAME for one; all by default)."""
         return {"actions": None, "task_dep": [f"push:{x}" for x in selected]}
 
     return {
         "task_warm": per_model("warm", "warm the cache", warm),
-        "task_index": per_model("index", "index the warmed cache", index),
-        "task_dedup": per_model("dedup", "remove duplicate entries", dedup),
-        "task_prune": per_model("prune", "prune IR files", prune),
-        "task_package": per_model("package", "package as an OCI image", package),
-        "task_push": per_model("push", "push the image to its destination", push),
+        "task_index": per_model(
+            "index", "index the warmed cache", lambda r: task(r, "index", None)
+        ),
+        "task_dedup": per_model(
+            "dedup", "remove duplicate entries", lambda r: task(r, "dedup", r.dedup)
+        ),
+        "task_prune": per_model("prune", "prune IR files", lambda r: task(r, "prune", r.prune)),
+        "task_package": per_model(
+            "package",
+            "package as an OCI image",
+            lambda r: task(r, "package", [r.image_name, r.tag_template, r.compression]),
+        ),
+        "task_push": per_model(
+            "push",
+            "push the image to its destination",
+            lambda r: task(r, "push", dest or r.destination, dest),
+        ),
         "task_warm_and_ship": task_warm_and_ship,
     }
+
+
+def _dry_run(
+    recipes: dict[str, Recipe], selected: list[str], dest: str | None, build: Path
+) -> Callable[[], TaskDict]:
+    lines = [line for m in selected for line in stages.describe(recipes[m], dest, build)]
+
+    def task_warm_and_ship() -> TaskDict:
+        """What warm_and_ship would do (dry_run=1): nothing runs."""
+        return {"actions": [(print_plan, [lines])], "uptodate": [False], "verbosity": 2}
+
+    return task_warm_and_ship

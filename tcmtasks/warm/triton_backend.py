@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
-from ..errors import MissingDependency, TcmError, UsageError
+from ..errors import MissingDependency, UsageError
+from ..resources import kernel_set
 from ..targets import Target
+from .child import child_main, run_child
 
 ELEMENT_SIZE = {"8": 1, "16": 2, "32": 4, "64": 8, "bool": 1, "int1": 1}
 
@@ -39,36 +40,22 @@ def standin_args(args: list) -> list:
     ]
 
 
-def compile_kernelset(kernels: str, targets: list[Target], out: Path) -> list[dict]:
-    """Compile every launch of the kernel set for every target into ``out`` (child process)."""
+def compile_kernelset(kernels: str, targets: list[Target], out: Path) -> list[dict[str, Any]]:
+    """Compile every launch of the kernel set for every target into ``out`` (child process).
+    ``kernels`` is a file, a module name, or the name of a kernel set shipped with tcm."""
     if not targets:
         raise UsageError("the triton backend needs --target (e.g. cuda:80,cuda:90,hip:gfx942)")
+    spec = kernel_set(kernels)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TRITON_CACHE_DIR": str(out.resolve())}
     env.pop("TRITON_CACHE_MANAGER", None)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (root, os.getcwd(), env.get("PYTHONPATH", "")) if p
+    return run_child(
+        "tcmtasks.warm.triton_backend",
+        ["--kernels", spec, *[a for t in targets for a in ("--target", str(t))]],
+        env,
+        what="compiling the kernel set",
+        extra_path=os.getcwd(),  # kernel sets named as modules of the current project
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tcmtasks.warm.triton_backend",
-            "--kernels",
-            kernels,
-            *[a for t in targets for a in ("--target", str(t))],
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("tcm:")]
-        raise TcmError(
-            lines[-1][5:] if lines else f"compiling the kernel set failed:\n{proc.stderr[-2000:]}"
-        )
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 def _child(kernels: str, targets: list[str]) -> None:
@@ -113,11 +100,7 @@ def main() -> None:
     ap.add_argument("--kernels", required=True)
     ap.add_argument("--target", action="append", default=[])
     args = ap.parse_args()
-    try:
-        _child(args.kernels, args.target)
-    except TcmError as exc:
-        print(f"tcm: {exc}", file=sys.stderr)
-        sys.exit(2)
+    child_main(lambda: _child(args.kernels, args.target))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..errors import MissingDependency, TcmError, UsageError
+from ..errors import ImageError, MissingDependency, ToolFailed, UsageError
 from ..oci.engine import engine_url
 
 DEFAULT_IMAGE = "docker.io/vllm/vllm-openai:latest"
@@ -25,8 +25,9 @@ CONTAINER_CACHE = "/root/.cache/vllm"
 
 @dataclass
 class VllmWarm:
+    """What to run: the model vLLM serves, in which image, on which engine, with which GPUs."""
+
     model: str
-    output: Path
     image: str = DEFAULT_IMAGE
     engine: str = "podman"
     token_file: Path | None = None
@@ -34,7 +35,6 @@ class VllmWarm:
     rocm: bool = False
     gpus: bool = True
     timeout: float = 3600.0
-    tarball: Path | None = None
     extra_args: list[str] = field(default_factory=list)
 
 
@@ -49,13 +49,13 @@ def _token(spec: VllmWarm) -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
-def run_vllm(spec: VllmWarm) -> dict:
+def run_vllm(spec: VllmWarm, output: Path) -> dict[str, Any]:
     try:
         import docker
         from docker.types import DeviceRequest, Ulimit
     except ImportError:
         raise MissingDependency("docker-py (for the vllm backend)", "builder") from None
-    spec.output.mkdir(parents=True, exist_ok=True)
+    output.mkdir(parents=True, exist_ok=True)
     env = {"VLLM_CACHE_ROOT": spec.container_cache_dir}
     token = _token(spec)
     if token:
@@ -75,22 +75,25 @@ def run_vllm(spec: VllmWarm) -> dict:
     try:
         client = docker.DockerClient(base_url=engine_url(spec.engine))
     except docker.errors.DockerException as exc:
-        raise TcmError(f"cannot reach the {spec.engine} API: {exc}") from None
+        raise ToolFailed(f"cannot reach the {spec.engine} API: {exc}") from None
     try:
         container = client.containers.run(
             spec.image,
             ["--model", spec.model, *spec.extra_args],
             environment=env,
-            volumes={str(spec.output.resolve()): {"bind": spec.container_cache_dir, "mode": "rw"}},
+            volumes={str(output.resolve()): {"bind": spec.container_cache_dir, "mode": "rw"}},
             detach=True,
             tty=False,
             stdin_open=False,
             **kwargs,
         )
     except docker.errors.ImageNotFound:
-        raise UsageError(f"image {spec.image} is not available to {spec.engine}") from None
+        raise ImageError(
+            f"image {spec.image} is not available to {spec.engine}: pull it first "
+            f"({spec.engine} pull {spec.image})"
+        ) from None
     except docker.errors.DockerException as exc:
-        raise TcmError(
+        raise ToolFailed(
             f"{spec.engine} could not start {spec.image}: {_scrub(str(exc), token)}"
         ) from None
     try:
@@ -98,7 +101,7 @@ def run_vllm(spec: VllmWarm) -> dict:
             status = container.wait(timeout=spec.timeout)
         except Exception:
             container.kill()
-            raise TcmError(f"vLLM did not finish within {spec.timeout:.0f} s; killed") from None
+            raise ToolFailed(f"vLLM did not finish within {spec.timeout:.0f} s; killed") from None
         logs = _scrub(container.logs(stdout=True, stderr=True).decode(errors="replace"), token)
     finally:
         with contextlib.suppress(docker.errors.DockerException):
@@ -107,15 +110,9 @@ def run_vllm(spec: VllmWarm) -> dict:
     code = status.get("StatusCode", 1)
     if code != 0:
         tail = "\n".join(logs.strip().splitlines()[-20:])
-        raise TcmError(f"vLLM exited with {code}:\n{tail}")
-    files = sum(1 for p in spec.output.rglob("*") if p.is_file())
-    return {"returncode": code, "files": files, "output": str(spec.output)}
-
-
-def write_tarball(output: Path, tarball: Path) -> None:
-    """The seed tool's --tarball: the warmed dir (with its producer record) as a .tar.gz."""
-    with tarfile.open(tarball, "w:gz") as tar:
-        tar.add(output, arcname=".")
+        raise ToolFailed(f"vLLM exited with {code}:\n{tail}")
+    files = sum(1 for p in output.rglob("*") if p.is_file())
+    return {"returncode": code, "files": files, "output": str(output)}
 
 
 def _scrub(text: str, token: str | None) -> str:

@@ -90,7 +90,7 @@ def test_missing_engine_is_a_clear_error(tcm, cache, tmp_path):
         f"oci:{tmp_path / 'x'}:v1",
         "--builder",
         "docker",
-        ok=2,
+        ok=5,
         extra_env={"DOCKER_HOST": "", "CONTAINER_HOST": ""},
     )
     assert "no docker API socket" in proc.stderr or "cannot reach the docker API" in proc.stderr

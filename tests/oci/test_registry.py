@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from tcmtasks.oci.layout import DigestMismatch, OciLayout
-from tcmtasks.oci.registry import AuthError, Registry, RegistryImage
+from tcmtasks.errors import AuthError, DigestMismatch
+from tcmtasks.oci.layout import OciLayout
+from tcmtasks.oci.registry import Registry, RegistryImage
 from tcmtasks.oci.transfer import RegistryOptions, copy_image, open_dest, open_source
 from tests.oci.conftest import PASSWORD, USER
 from tests.oci.test_image import build
@@ -74,7 +75,7 @@ def test_basic_auth(tcm, cache, image, tmp_path, start_registry, monkeypatch):
     reg = start_registry("basic")
     ref = f"docker://{reg.host}/tcm/cache:v1"
     src = f"oci:{tmp_path / 'img'}:v1"
-    denied = tcm("push", src, ref, "--insecure-host", reg.host, ok=2)
+    denied = tcm("push", src, ref, "--insecure-host", reg.host, ok=3)  # registry refused
     assert "needs credentials" in denied.stderr
     wrong = tcm(
         "push",
@@ -82,7 +83,7 @@ def test_basic_auth(tcm, cache, image, tmp_path, start_registry, monkeypatch):
         ref,
         "--insecure-host",
         reg.host,
-        ok=2,
+        ok=3,
         extra_env={"TCM_REGISTRY_USER": USER, "TCM_REGISTRY_PASSWORD": "nope"},
     )
     assert "401" in wrong.stderr and "nope" not in wrong.stderr + wrong.stdout
@@ -125,7 +126,7 @@ def test_tls_verification(tcm, image, tmp_path, start_registry):
     reg = start_registry("tls")
     ref = f"docker://{reg.host}/tcm/cache:v1"
     src = f"oci:{tmp_path / 'img'}:v1"
-    refused = tcm("push", src, ref, ok=2)
+    refused = tcm("push", src, ref, ok=3)
     assert "TLS verification failed" in refused.stderr and "--ca-cert" in refused.stderr
     tcm("push", src, ref, "--ca-cert", reg.ca)
     tcm("push", src, ref, "--insecure-host", reg.host)  # explicitly trusted host
@@ -156,7 +157,7 @@ def test_corrupt_blob_leaves_no_local_image(tcm, image, tmp_path, start_registry
     p = proxy(reg.host, "corrupt")
     dest = tmp_path / "pulled"
     proc = tcm(
-        "push", f"docker://{p.host}/tcm/cache:v1", f"oci:{dest}:v1", "--insecure-host", p.host, ok=2
+        "push", f"docker://{p.host}/tcm/cache:v1", f"oci:{dest}:v1", "--insecure-host", p.host, ok=3
     )
     assert "does not match its digest" in proc.stderr
     assert not dest.exists()  # the layout this run created is gone
@@ -229,7 +230,7 @@ def test_oci_archive_and_docker_archive(tcm, image, tmp_path):
 def test_bad_references_and_missing_tags(tcm, image):
     proc = tcm("inspect", "s3://bucket/x", ok=2)
     assert "Accepted forms" in proc.stderr
-    proc = tcm("inspect", f"oci:{image[1].path}:nope", ok=2)
+    proc = tcm("inspect", f"oci:{image[1].path}:nope", ok=3)  # usage 2, image 3
     assert "no tag 'nope'" in proc.stderr and "v1" in proc.stderr
 
 

@@ -187,7 +187,7 @@ def test_vllm_backend_errors(tcm, tmp_path, podman_with_fake_vllm):
         "--no-gpu",
         "-o",
         tmp_path / "o",
-        ok=2,
+        ok=3,
         extra_env=env,
     )
     assert "not available" in proc.stderr or "could not start" in proc.stderr

@@ -1,0 +1,98 @@
+"""The ``tcm`` application: global options, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+
+from .. import __version__
+from ..errors import BUG_EXIT, INTERRUPTED_EXIT, TcmError
+from .common import err, esc, out, state
+
+EXIT_CODES = """\
+Exit codes: 0 done; 1 the command's check failed (--require-hits, doctor found problems);
+2 usage (bad flag, value, reference or recipe); 3 image or registry (unreachable, refused,
+corrupt, hostile, incompatible); 4 cache or index state (corrupt, locked); 5 this machine
+(missing extra or tool, no GPU, disk full); 70 a bug in tcm; 130 interrupted."""
+
+app = typer.Typer(
+    name="tcm",
+    help="Manage compile caches (Triton's, and the Inductor and vLLM caches above it): index, "
+    "search, check, prune and bound them; warm them; ship them as OCI images (package, push, "
+    "inspect); restore them on a node (gpu, pull, extract); track whether a workload hit "
+    "them (track).",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"tcm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", envvar="TCM_DB", help="Index database [default: ~/.local/share/tcm/index.db]"
+        ),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
+    ] = 0,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    state["db"] = db
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err, show_path=False, markup=False)],
+    )
+
+
+def main() -> None:
+    """Run ``tcm``: a TcmError ends in one line and its exit code; anything else is a bug,
+    shown as one line (the traceback with ``TCM_DEBUG=1``)."""
+    try:
+        app()
+    except TcmError as exc:
+        err.print(f"[red]error:[/] {esc(exc)}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: nothing half-done was kept")
+        sys.exit(INTERRUPTED_EXIT)
+    except BrokenPipeError:
+        # a reader that stopped early (tcm list | head): stop quietly, as other tools do
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), sys.stdout.fileno())
+        sys.exit(0)
+    except Exception as exc:
+        if os.environ.get("TCM_DEBUG"):
+            traceback.print_exc()
+        err.print(
+            f"[red]internal error:[/] {esc(type(exc).__name__)}: {esc(exc)}. This is a bug in tcm "
+            f"{__version__}: please report it to the tcm developers with the output of the "
+            "same command run with TCM_DEBUG=1",
+            soft_wrap=True,
+        )
+        sys.exit(BUG_EXIT)

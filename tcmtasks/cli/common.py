@@ -1,0 +1,230 @@
+"""What every command module shares: the consoles, option sets declared once, formatting,
+progress bars and confirmation. Nothing here decides what an operation does."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from ..errors import UsageError
+from ..oci.transfer import RegistryOptions
+from ..progress import Progress as ProgressFn
+from ..progress import ProgressEvent
+from ..prune import Plan
+from ..selection import Criteria, parse_age, parse_size
+from ..targets import Target
+
+# Piped output is read by people too (| less, | grep): do not squeeze tables into 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+state: dict[str, Any] = {"db": None}
+
+
+def db() -> Path | None:
+    """The --db given to ``tcm`` (None: TCM_DB or the default path)."""
+    value = state["db"]
+    return Path(value) if value is not None else None
+
+
+# -- option sets, declared once ------------------------------------------------------------------
+
+CacheDirs = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--cache-dir",
+        "-c",
+        help="Cache root (repeatable). Inductor and vLLM cache "
+        "dirs are expanded to the Triton roots inside them. Default: TRITON_CACHE_DIR, "
+        "TRITON_HOME, ~/.triton/cache, Inductor's and vLLM's caches.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+NameOpt = Annotated[
+    list[str] | None,
+    typer.Option("--name", "-n", help="Kernel name, exact or glob (repeatable)."),
+]
+BackendOpt = Annotated[
+    list[str] | None, typer.Option("--backend", "-b", help="cuda, hip or rocm (an alias of hip).")
+]
+ArchOpt = Annotated[list[str] | None, typer.Option("--arch", "-a", help="e.g. 90, sm_90, gfx942.")]
+VersionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--triton-version",
+        "-t",
+        help="3.6 (any 3.6.x), 3.6.0, a glob, or 'unknown' (written before 3.3).",
+    ),
+]
+OlderOpt = Annotated[
+    str | None,
+    typer.Option("--older-than", help="Newest file older than AGE (units s m h d w, e.g. 7d)."),
+]
+YoungerOpt = Annotated[
+    str | None, typer.Option("--younger-than", help="Newest file younger than AGE.")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would be removed; change nothing.")
+]
+InsecureOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--insecure-host",
+        help="HOST[:PORT] reached without TLS verification, or over plain HTTP (repeatable); "
+        "every other registry is verified.",
+    ),
+]
+CaCertOpt = Annotated[
+    Path | None, typer.Option("--ca-cert", help="PEM file of a CA to trust for registries.")
+]
+TargetsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--target", help="A target such as cuda:90 or rocm:gfx942 (repeatable)."),
+]
+
+
+def criteria(
+    name: list[str] | None,
+    backend: list[str] | None,
+    arch: list[str] | None,
+    triton_version: list[str] | None,
+    older_than: str | None,
+    younger_than: str | None,
+    kinds: list[str] | None = None,
+) -> Criteria:
+    """The filters list, prune and package share, parsed."""
+    c = Criteria(
+        names=name or [],
+        backends=backend or [],
+        archs=arch or [],
+        triton_versions=triton_version or [],
+        older_than=parse_age(older_than) if older_than else None,
+        younger_than=parse_age(younger_than) if younger_than else None,
+    )
+    if kinds is not None:
+        c.kinds = kinds
+    return c
+
+
+def targets(values: list[str] | None) -> list[Target]:
+    """``--target`` values, repeated or comma-separated."""
+    return [Target.parse(x) for v in values or [] for x in v.split(",") if x.strip()]
+
+
+def registry_options(
+    insecure_host: list[str] | None, ca_cert: Path | None, chunk_size: str | None = None
+) -> RegistryOptions:
+    if ca_cert is not None and not ca_cert.is_file():
+        raise UsageError(f"--ca-cert {ca_cert} does not exist")
+    return RegistryOptions(
+        insecure_hosts=insecure_host or [],
+        ca_cert=ca_cert,
+        chunk_size=parse_size(chunk_size) if chunk_size else None,
+    )
+
+
+# -- formatting -------------------------------------------------------------------------------
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def human_age(mtime: float, now: float) -> str:
+    s = max(0.0, now - mtime)
+    for unit, length in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= length:
+            return f"{s / length:.0f}{unit} ago"
+    return f"{s:.0f}s ago"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def esc(value: object) -> str:
+    """Data shown inside rich markup: never interpreted as markup itself."""
+    return escape(str(value))
+
+
+# -- progress and confirmation -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[ProgressFn | None]:
+    """A progress callback drawing one transient bar per task on stderr; None (no callback,
+    no cost) when stderr is not a terminal."""
+    if not err.is_terminal:
+        yield None
+        return
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[count]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+    bytes_col, items_col = DownloadColumn(), MofNCompleteColumn()
+
+    def update(event: ProgressEvent) -> None:
+        if not bars.live.is_started:
+            bars.start()
+        if event.task not in tasks:
+            tasks[event.task] = bars.add_task(event.task, total=event.total, count="")
+        task_id = tasks[event.task]
+        bars.update(task_id, completed=event.done, total=event.total)
+        task = bars.tasks[tasks[event.task]]
+        column = bytes_col if event.unit == "bytes" else items_col
+        bars.update(task_id, count=column.render(task))
+
+    try:
+        yield update
+    finally:
+        if bars.live.is_started:
+            bars.stop()
+
+
+def confirm_removal(*, yes: bool, as_json: bool, show: Any) -> Any:
+    """The ``confirm`` callback of prune/gc: show the plan, then ask (or not)."""
+
+    def confirm(plan: Plan) -> bool:
+        if not as_json:
+            show(plan)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "not a terminal, so cannot ask: add --yes to go ahead, or --dry-run to only look"
+            )
+        return typer.confirm(f"Remove {human_size(plan.bytes)}?", err=True)
+
+    return confirm

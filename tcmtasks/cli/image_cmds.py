@@ -1,0 +1,179 @@
+"""Commands that make and move images: package, push, inspect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .. import ops
+from .app import app
+from .common import (
+    ArchOpt,
+    BackendOpt,
+    CaCertOpt,
+    InsecureOpt,
+    JsonOpt,
+    NameOpt,
+    OlderOpt,
+    TargetsOpt,
+    VersionOpt,
+    YoungerOpt,
+    criteria,
+    db,
+    err,
+    esc,
+    human_size,
+    out,
+    print_json,
+    progress_bars,
+    registry_options,
+    targets,
+)
+
+
+@app.command("package")
+def package_cmd(
+    cache_dir: Annotated[Path, typer.Argument(help="The cache root to package.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="Where to write the image: oci:DIR[:TAG] (default "
+            "form), oci-archive:FILE[:TAG] or docker://HOST/REPO:TAG."
+        ),
+    ],
+    name: NameOpt = None,
+    backend: BackendOpt = None,
+    arch: ArchOpt = None,
+    triton_version: VersionOpt = None,
+    older_than: OlderOpt = None,
+    younger_than: YoungerOpt = None,
+    target: TargetsOpt = None,
+    compression: Annotated[str, typer.Option(help="gzip, zstd or none.")] = "gzip",
+    level: Annotated[int | None, typer.Option(help="Compression level.")] = None,
+    mount_path: Annotated[
+        str | None,
+        typer.Option(
+            help="Write groups for an image mounted read-only at PATH (hits without extraction)."
+        ),
+    ] = None,
+    builder: Annotated[
+        str,
+        typer.Option(
+            help="tcm (daemonless, reproducible), or podman / docker through their "
+            "API (the builder extra), with the same labels and layout."
+        ),
+    ] = "tcm",
+    insecure_host: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a reproducible OCI image of a cache (no daemon).
+
+    One layer with io.triton.cache/<KEY>/... and io.triton.manifest/manifest.json and the
+    MCV labels, from the cache's healthy kernel entries. SOURCE_DATE_EPOCH sets the
+    timestamps; the same entries give the same digest.
+    """
+    with progress_bars() as progress:
+        result = ops.package(
+            cache_dir,
+            ref,
+            criteria=criteria(name, backend, arch, triton_version, older_than, younger_than),
+            targets=targets(target),
+            compression=compression,
+            level=level,
+            mount_path=mount_path,
+            builder=builder,
+            registry=registry_options(insecure_host, ca_cert),
+            db=db(),
+            progress=progress,
+        )
+    for e, why in result.skipped:
+        err.print(f"[yellow]skip[/] {e.key[:12]} {esc(e.name)}: {esc(why)}")
+    if as_json:
+        print_json(result.to_dict())
+    elif result.builder != "tcm":
+        out.print(
+            f"packaged {len(result.entries)} entries with {result.builder} -> "
+            f"{esc(result.reference)}\n{result.digest}"
+        )
+    else:
+        out.print(
+            f"packaged {len(result.entries)} entries ({human_size(result.cache_size_bytes)}, "
+            f"layer {human_size(result.layer_size or 0)}) -> {esc(result.reference)}\n"
+            f"{result.digest}"
+        )
+
+
+@app.command("push")
+def push_cmd(
+    src: Annotated[str, typer.Argument(help="Source image reference.")],
+    dest: Annotated[str, typer.Argument(help="Destination image reference.")],
+    insecure_host: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    chunk_size: Annotated[
+        str | None,
+        typer.Option(help="Upload blobs larger than SIZE in chunks of SIZE (default 16M)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy an image between any two references.
+
+    A registry, an OCI layout or an archive. Blobs the destination already has are skipped;
+    every blob is verified as it streams.
+    """
+    opts = registry_options(insecure_host, ca_cert, chunk_size)
+    with progress_bars() as progress:
+        r = ops.push(src, dest, registry=opts, progress=progress)
+    if as_json:
+        print_json(r.to_dict())
+    else:
+        out.print(
+            f"{esc(src)} -> {esc(dest)}: {r.copied} blobs copied ({human_size(r.bytes)}), "
+            f"{r.skipped} already there, {r.seconds:.2f} s\n{r.digest}"
+        )
+
+
+@app.command("inspect")
+def inspect_cmd(
+    ref: Annotated[str, typer.Argument(help="Image reference.")],
+    insecure_host: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an image's labels, targets, producer and entries.
+
+    Nothing is extracted: only the manifest, the config and the head of the layer are read.
+    """
+    info = ops.inspect(ref, registry=registry_options(insecure_host, ca_cert))
+    if as_json:
+        print_json(info.to_dict())
+        return
+    out.print(f"[bold]{esc(info.reference)}[/]")
+    shown = ", ".join(f"{t.get('backend')}:{t.get('arch')}" for t in info.targets) or "-"
+    out.print(
+        f"  entries {info.entry_count}, cache size "
+        f"{human_size(info.cache_size_bytes or 0)}, targets {esc(shown)}"
+    )
+    if info.producer:
+        out.print(f"  producer {esc(json.dumps(info.producer))}")
+    for k, v in sorted(info.labels.items()):
+        out.print(f"  [dim]{esc(k)}[/] = {esc(v)}")
+    rows = info.entries or []
+    if rows:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("KEY", "NAME", "TARGET", "TRITON", "W/S", "SIZE"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                esc(str(r.get("key") or r.get("hash", ""))[:12]),
+                esc(r.get("name", "-")),
+                esc(f"{r.get('backend')}:{r.get('arch')}"),
+                esc(r.get("triton_version")),
+                esc(f"{r.get('num_warps')}/{r.get('num_stages')}"),
+                human_size(r["size"]) if isinstance(r.get("size"), int) else "-",
+            )
+        out.print(table)

@@ -1,0 +1,153 @@
+"""Commands on a node: gpu, and pull / extract (one declaration serves both)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import ops
+from ..errors import UsageError
+from ..extract import RestoreReport
+from .app import app
+from .common import (
+    CaCertOpt,
+    InsecureOpt,
+    JsonOpt,
+    TargetsOpt,
+    db,
+    err,
+    esc,
+    human_size,
+    out,
+    print_json,
+    progress_bars,
+    registry_options,
+    targets,
+)
+
+
+@app.command("gpu")
+def gpu_cmd(as_json: JsonOpt = False) -> None:
+    """Show this host's GPU targets and Triton build.
+
+    Targets from nvidia-ml-py, amdsmi or the KFD sysfs; the Triton version, Python ABI,
+    triton_key() and ptxas that lookups on this host will use.
+    """
+    info = ops.gpu()
+    if as_json:
+        print_json(info.to_dict())
+        return
+    if info.targets:
+        for t, n in zip(info.targets, info.gpus, strict=False):
+            out.print(f"  {t}  (warp {t.warp_size})  {esc(n)}")
+    else:
+        out.print(
+            "  no GPU found (nvidia-ml-py / amdsmi / /sys/class/kfd); "
+            "tcm pull and extract take --target to choose targets"
+        )
+    for k, v in info.producer.to_dict().items():
+        out.print(f"  [dim]{k}[/] {esc(v)}")
+
+
+PULL_HELP = """Restore a cache image on this node.
+
+Checks the image against the host's GPUs and Triton before downloading, keeps the
+kernels that will load and hit here, extracts safely, rewrites group paths, installs
+each entry atomically, and reports what was skipped and why.
+"""
+EXTRACT_HELP = """tcm pull for a local image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE.
+
+The same checks, selection and atomic install as tcm pull, with no registry involved.
+"""
+
+
+def restore_cmd(
+    ctx: typer.Context,
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="Image reference: docker://HOST/REPO:TAG (pull), oci:, oci-archive:, "
+            "docker-archive:."
+        ),
+    ],
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            "-c",
+            help="Where to install [default: TRITON_CACHE_DIR, else ~/.triton/cache].",
+        ),
+    ] = None,
+    target: TargetsOpt = None,
+    all_targets: Annotated[
+        bool, typer.Option("--all", help="Keep every entry, whatever its target.")
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse when the image's Triton build or ptxas differs from the host's.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace entries the cache already has.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what would be installed and skipped; write nothing."),
+    ] = False,
+    max_size: Annotated[
+        str | None,
+        typer.Option(
+            "--max-size", help="Refuse layers that unpack to more than SIZE [default 64G]."
+        ),
+    ] = None,
+    insecure_host: InsecureOpt = None,
+    ca_cert: CaCertOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    local = ctx.info_name == "extract"
+    if local and (insecure_host or ca_cert):
+        raise UsageError("--insecure-host and --ca-cert are for registries: use tcm pull")
+    op = ops.extract if local else ops.pull
+    extra = {} if local else {"registry": registry_options(insecure_host, ca_cert)}
+    with progress_bars() as progress:
+        report = op(
+            ref,
+            cache_dir=cache_dir,
+            targets=targets(target) or None,
+            all_targets=all_targets,
+            strict=strict,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            max_size=max_size,
+            db=db(),
+            progress=progress,
+            **extra,  # type: ignore[arg-type]
+        )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _report(report)
+
+
+def _report(report: RestoreReport) -> None:
+    for w in report.producer_warnings:
+        err.print(f"[yellow]warning[/] keys may not match this host: {esc(w)}")
+    for item in report.skipped:
+        out.print(
+            f"[yellow]skip[/] {esc(str(item.get('key'))[:12])} {esc(item.get('name'))} "
+            f"{esc(item.get('target'))}: {esc(item['reason'])}"
+        )
+    verb = "would keep" if report.dry_run else "installed"
+    out.print(
+        f"{esc(report.reference)}: {verb} {len(report.kept)} entries"
+        + ("" if report.dry_run else f" ({human_size(report.bytes)}) into {esc(report.cache_dir)}")
+        + f", skipped {len(report.skipped)}, {report.seconds:.2f} s"
+    )
+
+
+app.command("pull", help=PULL_HELP)(restore_cmd)
+app.command("extract", help=EXTRACT_HELP)(restore_cmd)

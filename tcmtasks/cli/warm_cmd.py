@@ -1,0 +1,146 @@
+"""``tcm warm``: parse the options into one backend's spec and call ``ops.warm``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import ops
+from ..errors import UsageError
+from .app import app
+from .common import JsonOpt, esc, out, print_json, progress_bars, targets
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(
+            f"{option} takes whole numbers separated by commas, not {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} takes positive whole numbers, not {text!r}")
+    return values
+
+
+@app.command("warm", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def warm_cmd(
+    command: Annotated[
+        list[str] | None, typer.Argument(help="command backend: the command, after --")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="triton (no GPU), command, torch (GPU) or vllm (container).")
+    ] = "triton",
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            "--host-cache-dir",
+            help="Output dir (the cache, or the vLLM cache mounted in the container).",
+        ),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", help="triton: targets, comma-separated or repeated."),
+    ] = None,
+    kernels: Annotated[
+        str | None,
+        typer.Option(
+            help="triton: kernel set: a file, a module, or one shipped with tcm (tutorials)."
+        ),
+    ] = None,
+    inductor: Annotated[
+        bool, typer.Option(help="command: also point TORCHINDUCTOR_CACHE_DIR at OUTPUT/inductor.")
+    ] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="torch: a dir with config.json, or a model shipped with tcm (opt-125m); "
+            "vllm: the model to serve."
+        ),
+    ] = None,
+    batch: Annotated[str, typer.Option(help="torch: batch sizes, comma-separated.")] = "1",
+    seq: Annotated[str, typer.Option(help="torch: sequence lengths, comma-separated.")] = "128",
+    dtype: Annotated[str, typer.Option(help="torch: dtypes (fp16, bf16, fp32).")] = "fp16",
+    image: Annotated[str, typer.Option(help="vllm: container image.")] = (
+        "docker.io/vllm/vllm-openai:latest"
+    ),
+    engine: Annotated[str, typer.Option(help="vllm: podman or docker.")] = "podman",
+    hf_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="vllm: file holding the Hugging Face token (else HF_TOKEN); never printed."
+        ),
+    ] = None,
+    container_cache_dir: Annotated[
+        str, typer.Option(help="vllm: cache dir inside the container.")
+    ] = "/root/.cache/vllm",
+    rocm: Annotated[bool, typer.Option(help="vllm: pass AMD GPUs (/dev/kfd, /dev/dri).")] = False,
+    no_gpu: Annotated[bool, typer.Option("--no-gpu", help="vllm: pass no GPU.")] = False,
+    timeout: Annotated[
+        float, typer.Option(help="vllm: seconds before the container is killed.")
+    ] = 3600.0,
+    tarball: Annotated[
+        Path | None, typer.Option(help="Also write the output as a .tar.gz.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Warm a cache for a kernel set or a model.
+
+    Backends: triton compiles a kernel set for named GPUs without one (keys match real
+    launches); command runs any command against the output; torch runs torch.compile of a
+    transformers model from a config on this GPU; vllm runs vLLM in a container. Every warm
+    writes a producer record (.tcm-producer.json) that tcm package puts in the image labels.
+    """
+    if output is None:
+        raise UsageError("give the output dir: -o DIR")
+    spec: ops.WarmSpec
+    if backend == "triton":
+        if not kernels:
+            raise UsageError("the triton backend needs --kernels (e.g. --kernels tutorials)")
+        spec = ops.TritonWarm(kernels, list(targets(target)))
+    elif backend == "command":
+        spec = ops.CommandWarm(command or [], inductor=inductor)
+    elif backend in ("torch", "vllm") and not model:
+        raise UsageError(f"the {backend} backend needs --model (e.g. --model opt-125m)")
+    elif backend == "torch":
+        spec = ops.TorchWarm(
+            str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(",")
+        )
+    elif backend == "vllm":
+        spec = ops.VllmWarm(
+            str(model), image=image, engine=engine, token_file=hf_token_file,
+            container_cache_dir=container_cache_dir, rocm=rocm, gpus=not no_gpu,
+            timeout=timeout, extra_args=command or [],
+        )  # fmt: skip
+    else:
+        raise UsageError(f"unknown backend {backend!r}; use triton, command, torch or vllm")
+    with progress_bars() as progress:
+        result = ops.warm(spec, output, tarball=tarball, progress=progress)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        _report(result)
+    if result.returncode:
+        raise typer.Exit(result.returncode)
+
+
+def _report(result: ops.WarmResult) -> None:
+    shown = {
+        k: v
+        for k, v in result.details.items()
+        if k not in ("new_keys", "runs") and not isinstance(v, float)
+    }
+    if result.tarball is not None:
+        shown["tarball"] = str(result.tarball)
+    verb = f"the command exited with {result.returncode}; " if result.returncode else ""
+    out.print(
+        f"{verb}warmed {esc(result.output)} ({result.backend}): "
+        + esc(", ".join(f"{k} {v}" for k, v in shown.items()))
+        + f", {result.seconds:.1f} s"
+    )
+    for run in result.details.get("runs", []):
+        out.print(f"  {esc(run)}")

@@ -1,0 +1,152 @@
+"""The warm operation: fill a cache for a kernel set or a model, with one spec per backend.
+
+``tcm warm`` and the pipeline's warm stage both call ``warm()`` with a spec, so what a stage
+produces is exactly what the command produces.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cache.entries import iter_dirs, scan_root
+from ..errors import UsageError, map_os_error
+from ..producer import detect, write_record
+from ..progress import Progress, ProgressEvent
+from ..targets import Target, host_targets
+from ..warm.vllm_backend import VllmWarm
+
+
+@dataclass
+class TritonWarm:
+    """Compile a kernel set for named targets; no GPU needed (the keys match real launches).
+    ``kernels``: a file, a module name, or a kernel set shipped with tcm (``tutorials``)."""
+
+    kernels: str
+    targets: list[Target | str]
+
+
+@dataclass
+class CommandWarm:
+    """Run any command with ``TRITON_CACHE_DIR`` (and with ``inductor``,
+    ``TORCHINDUCTOR_CACHE_DIR=<output>/inductor``) pointed at the output."""
+
+    command: list[str]
+    inductor: bool = False
+
+
+@dataclass
+class TorchWarm:
+    """torch.compile a transformers model built from a config (random weights) on this GPU,
+    once per dtype x batch x sequence length; the output is the whole Inductor cache."""
+
+    model: str
+    batch: list[int] = field(default_factory=lambda: [1])
+    seq: list[int] = field(default_factory=lambda: [128])
+    dtype: list[str] = field(default_factory=lambda: ["fp16"])
+
+
+WarmSpec = TritonWarm | CommandWarm | TorchWarm | VllmWarm
+BACKENDS = {TritonWarm: "triton", CommandWarm: "command", TorchWarm: "torch", VllmWarm: "vllm"}
+
+
+@dataclass
+class WarmResult:
+    backend: str
+    output: Path
+    details: dict[str, Any]  # what the backend reports (entries, runs, files...)
+    producer: dict[str, Any]
+    seconds: float
+    tarball: Path | None = None
+
+    @property
+    def returncode(self) -> int:
+        """The warmed command's exit status (command backend); 0 otherwise."""
+        return int(self.details.get("returncode") or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {**self.details, "seconds": self.seconds, "producer": self.producer}
+        if self.tarball is not None:
+            out["tarball"] = str(self.tarball)
+        return out
+
+
+def warm(
+    spec: WarmSpec,
+    output: Path,
+    *,
+    tarball: Path | None = None,
+    progress: Progress | None = None,
+) -> WarmResult:
+    """Warm ``output`` as ``spec`` says, then write its producer record (what built the keys:
+    Triton build, Python ABI, ptxas, torch, GPUs), which ``package`` turns into a label;
+    ``tarball`` also writes the output, record included, as a .tar.gz."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {output} is a file; give a directory (-o DIR)")
+    backend = BACKENDS.get(type(spec))
+    if backend is None:
+        raise UsageError(f"not a warm spec: {spec!r}")
+    if progress is not None:
+        progress(ProgressEvent(f"warming ({backend})", 0, None))
+    t0 = time.perf_counter()
+    details = _run(spec, output)
+    _targets, gpus = host_targets()
+    producer = detect()
+    producer.gpus = gpus
+    extra: dict[str, Any] = {"backend": backend}
+    if isinstance(spec, VllmWarm):
+        extra["image"] = spec.image  # the Triton that compiled is the image's, not this host's
+    write_record(output, producer, **extra)
+    if tarball is not None:
+        write_tarball(output, tarball)
+    return WarmResult(
+        backend, output, details, producer.to_dict(), time.perf_counter() - t0, tarball
+    )
+
+
+def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
+    if isinstance(spec, TritonWarm):
+        from ..warm.triton_backend import compile_kernelset
+
+        targets = [t if isinstance(t, Target) else Target.parse(t) for t in spec.targets]
+        before = {n for n, _s, _e in iter_dirs(output)} if output.is_dir() else set()
+        variants = compile_kernelset(spec.kernels, targets, output)
+        after = {e.key for e in scan_root(output) if e.kind == "kernel"}
+        return {
+            "variants": len(variants),
+            "new_entries": len(after - before),
+            "targets": [str(t) for t in targets],
+        }
+    if isinstance(spec, CommandWarm):
+        from ..warm.command_backend import run_command
+
+        return run_command(spec.command, output, inductor=spec.inductor)
+    if isinstance(spec, TorchWarm):
+        from ..warm.torch_backend import warm_model
+
+        runs = warm_model(spec.model, output, spec.batch, spec.seq, spec.dtype)
+        return {"model": spec.model, "runs": runs}
+    from ..warm.vllm_backend import run_vllm
+
+    return run_vllm(spec, output)
+
+
+def write_tarball(output: Path, tarball: Path) -> None:
+    """The warmed dir as a .tar.gz, written beside its final name and renamed, so a failure
+    leaves no file that looks valid."""
+    tarball = Path(tarball)
+    with map_os_error("write", tarball):
+        fd, tmp = tempfile.mkstemp(prefix=f".{tarball.name}.", dir=tarball.parent or ".")
+        try:
+            with os.fdopen(fd, "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
+                tar.add(output, arcname=".")
+            os.replace(tmp, tarball)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
