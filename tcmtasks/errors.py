@@ -142,6 +142,15 @@ class ToolFailed(EnvError):
     """An external program tcm drives (a container engine, a workload) failed."""
 
 
+# -- 130: interrupted ------------------------------------------------------------------------------
+
+
+class Interrupted(TcmError):
+    """The user pressed Ctrl-C; what was half-done was undone or left for the next run."""
+
+    exit_code = INTERRUPTED_EXIT
+
+
 # -- mapping the layers below -----------------------------------------------------------------
 
 

@@ -1,16 +1,16 @@
 """Restore a cache image on a node: preflight, safe streaming extraction, relocation, install.
 
 1. Preflight from the manifest and config alone: stop before any layer byte is fetched when no
-   image target is a target of this host, and compare the image's producer (Triton build,
-   Python ABI, ptxas) with the host's: keys cannot match across those (FACTS.md item 5).
+   image target is a target of this host, and compare the image's producer (Triton build, Python
+   ABI, ptxas) with the host's: keys cannot match across those (docs/cache-formats.md, "The key").
 2. Stream the layer (verified against its digest as it goes) into a staging dir on the cache's
    filesystem. Only regular files under ``io.triton.cache/<KEY>/`` and
    ``io.triton.manifest/`` are accepted; ``..``, absolute names, links, devices and anything
    else stop the extraction, as do files over the size caps.
 3. Per staged entry: keep it only for a wanted target and the host's Triton version, check it
-   is complete (metadata, binary, group), rewrite its group to the final location (Triton
-   stores absolute paths: FACTS.md item 3), and rename it into the cache in one step. Existing
-   entries are left alone unless ``overwrite``.
+   is complete (metadata, binary, group), rewrite its group to the final location (Triton stores
+   absolute paths: docs/cache-formats.md, "Groups and the hit rule"), and rename it into the cache
+   in one step. Existing entries are left alone unless ``overwrite``.
 
 A process killed while streaming leaves the cache exactly as it was (entries only ever arrive
 by rename); the staging dir it leaves is removed by the next extraction.

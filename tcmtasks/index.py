@@ -1,9 +1,10 @@
 """The SQLite index of one or more cache roots: fast listing and search without walking disks.
 
 sqlite-utils owns the schema and indexes; bulk writes go through raw ``executemany`` in one
-transaction, ~6x faster than row-by-row inserts for large caches (FACTS.md item 20).
-Re-indexing is incremental: an entry dir whose fingerprint (inode, mtime, ctime) is unchanged
-is not opened at all, so a no-op re-index of 20,000 entries costs one ``scandir`` of the root.
+transaction, ~6x faster than row-by-row inserts for large caches (measured: 100k rows x 20 columns,
+0.27 s against 1.75 s). Re-indexing is incremental: an entry dir whose fingerprint (inode, mtime,
+ctime) is unchanged is not opened at all, so a no-op re-index of 20,000 entries costs one
+``scandir`` of the root.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .cache.entries import (
     Entry,
@@ -62,13 +63,13 @@ def default_db_path() -> Path:
 
 
 def _migrate_to_1(db: sqlite_utils.Database) -> None:
-    db["roots"].create(
+    db.table("roots").create(
         {"id": int, "path": str, "origin": str, "grp": str, "indexed_at": float},
         pk="id",
         not_null={"path"},
     )
-    db["roots"].create_index(["path"], unique=True)
-    db["entries"].create(
+    db.table("roots").create_index(["path"], unique=True)
+    db.table("entries").create(
         {
             "id": int, "root_id": int, "key": str, "kind": str, "key_format": str, "name": str,
             "backend": str, "arch": str, "warp_size": int, "triton_version": str,
@@ -78,11 +79,11 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
         },
         pk="id", not_null={"root_id", "key"}, foreign_keys=[("root_id", "roots", "id")],
     )  # fmt: skip
-    db["entries"].create_index(["root_id", "key"], unique=True)
-    db["entries"].create_index(["key"])
-    db["entries"].create_index(["name"])
-    db["entries"].create_index(["backend", "arch"])
-    db["entries"].create_index(["mtime"])
+    db.table("entries").create_index(["root_id", "key"], unique=True)
+    db.table("entries").create_index(["key"])
+    db.table("entries").create_index(["name"])
+    db.table("entries").create_index(["backend", "arch"])
+    db.table("entries").create_index(["mtime"])
     # WITHOUT ROWID: the (entry_id, name) key is the table, one b-tree instead of two; this
     # table gets ~8 rows per entry, so it dominates write time. (sqlite-utils cannot say it.)
     db.execute(
@@ -93,10 +94,10 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
 
 def _migrate_to_2(db: sqlite_utils.Database) -> None:
     """Runtime use from ``tcm track``: kept across re-indexing (the upsert leaves them)."""
-    db["entries"].add_column("hits", int, not_null_default=0)
-    db["entries"].add_column("misses", int, not_null_default=0)
-    db["entries"].add_column("last_used", float)
-    db["entries"].create_index(["last_used"])
+    db.table("entries").add_column("hits", int, not_null_default=0)
+    db.table("entries").add_column("misses", int, not_null_default=0)
+    db.table("entries").add_column("last_used", float)
+    db.table("entries").create_index(["last_used"])
 
 
 #: Schema steps: MIGRATIONS[n] turns a version n-1 database into version n. Add, never edit.
@@ -164,7 +165,7 @@ class Index:
 
     @property
     def schema_version(self) -> int:
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
         version = self.schema_version
@@ -180,7 +181,7 @@ class Index:
                 MIGRATIONS[step](self.db)
                 self.conn.execute(f"PRAGMA user_version = {step}")
 
-    def _transaction(self):
+    def _transaction(self) -> _Transaction:
         return _Transaction(self.conn)
 
     # -- writing -------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ class Index:
         path = os.path.abspath(root.path)
         row = self.conn.execute("SELECT id FROM roots WHERE path = ?", (path,)).fetchone()
         if row:
-            return row[0]
+            return int(row[0])
         cur = self.conn.execute(
             "INSERT INTO roots (path, origin, grp) VALUES (?, ?, ?)",
             (path, root.origin, root.group),
@@ -255,9 +256,7 @@ class Index:
         c.executemany("DELETE FROM files WHERE entry_id = ?", [(i,) for i in entry_ids])
         c.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in entry_ids])
 
-    def _write(
-        self, root_id: int, rows: list[tuple[tuple, list[tuple]]], ids: _IdAllocator, now: float
-    ) -> None:
+    def _write(self, root_id: int, rows: list[Row], ids: _IdAllocator, now: float) -> None:
         """Upsert entry rows (an updated entry keeps its id, and later its hit counts) and
         replace their file rows."""
         c = self.conn
@@ -411,7 +410,7 @@ class Index:
         }
 
     def count(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM entries").fetchone()[0]
+        return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
 
 
 class _Transaction:
@@ -433,7 +432,7 @@ def _like_prefix(key: str) -> str:
     return escaped + "%"
 
 
-def _entry_row(e: Entry) -> tuple:
+def _entry_row(e: Entry) -> tuple[Any, ...]:
     """An entry as the ``entries`` columns after root_id and before indexed_at."""
     t = e.target
     problems = json.dumps([p.__dict__ for p in e.problems]) if e.problems else None
@@ -446,13 +445,15 @@ def _entry_row(e: Entry) -> tuple:
 
 
 Listing = list[tuple[str, "os.stat_result | None", "str | None"]]
+#: One entry ready to insert: its ``entries`` row and its ``files`` rows.
+Row = tuple[tuple[Any, ...], list[tuple[Any, ...]]]
 
 #: Below this many entries to read, one process is faster than starting workers.
 PARALLEL_MIN = 4000
 _CHUNK = 1000
 
 
-def _scan_chunk(root: str, items: Listing, now: float) -> list[tuple[tuple, list[tuple]]]:
+def _scan_chunk(root: str, items: Listing, now: float) -> list[Row]:
     """Scan entries into ready-to-insert rows (cheap to send back from a worker process)."""
     out = []
     for name, st, error in items:
@@ -480,7 +481,7 @@ class _IdAllocator:
 
 def _scan_rows(
     root: str, todo: Listing, now: float, progress: Progress | None
-) -> Iterator[list[tuple[tuple, list[tuple]]]]:
+) -> Iterator[list[Row]]:
     """Scan the changed entries chunk by chunk, in worker processes when there are many and
     cores to spare. Reading an entry is pure-Python parsing bound by the GIL, so threads do not
     help; forked workers each take chunks of the listing and return plain row tuples."""
@@ -488,9 +489,7 @@ def _scan_rows(
     chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
     done = 0
     if len(todo) < PARALLEL_MIN or workers < 2 or "fork" not in mp.get_all_start_methods():
-        parts: Iterable[list[tuple[tuple, list[tuple]]]] = (
-            _scan_chunk(root, chunk, now) for chunk in chunks
-        )
+        parts: Iterable[list[Row]] = (_scan_chunk(root, chunk, now) for chunk in chunks)
         pool = None
     else:
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))

@@ -1,5 +1,5 @@
-"""Where a cache came from, and what this host would compile with: the parts of Triton's key
-that no entry shows (FACTS.md item 5): the Triton build (version, Python ABI, and a hash of
+"""Where a cache came from, and what this host would compile with: the parts of Triton's key that no
+entry shows (docs/cache-formats.md, "The key"): the Triton build (version, Python ABI, and a hash of
 ``triton_key()`` itself), and the CUDA backend's ptxas version."""
 
 from __future__ import annotations

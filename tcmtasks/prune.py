@@ -19,6 +19,7 @@ from .cache.entries import Entry, EntryKind, FileKind
 from .cache.lock import locked_all
 from .cache.remove import busy, remove_entry, remove_files_many
 from .errors import CacheError
+from .targets import Target
 
 #: Metadata fields that differ between identical compilations: the key itself, the Triton
 #: version (part of the key) and install paths of bundled libraries (not part of the key).
@@ -146,7 +147,7 @@ def plan_dedup(entries: Iterable[Entry], *, now: float | None = None) -> Plan:
     are duplicates (e.g. left by an older Triton build, whose keys differ): keep the newest.
     Entries of different roots, hence of different vLLM ranks, are never compared."""
     plan = Plan("dedup")
-    groups: dict[tuple, list[Entry]] = defaultdict(list)
+    groups: dict[tuple[str, str | None, Target, str, str], list[Entry]] = defaultdict(list)
     for e in entries:
         if e.kind != EntryKind.KERNEL or e.target is None or e.metadata is None:
             continue

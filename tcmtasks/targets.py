@@ -125,7 +125,7 @@ def _nvml_targets() -> tuple[list[Target], list[str]]:
 
 def _amd_targets(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
     try:
-        import amdsmi  # type: ignore[import-not-found]
+        import amdsmi
 
         amdsmi.amdsmi_init()
         try:

@@ -1,10 +1,11 @@
 """Runtime hit/miss tracking: did this run compile anything, and which kernels did it use?
 
-Triton looks a kernel up on disk once per specialisation per process, through the cache
-manager named by ``TRITON_CACHE_MANAGER`` (FACTS.md item 7). ``TrackingCacheManager`` is
-``FileCacheManager`` plus a record of each lookup: a hit exactly when the group Triton got back
-still holds ``<name>.json`` (so a relocated cache's group full of dead paths is a miss, as it is
-for Triton). On Triton 3.4+ the compilation listener adds each compile's duration.
+Triton looks a kernel up on disk once per specialisation per process, through the cache manager
+named by ``TRITON_CACHE_MANAGER`` (docs/cache-formats.md, "Observing lookups").
+``TrackingCacheManager`` is ``FileCacheManager`` plus a record of each lookup: a hit exactly when
+the group Triton got back still holds ``<name>.json`` (so a relocated cache's group full of dead
+paths is a miss, as it is for Triton). On Triton 3.4+ the compilation listener adds each compile's
+duration.
 
 Compile time is the listener's (Triton 3.4+) where it saw the compile, else the interval from
 the miss to the store of the new group. Events are buffered in memory and appended, one JSON
@@ -117,7 +118,9 @@ def _install_listener() -> None:
         return
     previous = comp.listener
 
-    def listener(*, src, metadata, metadata_group, times, cache_hit):
+    def listener(
+        *, src: Any, metadata: Any, metadata_group: Any, times: Any, cache_hit: bool
+    ) -> None:
         if not cache_hit and isinstance(metadata.get("hash"), str):
             with contextlib.suppress(ValueError):
                 record(
@@ -143,14 +146,14 @@ def _install_listener() -> None:
 def _make_manager_class() -> type:
     from triton.runtime.cache import FileCacheManager
 
-    class TrackingCacheManager(FileCacheManager):
+    class TrackingCacheManager(FileCacheManager):  # type: ignore[misc]
         """``FileCacheManager`` that records each lookup and store (see the module doc)."""
 
-        def __init__(self, key, override=False, dump=False):
+        def __init__(self, key: str, override: bool = False, dump: bool = False) -> None:
             super().__init__(key, override=override, dump=dump)
             self._tcm_track = not (override or dump)
 
-        def get_group(self, filename):
+        def get_group(self, filename: str) -> dict[str, str] | None:
             group = super().get_group(filename)
             if self._tcm_track and filename.endswith(".json"):
                 hit = group is not None and filename in group
@@ -158,9 +161,9 @@ def _make_manager_class() -> type:
                     _miss_started[self.key] = time.monotonic()
                 root = os.path.dirname(self.cache_dir)
                 record("hit" if hit else "miss", self.key, filename[: -len(".json")], root)
-            return group
+            return group  # type: ignore[no-any-return]
 
-        def put_group(self, filename, group):
+        def put_group(self, filename: str, group: dict[str, str]) -> str:
             path = super().put_group(filename, group)
             if self._tcm_track:
                 # miss -> store brackets the compile: the duration on Triton versions without
@@ -170,7 +173,7 @@ def _make_manager_class() -> type:
                 extra = {"seconds": time.monotonic() - started} if started is not None else {}
                 root = os.path.dirname(self.cache_dir)
                 record("store", self.key, filename[: -len(".json")], root, **extra)
-            return path
+            return str(path)
 
     _install_listener()
     return TrackingCacheManager
@@ -364,7 +367,7 @@ class TritonCacheTracker:
     def summary(self) -> dict[str, Any]:
         s = self.stats()
         return {
-            "cache_dir": str(self.cache_dir) if self.cache_dir else (s.cache_dirs or [None])[0],
+            "cache_dir": str(self.cache_dir) if self.cache_dir else next(iter(s.cache_dirs), None),
             "hits": s.hits,
             "misses": s.misses,
             "new_kernels": s.new_kernels,

@@ -1,8 +1,8 @@
 """Shared fixtures: real Triton caches compiled on the CPU once per session, handed out as copies.
 
-The session compiles tests/support/kernels.py for cuda:80, cuda:90 and hip:gfx942 through the
-JIT launch path with a stand-in driver (FACTS.md item 6). Tests get their own copy, with group
-files pointing at the copy, exactly as if Triton had compiled there.
+The session compiles tests/support/kernels.py for cuda:80, cuda:90 and hip:gfx942 through the JIT
+launch path with a stand-in driver (docs/cache-formats.md, "Compiling without the GPU"). Tests get
+their own copy, with group files pointing at the copy, exactly as if Triton had compiled there.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
+from tests.support.tools import require_modules
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -82,7 +84,7 @@ def relocate_copy(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def compiled_cache(tmp_path_factory) -> tuple[Path, list[dict]]:
-    pytest.importorskip("triton", reason="the test extra installs triton")
+    require_modules("triton")
     root = tmp_path_factory.mktemp("session") / "cache"
     compiled = compile_kernels(root)
     assert len(compiled) == 3 * len(TARGETS)

@@ -1,5 +1,5 @@
-"""Tracking: exact hit/miss counts from Triton's own lookups, in every situation FACTS.md
-item 3 describes, and the stats reaching the index."""
+"""Tracking: exact hit/miss counts from Triton's own lookups, in every situation that
+docs/cache-formats.md ("Groups and the hit rule") describes, and the stats reaching the index."""
 
 from __future__ import annotations
 

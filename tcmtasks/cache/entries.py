@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import TMP_SUFFIX
-from ..errors import CacheError
+from ..errors import CacheError, GroupFormatError
 from ..targets import Target
 from .groups import (
     GROUP_PREFIX,
-    GroupFormatError,
     check_group,
     corrupt_group_crashes,
     kernel_name_of_group,

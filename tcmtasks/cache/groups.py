@@ -1,8 +1,8 @@
 """``__grp__<name>.json`` files: read them, judge them as Triton would, rewrite them atomically.
 
 Triton's ``FileCacheManager.get_group`` keeps only the children whose absolute path exists and
-counts a lookup as a hit only when ``<name>.json`` survives (FACTS.md item 3). Everything here
-mirrors that rule so that tcm's verdict and Triton's never disagree.
+counts a lookup as a hit only when ``<name>.json`` survives (docs/cache-formats.md, "Groups and the
+hit rule"). Everything here mirrors that rule so that tcm's verdict and Triton's never disagree.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _minor(version: str | None) -> tuple[int, int]:
 def strict_children(triton_version: str | None) -> bool:
     """From 3.8 ``get_group`` misses when ANY listed child is missing; before, it drops the
     missing ones and hits while ``<name>.json`` remains (read in 3.6.0, 3.7.0, 3.8.0, 3.9.0
-    sources; FACTS.md item 4 measured the 3.9.0 miss)."""
+    sources; docs/cache-formats.md, "Removing files" measured the 3.9.0 miss)."""
     return _minor(triton_version) >= (3, 8)
 
 

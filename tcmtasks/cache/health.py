@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..atomic import TMP_SUFFIX
+from ..errors import GroupFormatError
 from .entries import (
     BUSY_TMP_SECONDS,
     STALE_TMP_SECONDS,
@@ -26,7 +27,6 @@ from .entries import (
     scan_entry,
 )
 from .groups import (
-    GroupFormatError,
     check_group,
     group_filename,
     read_group,

@@ -15,10 +15,9 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import CacheError
+from ..errors import CacheError, GroupFormatError
 from .entries import TMP_PREFIX, Entry, binary_suffixes
 from .groups import (
-    GroupFormatError,
     StagedGroup,
     check_group,
     commit_group,

@@ -51,7 +51,8 @@ def _subdirs(path: Path) -> list[Path]:
 
 
 def inductor_roots(inductor_dir: Path) -> list[Root]:
-    """``<inductor>/triton/<device>/`` (Inductor points Triton there, FACTS.md item 9)."""
+    """``<inductor>/triton/<device>/`` (Inductor points Triton there, docs/cache-formats.md,
+    "torch.compile")."""
     return [
         Root(d, "inductor", d.name)
         for d in _subdirs(inductor_dir / "triton")

@@ -7,13 +7,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from typer.core import TyperGroup
 
 from .. import __version__
-from ..errors import BUG_EXIT, INTERRUPTED_EXIT, TcmError
+from ..errors import BUG_EXIT, INTERRUPTED_EXIT, Interrupted, TcmError
 from .common import err, esc, out, state
 
 EXIT_CODES = """\
@@ -22,8 +23,21 @@ Exit codes: 0 done; 1 the command's check failed (--require-hits, doctor found p
 corrupt, hostile, incompatible); 4 cache or index state (corrupt, locked); 5 this machine
 (missing extra or tool, no GPU, disk full); 70 a bug in tcm; 130 interrupted."""
 
+
+class _Group(TyperGroup):
+    """Ctrl-C inside a command becomes ``Interrupted``: typer would otherwise exit 130
+    without a word."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted: nothing half-done was kept") from None
+
+
 app = typer.Typer(
     name="tcm",
+    cls=_Group,
     help="Manage compile caches (Triton's, and the Inductor and vLLM caches above it): index, "
     "search, check, prune and bound them; warm them; ship them as OCI images (package, push, "
     "inspect); restore them on a node (gpu, pull, extract); track whether a workload hit "
@@ -75,11 +89,14 @@ def main() -> None:
     shown as one line (the traceback with ``TCM_DEBUG=1``)."""
     try:
         app()
+    except Interrupted as exc:
+        err.print(f"[yellow]{esc(exc)}[/]", soft_wrap=True)
+        sys.exit(exc.exit_code)
     except TcmError as exc:
         err.print(f"[red]error:[/] {esc(exc)}", soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: nothing half-done was kept")
+    except KeyboardInterrupt:  # outside a command (while starting up)
+        err.print("[yellow]interrupted[/]")
         sys.exit(INTERRUPTED_EXIT)
     except BrokenPipeError:
         # a reader that stopped early (tcm list | head): stop quietly, as other tools do

@@ -125,7 +125,7 @@ def restore_cmd(
             max_size=max_size,
             db=db(),
             progress=progress,
-            **extra,  # type: ignore[arg-type]
+            **extra,
         )
     if as_json:
         print_json(report.to_dict())

@@ -1,10 +1,11 @@
 """Build an MCV/TCV-compatible OCI image from cache entries, reproducibly and without a daemon.
 
-One layer holds ``io.triton.manifest/manifest.json`` (first, so ``inspect`` reads it from the
-head of the stream) and ``io.triton.cache/<KEY>/...``. Labels carry a small summary (containerd
-caps a label at 4 KiB, FACTS.md item 13); per-entry detail lives in the in-layer manifest.
+One layer holds ``io.triton.manifest/manifest.json`` (first, so ``inspect`` reads it from the head
+of the stream) and ``io.triton.cache/<KEY>/...``. Labels carry a small summary (containerd caps a
+label at 4 KiB, docs/cache-formats.md, "Sizes"); per-entry detail lives in the in-layer manifest.
 Same entries in, same digest out: sorted names, fixed modes and owners, mtime 0 or
-``SOURCE_DATE_EPOCH``, gzip header mtime 0, canonical JSON (FACTS.md item 14).
+``SOURCE_DATE_EPOCH``, gzip header mtime 0, canonical JSON (docs/cache-formats.md, "Reproducible
+layers").
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class _LayerSink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         if self._error:
             raise self._error
         self._buf += data
@@ -187,7 +188,9 @@ class _LayerSink(io.RawIOBase):
         super().close()
 
 
-def _tarinfo(name: str, size: int, mtime: int, mode: int, kind: bytes = tarfile.REGTYPE):
+def _tarinfo(
+    name: str, size: int, mtime: int, mode: int, kind: bytes = tarfile.REGTYPE
+) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.size, ti.mtime, ti.mode, ti.type = size, mtime, mode, kind
     ti.uid = ti.gid = 0
@@ -237,7 +240,7 @@ def build_layer(
     sink = _LayerSink(out, compression, level)
     try:
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            tar.copybufsize = 1 << 20  # fewer, larger writes into the sink
+            tar.copybufsize = 1 << 20  # type: ignore[attr-defined]  # fewer, larger writes
             rows = [entry_manifest_row(e) for e in entries]
             manifest = canonical({"triton": rows})
             for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):

@@ -15,6 +15,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -45,7 +46,7 @@ class VerifyingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf) -> int:  # type: ignore[override]
+    def readinto(self, buf: Any) -> int:
         data = self.raw.read(len(buf))
         if data:
             self.sha.update(data)
@@ -147,7 +148,12 @@ class OciLayout:
             os.replace(tmp, self.blob_path(blob.digest))
         return blob
 
-    def put_blob(self, desc: dict[str, Any], opener, progress=None) -> None:
+    def put_blob(
+        self,
+        desc: dict[str, Any],
+        opener: Callable[[], BinaryIO],
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Copy a blob in from ``opener()``, verifying it; a mismatch leaves no file behind."""
         fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=self.tmp_dir())
         try:

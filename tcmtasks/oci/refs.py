@@ -85,6 +85,6 @@ def parse(text: str) -> ImageRef:
                 if len(text) == len(prefix):
                     raise _bad(text, "no file")
                 return ImageRef(transport, path=Path(text[len(prefix) :]))
-            path, tag = _path_and_tag(text, text[len(prefix) :])
-            return ImageRef(transport, path=path, tag=tag)
+            where, tag = _path_and_tag(text, text[len(prefix) :])
+            return ImageRef(transport, path=where, tag=tag)
     raise _bad(text, "unknown transport")

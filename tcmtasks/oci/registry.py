@@ -1,18 +1,19 @@
 """A small OCI distribution-spec client: push, pull, mount, auth, TLS, retries.
 
 Written here rather than taken from oras-py because tcm needs what that client does not give
-together (FACTS.md items 15 and 17): a manifest PUT whose Content-Type is exactly the manifest's
-mediaType; an Accept list with both OCI and Docker types (distribution answers 404 to a
-Docker-only Accept for an OCI manifest); POST-then-PUT uploads (no single-request
-POST-with-digest on distribution 2.8) with ``&digest=`` appended to a Location that already
-has a query; a new Location after every PATCH and ``Content-Range`` on chunks for stricter
-registries; cross-repository mounts; and digest and size checks on every byte streamed, with
-no layer held in memory. It is stdlib-only (urllib, ssl), so it runs wherever tcm does.
+together (docs/cache-formats.md, "Registries"): a manifest PUT whose Content-Type is exactly the
+manifest's mediaType; an Accept list with both OCI and Docker types (distribution answers 404 to a
+Docker-only Accept for an OCI manifest); POST-then-PUT uploads (no single-request POST-with-digest
+on distribution 2.8) with ``&digest=`` appended to a Location that already has a query; a new
+Location after every PATCH and ``Content-Range`` on chunks for stricter registries; cross-repository
+mounts; and digest and size checks on every byte streamed, with no layer held in memory. It is
+stdlib-only (urllib, ssl), so it runs wherever tcm does.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
@@ -236,7 +237,7 @@ class Registry:
         resp = self.request(
             "HEAD", f"/v2/{repo}/blobs/{digest}", scope=_scope(repo, "pull"), ok=(200, 404)
         )
-        return resp.status == 200
+        return bool(resp.status == 200)
 
     def mount_blob(self, repo: str, digest: str, source_repo: str) -> bool:
         q = urllib.parse.urlencode({"mount": digest, "from": source_repo})
@@ -248,7 +249,7 @@ class Registry:
             length=0,
             body=b"",
         )
-        return resp.status == 201
+        return bool(resp.status == 201)
 
     def upload_blob(
         self,
@@ -308,7 +309,7 @@ class Registry:
         loc = resp.headers.get("Location")
         if not loc:
             raise RegistryError(f"registry {self.host} gave no upload location")
-        return urllib.parse.urljoin(self.url("/"), loc)
+        return urllib.parse.urljoin(self.url("/"), str(loc))
 
     def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
         resp = self.request(
@@ -320,7 +321,7 @@ class Registry:
             length=len(data),
             headers={"Content-Type": media_type},
         )
-        return resp.headers.get("Docker-Content-Digest", "")
+        return str(resp.headers.get("Docker-Content-Digest", ""))
 
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str]:
         resp = self.request(
@@ -372,12 +373,12 @@ class RegistryImage:
     def manifest(self) -> tuple[bytes, str]:
         data, mt = self.registry.get_manifest(self.repo, self.digest or self.tag)
         if self.digest:
-            VerifyingReader(_Bytes(data), self.digest, len(data), "manifest").read()
+            VerifyingReader(io.BytesIO(data), self.digest, len(data), "manifest").read()
         return resolve_index(self, data, mt)
 
     def read_manifest_blob(self, desc: dict[str, Any]) -> bytes:
         data, _ = self.registry.get_manifest(self.repo, desc["digest"])
-        VerifyingReader(_Bytes(data), desc["digest"], desc.get("size"), "manifest").read()
+        VerifyingReader(io.BytesIO(data), desc["digest"], desc.get("size"), "manifest").read()
         return data
 
     def open_blob(self, digest: str, size: int | None = None) -> BinaryIO:
@@ -404,19 +405,6 @@ class RegistryImage:
         return self.registry.put_manifest(self.repo, self.tag, data, media_type)
 
     def commit(self) -> None:
-        pass
-
-
-class _Bytes:
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
-
-    def read(self, n: int = -1) -> bytes:
-        end = len(self.data) if n < 0 else self.pos + n
-        out, self.pos = self.data[self.pos : end], min(end, len(self.data))
-        return out
-
-    def close(self) -> None:
         pass
 
 

@@ -11,6 +11,7 @@ stage's input stays as it was and a changed parameter reruns from the right plac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from ..cache.entries import Entry
 from ..cache.groups import group_filename, read_group, write_group
 from ..errors import CacheError, GroupFormatError, UsageError
 from ..oci.transfer import RegistryOptions
-from ..resources import kernel_set
+from ..resources import kernel_set, model_dir
 from ..selection import Criteria
 from ..targets import Target
 from .recipe import Recipe
@@ -247,11 +248,18 @@ def push(recipe: Recipe, destination: str | None, build: Path = BUILD) -> None:
 def describe(recipe: Recipe, destination: str | None, build: Path = BUILD) -> list[str]:
     """What a run of the recipe would do, stage by stage, without doing any of it."""
     spec = warm_spec(recipe)
+    if isinstance(spec, ops.TorchWarm):
+        spec.model = str(model_dir(spec.model))  # found now, or a clear error now
     ref, _insecure = destination_ref(recipe, destination, recipe.tag_template)
     layout = build / "images" / recipe.image_name.replace("/", "_")
+    fields = ", ".join(
+        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in dataclasses.asdict(spec).items()
+        if v not in (None, [], False)
+    )
     return [
         f"{recipe.model} ({recipe.path})",
-        f"  warm     {spec} -> {stage_dir(recipe.model, 'warm', build)}",
+        f"  warm     {type(spec).__name__}({fields}) -> {stage_dir(recipe.model, 'warm', build)}",
         f"  index    -> {index_db(recipe, build)}",
         f"  dedup    {recipe.dedup} -> {stage_dir(recipe.model, 'dedup', build)}",
         f"  prune    {recipe.prune} -> {stage_dir(recipe.model, 'prune', build)}",

@@ -56,10 +56,17 @@ def _cfg(stage: str, params: Any) -> Any:
 
 
 def make_tasks(pipelines: Path, build: Path, get_var: GetVar) -> dict[str, Any]:
+    """The task generators for the recipes in ``pipelines``; a bad recipe is doit's
+    ``ERROR:`` with every problem listed, not a traceback."""
     try:
-        recipes = load_all(pipelines)
+        return _make_tasks(load_all(pipelines), build, get_var)
     except RecipeError as exc:
         raise InvalidDodoFile(str(exc)) from None
+    except TcmError as exc:
+        raise InvalidDodoFile(f"{exc} [exit code {exc.exit_code}]") from None
+
+
+def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dict[str, Any]:
     wanted = get_var("model", None)
     registry = get_var("registry", None)
     dest = f"docker://{registry}" if registry else None

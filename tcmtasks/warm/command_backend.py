@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from ..cache.entries import iter_dirs
 from ..errors import UsageError
@@ -14,7 +15,7 @@ def _keys(root: Path) -> set[str]:
     return {name for name, _st, _err in iter_dirs(root)} if root.is_dir() else set()
 
 
-def run_command(command: list[str], out: Path, *, inductor: bool = False) -> dict:
+def run_command(command: list[str], out: Path, *, inductor: bool = False) -> dict[str, Any]:
     """Run ``command`` with TRITON_CACHE_DIR=out (and TORCHINDUCTOR_CACHE_DIR=out/inductor);
     report the entries that are new since the start (what was there before is not this
     warm's)."""

@@ -1,9 +1,10 @@
 """Compile Triton kernels for a named GPU without that GPU, under the key a real launch computes.
 
-``triton.compile(ASTSource(...), target=...)`` compiles too, but under a different key than the
-JIT computes at launch, so it never hits (FACTS.md item 6). Going through ``kernel.warmup`` with
-a stand-in driver reproduces the launch path: the JIT binds and specialises the arguments
-exactly as it would on the GPU, and only the driver's answers (target, device, stream) are ours.
+``triton.compile(ASTSource(...), target=...)`` compiles too, but under a different key than the JIT
+computes at launch, so it never hits (docs/cache-formats.md, "Compiling without the GPU"). Going
+through ``kernel.warmup`` with a stand-in driver reproduces the launch path: the JIT binds and
+specialises the arguments exactly as it would on the GPU, and only the driver's answers (target,
+device, stream) are ours.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _standin_driver(target: Target) -> Any:
     arch: int | str = int(target.arch) if target.backend == "cuda" else target.arch
     gpu_target = GPUTarget(target.backend, arch, target.warp_size)
 
-    class StandInDriver(DriverBase):
+    class StandInDriver(DriverBase):  # type: ignore[misc]
         """Answers the JIT's questions as a GPU of ``target`` would; launches nothing."""
 
         @classmethod

@@ -29,7 +29,7 @@ def _nbytes(dtype: str, numel: int) -> int:
     return numel * 4
 
 
-def standin_args(args: list) -> list:
+def standin_args(args: list[Any]) -> list[Any]:
     """A launch's arguments, each Tensor spec replaced by a stand-in of the same size."""
     from .kernelset import Tensor
     from .standin import TensorStandIn

@@ -60,7 +60,7 @@ def run_vllm(spec: VllmWarm, output: Path) -> dict[str, Any]:
     token = _token(spec)
     if token:
         env["HF_TOKEN"] = token
-    kwargs: dict = {}
+    kwargs: dict[str, Any] = {}
     if spec.gpus and spec.rocm:
         kwargs.update(devices=["/dev/kfd:/dev/kfd", "/dev/dri:/dev/dri"], group_add=["video"])
     elif spec.gpus and spec.engine == "podman":

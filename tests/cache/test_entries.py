@@ -1,4 +1,5 @@
-"""Reading real caches, and every odd thing FACTS.md items 1-2 say a root can hold."""
+"""Reading real caches, and every odd thing docs/cache-formats.md ("Layout", "Metadata") say a root
+can hold."""
 
 from __future__ import annotations
 
@@ -198,7 +199,8 @@ def test_group_listing_missing_files(cache):
 
 
 def test_group_pointing_at_another_cache(cache, tmp_path):
-    """A copy whose original still exists "hits" through the original's files (FACTS 3)."""
+    """A copy whose original still exists "hits" through the original's files
+    (docs/cache-formats.md, "Groups and the hit rule")."""
     entry = kernel_dirs(cache)[0]
     moved = tmp_path / "moved"
     moved.mkdir()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import http.client
 import http.server
-import shutil
 import socket
 import ssl
 import subprocess
@@ -18,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support.tools import require_tools
 
 USER, PASSWORD = "tcm-user", "s3cret-Pa55"
 
@@ -41,7 +42,7 @@ class RunningRegistry:
 
 
 def make_ca(tmp: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for IP:127.0.0.1 (FACTS.md item 16)."""
+    """A CA and a server certificate for IP:127.0.0.1 (docs/cache-formats.md, "Test registry")."""
 
     def ossl(*args):
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
@@ -96,8 +97,7 @@ def make_ca(tmp: Path) -> tuple[Path, Path, Path]:
 
 @pytest.fixture
 def start_registry(tmp_path):
-    if not shutil.which("docker-registry"):
-        pytest.skip("docker-registry is not installed (.ci/run installs it)")
+    require_tools("docker-registry")
     started = []
 
     def start(kind: str = "plain") -> RunningRegistry:

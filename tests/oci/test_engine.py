@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tarfile
 import time
@@ -12,13 +11,13 @@ import pytest
 
 from tcmtasks.oci.layout import OciLayout
 from tests.oci.test_image import build, layer_members
+from tests.support.tools import require_modules, require_tools
 
 
 @pytest.fixture
 def podman_socket(tmp_path_factory):
-    if not shutil.which("podman"):
-        pytest.skip("podman is not installed (.ci/run installs it)")
-    pytest.importorskip("docker")
+    require_tools("podman")
+    require_modules("docker")
     tmp_path = tmp_path_factory.mktemp("podman")
     sock = tmp_path / "podman.sock"
     proc = subprocess.Popen(

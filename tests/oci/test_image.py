@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import subprocess
 import tarfile
 
@@ -15,6 +14,7 @@ from tcmtasks.errors import UsageError
 from tcmtasks.oci.image import MANIFEST_PATH, MT_MANIFEST, package
 from tcmtasks.oci.layout import OciLayout
 from tcmtasks.oci.refs import parse
+from tests.support.tools import require_modules, require_tools
 
 
 def build(cache, out, tag="v1", **kw):
@@ -103,22 +103,21 @@ def test_labels_mirror_mcv(cache, tmp_path):
 @pytest.mark.parametrize("compression", ["none", "zstd"])
 def test_other_compressions_are_valid_images(cache, tmp_path, compression):
     if compression == "zstd":
-        pytest.importorskip("zstandard")
+        require_modules("zstandard")
     built, _store = build(cache, tmp_path / "img", compression=compression)
     assert built.layer.media_type.endswith({"none": ".tar", "zstd": "+zstd"}[compression])
-    if shutil.which("skopeo"):
-        out = subprocess.run(
-            ["skopeo", "inspect", f"oci:{tmp_path / 'img'}:v1"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert json.loads(out)["Labels"]["cache.triton.image/entry-count"] == "9"
+    require_tools("skopeo")
+    out = subprocess.run(
+        ["skopeo", "inspect", f"oci:{tmp_path / 'img'}:v1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(out)["Labels"]["cache.triton.image/entry-count"] == "9"
 
 
 def test_skopeo_and_umoci_read_our_layout(cache, tmp_path):
-    if not (shutil.which("skopeo") and shutil.which("umoci")):
-        pytest.skip("skopeo/umoci not installed (.ci/run installs them)")
+    require_tools("skopeo", "umoci")
     built, _ = build(cache, tmp_path / "img")
     info = json.loads(
         subprocess.run(

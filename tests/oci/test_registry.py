@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import tarfile
 import time
@@ -18,6 +17,7 @@ from tcmtasks.oci.registry import Registry, RegistryImage
 from tcmtasks.oci.transfer import RegistryOptions, copy_image, open_dest, open_source
 from tests.oci.conftest import PASSWORD, USER
 from tests.oci.test_image import build
+from tests.support.tools import require_tools
 
 
 @pytest.fixture
@@ -46,15 +46,15 @@ def test_round_trip_keeps_the_digest(tcm, cache, tmp_path, start_registry):
     assert (again["copied"], again["skipped"]) == (0, 2) and again["seconds"] < 2
     info = json.loads(tcm("inspect", ref, "--insecure-host", reg.host, "--json").stdout)
     assert info["entry_count"] == 9 and len(info["entries"]) == 9
-    if shutil.which("skopeo"):
-        out = subprocess.run(
-            ["skopeo", "inspect", "--tls-verify=false", ref],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert json.loads(out)["Digest"] == pushed["digest"]
-        assert json.loads(out)["Labels"]["cache.triton.image/entry-count"] == "9"
+    require_tools("skopeo")
+    out = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(out)["Digest"] == pushed["digest"]
+    assert json.loads(out)["Labels"]["cache.triton.image/entry-count"] == "9"
 
 
 def test_chunked_upload_and_cross_repo_mount(image, start_registry):

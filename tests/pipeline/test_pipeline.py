@@ -159,3 +159,24 @@ def test_shipped_recipes_are_valid():
     assert len(shipped) >= 3
     for path in shipped:
         assert load_recipe(path).model == path.stem
+
+
+def test_the_warm_stage_and_tcm_warm_produce_the_same_cache(project, tmp_path):
+    """The stage and the command call one operation: same keys, same producer record."""
+    doit(project, "warm", "model=mini")
+    stage = project / "build/mini/warm"
+    cli = tmp_path / "cli-warm"
+    subprocess.run(
+        [sys.executable, "-m", "tcmtasks.cli", "warm", "--kernels", "tutorials",
+         "--target", "cuda:90", "-o", str(cli)],
+        cwd=project, check=True, capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(project), "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+    def keys(d: Path) -> set[str]:
+        return {p.name for p in d.iterdir() if any(p.glob("__grp__*.json"))}
+
+    assert keys(stage) == keys(cli) and len(keys(cli)) == 14
+    record = json.loads((stage / ".tcm-producer.json").read_text())
+    assert record == json.loads((cli / ".tcm-producer.json").read_text())
+    assert record["backend"] == "triton" and record["triton_version"] == "3.6.0"

@@ -1,8 +1,9 @@
 """A FileCacheManager that records every lookup, so tests see hits as Triton itself decides them.
 
-Enabled with TRITON_CACHE_MANAGER=tests.support.counting_cache:CountingCacheManager; events
-are appended, one JSON line each, to $TCM_TEST_EVENTS. A "hit" is exactly Triton's rule:
-get_group returned a group that still contains the metadata file (FACTS.md item 3).
+Enabled with TRITON_CACHE_MANAGER=tests.support.counting_cache:CountingCacheManager; events are
+appended, one JSON line each, to $TCM_TEST_EVENTS. A "hit" is exactly Triton's rule: get_group
+returned a group that still contains the metadata file (docs/cache-formats.md, "Groups and the hit
+rule").
 """
 
 import json

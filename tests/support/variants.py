@@ -1,7 +1,8 @@
 """Turn real entries into the shapes other Triton versions and accidents leave on disk.
 
 Every variant starts from an entry Triton really wrote (session fixture) and changes only what
-FACTS.md items 1-2 say differs, so the reader is tested on real bytes, not invented ones.
+docs/cache-formats.md ("Layout", "Metadata") say differs, so the reader is tested on real bytes, not
+invented ones.
 """
 
 from __future__ import annotations

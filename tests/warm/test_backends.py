@@ -14,6 +14,7 @@ import pytest
 
 from tcmtasks import scan_root
 from tests.conftest import REPO
+from tests.support.tools import require_modules, require_tools
 
 COMPILE = [sys.executable, "-m", "tests.support.compile_kernels"]
 
@@ -82,9 +83,8 @@ def test_command_backend_inductor_dir_and_exit_code(tcm, tmp_path):
 
 @pytest.fixture
 def podman_with_fake_vllm(tmp_path_factory):
-    if not (shutil.which("podman") and shutil.which("busybox") and shutil.which("runc")):
-        pytest.skip("podman, runc and busybox-static are installed by .ci/run")
-    pytest.importorskip("docker")
+    require_tools("podman", "busybox", "runc")
+    require_modules("docker")
     base = tmp_path_factory.mktemp("podman")
     flags = [
         "podman",

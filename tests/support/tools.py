@@ -1,0 +1,30 @@
+"""Tests that need a tool or module skip, with the reason, when it is missing; in CI
+(``TCM_CI=1``, set by .ci/run, which installs them all) a missing one fails the test instead,
+so no test can pass by checking nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import pytest
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is not installed (.ci/run installs it)"
+    if os.environ.get("TCM_CI"):
+        pytest.fail(f"TCM_CI is set, so every test must run: {message}")
+    pytest.skip(message)
+
+
+def require_tools(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        _missing(", ".join(missing))
+
+
+def require_modules(*modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        _missing("the Python module " + ", ".join(missing))
