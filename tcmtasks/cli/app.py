@@ -93,7 +93,8 @@ def main() -> None:
         err.print(f"[yellow]{esc(exc)}[/]", soft_wrap=True)
         sys.exit(exc.exit_code)
     except TcmError as exc:
-        err.print(f"[red]error:[/] {esc(exc)}", soft_wrap=True)
+        if str(exc):  # empty: the command has reported the failure itself
+            err.print(f"[red]error:[/] {esc(exc)}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:  # outside a command (while starting up)
         err.print("[yellow]interrupted[/]")

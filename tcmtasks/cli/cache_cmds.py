@@ -227,7 +227,7 @@ def doctor_cmd(
     else:
         _doctor_report(result)
     if not result.healthy:
-        raise CheckFailed(f"{plural(len(result.sick), 'entry', 'entries')} with problems")
+        raise CheckFailed()  # the report above says what is wrong
 
 
 def _doctor_report(result: ops.DoctorResult) -> None:
