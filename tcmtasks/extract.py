@@ -3,23 +3,30 @@
 1. Preflight from the manifest and config alone: stop before any layer byte is fetched when no
    image target is a target of this host, and compare the image's producer (Triton build, Python
    ABI, ptxas) with the host's: keys cannot match across those (docs/cache-formats.md, "The key").
-2. Stream the layer (verified against its digest as it goes) into a staging dir on the cache's
-   filesystem. Only regular files under ``io.triton.cache/<KEY>/`` and
-   ``io.triton.manifest/`` are accepted; ``..``, absolute names, links, devices and anything
-   else stop the extraction, as do files over the size caps.
-3. Per staged entry: keep it only for a wanted target and the host's Triton version, check it
-   is complete (metadata, binary, group), rewrite its group to the final location (Triton stores
-   absolute paths: docs/cache-formats.md, "Groups and the hit rule"), and rename it into the cache
-   in one step. Existing entries are left alone unless ``overwrite``.
+2. Stream the layer (verified against its digest as it goes). The in-layer manifest comes first:
+   it says which parts the image holds (Inductor's and vLLM's caches beside Triton's entries,
+   ``tcmtasks.parts``) and which Triton root each entry belongs to. Each member is staged under
+   the destination it is for (a dir on that destination's filesystem). Only regular files with
+   plain names under ``io.triton.cache/<KEY>/``, ``io.triton.manifest/`` and a known part's
+   prefix are accepted; ``..``, absolute names, links, devices and anything else stop the
+   extraction, as do files over the size caps.
+3. Triton entries: keep one only for a wanted target and the host's Triton version, check it is
+   complete (metadata, binary, group), rewrite its group to the final location (Triton stores
+   absolute paths: docs/cache-formats.md, "Groups and the hit rule"), and rename it into the
+   cache in one step. Parts: keep one only when its producer's torch, Python and GPU match the
+   host's; fix the paths its kind knows how to fix, and install it unit by unit (a whole FX-graph
+   or AOTAutograd entry, else a file), each in one rename. Existing entries and units are left
+   alone unless ``overwrite``.
 
-A process killed while streaming leaves the cache exactly as it was (entries only ever arrive
-by rename); the staging dir it leaves is removed by the next extraction.
+A process killed while streaming leaves every destination exactly as it was (things only ever
+arrive by rename); the staging dirs it leaves are removed by the next extraction.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import shutil
@@ -27,29 +34,76 @@ import tarfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import parts as cache_parts
 from .cache.entries import Entry, EntryKind, binary_suffixes, scan_entry
 from .cache.groups import group_filename, read_group, write_group
 from .cache.lock import locked
 from .cache.remove import TRASH
 from .errors import HostileImage, ImageError, IncompatibleImage
-from .oci.image import LABEL_PRODUCER, LABEL_SUMMARY
-from .oci.inspect import decompressed, json_label, read_entry_manifest, read_labels
+from .oci.image import LABEL_PRODUCER, LABEL_SUMMARY, Dest
+from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
 from .oci.layout import CHUNK
 from .producer import Producer, mismatches
 from .targets import Target
 
 CACHE_PREFIX = "io.triton.cache/"
 MANIFEST_PREFIX = "io.triton.manifest/"
+MANIFEST_FILE = MANIFEST_PREFIX + "manifest.json"
 STAGING_PREFIX = ".tcm-staging-"
 MAX_FILE = 1 << 30  # no kernel file comes near 1 GiB
+MAX_PART_FILE = 4 << 30  # an FX graph or vLLM artifact of a very large model
+MAX_MANIFEST = 64 << 20
 MAX_TOTAL = 64 << 30
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{8,128}")
 _SAFE_FILE = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+-]{0,254}")
+TRITON: Dest = ("triton", "")
+
+
+@dataclass
+class Destinations:
+    """Where each part of an image goes on this node."""
+
+    triton: Path  # plain Triton entries: TRITON_CACHE_DIR, else ~/.triton/cache
+    inductor: Path  # the workload's TORCHINDUCTOR_CACHE_DIR
+    vllm: Path  # the workload's VLLM_CACHE_ROOT
+    #: The workload sets TRITON_CACHE_DIR: Inductor then sends Triton there, not to its own dir.
+    triton_env: bool = False
+
+    def kind_root(self, kind: str) -> Path:
+        return {"triton": self.triton, "inductor": self.inductor, "vllm": self.vllm}[kind]
+
+    def root_for(self, dest: Dest) -> Path:
+        kind, rel = dest
+        if kind == "triton" or (kind == "inductor" and self.triton_env):
+            return self.triton
+        return self.kind_root(kind) / rel
+
+
+@dataclass
+class PartPlan:
+    kind: str
+    prefix: str
+    source: str  # the producer's absolute dir
+    mount: str
+    dest: Path  # where its files go here
+    skipped: str | None = None
+    installed: int = 0  # units
+    existing: int = 0  # units kept as they were
+    failed: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "dest": str(self.dest), "source": self.source,
+            "skipped": self.skipped, "units": self.installed, "existing": self.existing,
+            "failed": self.failed, "files": self.files, "bytes": self.bytes,
+        }  # fmt: skip
 
 
 @dataclass
@@ -64,15 +118,18 @@ class RestoreReport:
     bytes: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    parts: list[PartPlan] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["parts"] = [p.to_dict() for p in self.parts]
+        return out
 
 
 def _targets_of(labels: dict[str, str]) -> list[Target]:
     summary = json_label(labels.get(LABEL_SUMMARY)) or {}
     out = []
-    for t in summary.get("targets", []):
+    for t in summary.get("targets", []) if isinstance(summary, dict) else []:
         found = Target.from_metadata(t)
         if found:
             out.append(found)
@@ -81,9 +138,9 @@ def _targets_of(labels: dict[str, str]) -> list[Target]:
 
 def preflight(
     source: Any, targets: list[Target] | None, host: Producer, *, strict: bool
-) -> tuple[dict[str, Any], list[Target], list[str]]:
-    """Check labels against the host before downloading: (manifest, image targets, warnings).
-    ``targets`` None means every target is wanted (--all)."""
+) -> tuple[dict[str, Any], list[Target], list[str], Producer | None]:
+    """Check labels against the host before downloading: (manifest, image targets, warnings,
+    the image's producer). ``targets`` None means every target is wanted (--all)."""
     manifest, _config, labels = read_labels(source)
     image_targets = _targets_of(labels)
     if targets is not None and image_targets and not set(image_targets) & set(targets):
@@ -92,19 +149,103 @@ def preflight(
             f"host needs {', '.join(map(str, targets)) or 'nothing (no GPU found)'}: nothing to "
             "download (use --target or --all to choose otherwise)"
         )
-    warnings = mismatches(Producer.from_dict(json_label(labels.get(LABEL_PRODUCER))), host)
+    producer = Producer.from_dict(json_label(labels.get(LABEL_PRODUCER)))
+    warnings = mismatches(producer, host)
     if warnings and strict:
         raise IncompatibleImage(
             "the image's kernels cannot hit on this host: "
             + "; ".join(warnings)
             + " (drop --strict to extract anyway)"
         )
-    return manifest, image_targets, warnings
+    return manifest, image_targets, warnings, producer
 
 
-def _check_member(m: tarfile.TarInfo, total: int, max_total: int) -> tuple[str, str] | None:
-    """(key, file) for a cache file to write, None for dirs and the manifest; raise for the
-    rest."""
+def part_mismatch(
+    image: Producer | None, host: Producer, targets: list[Target] | None
+) -> str | None:
+    """Why an Inductor or vLLM part built by ``image`` cannot be used by ``host``: their keys
+    hold the torch version, the Python build and the GPU's name (docs/cache-formats.md,
+    "torch.compile"), so any difference makes every graph a miss."""
+    if image is None:
+        return None
+    for name, label in (("torch", "torch"), ("python", "Python"), ("triton_version", "Triton")):
+        a, b = getattr(image, name), getattr(host, name)
+        if a and b and a != b:
+            return f"built with {label} {a}; this host has {b} (every graph would miss)"
+    if image.gpus and host.gpus and not set(image.gpus) & set(host.gpus):
+        return (
+            f"built on {', '.join(sorted(set(image.gpus)))}; this host has "
+            f"{', '.join(sorted(set(host.gpus)))} (the keys hold the GPU's name)"
+        )
+    if image.targets and targets is not None and not set(image.targets) & {str(t) for t in targets}:
+        return f"built for {', '.join(image.targets)}, not one of {', '.join(map(str, targets))}"
+    return None
+
+
+class Staging:
+    """One staging dir per destination root, on that root's filesystem, made on first use
+    (with the root's lock taken and leftovers of dead runs purged)."""
+
+    def __init__(self, stack: contextlib.ExitStack):
+        self.stack = stack
+        self.dirs: dict[Path, Path] = {}
+
+    def dir_for(self, root: Path) -> Path:
+        root = Path(os.path.abspath(root))
+        if root not in self.dirs:
+            root.mkdir(parents=True, exist_ok=True)
+            self.stack.enter_context(locked(root))
+            purge_stale_staging(root)
+            d = root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            d.mkdir()
+            self.dirs[root] = d
+        return self.dirs[root]
+
+    def cleanup(self) -> None:
+        for d in self.dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class _Layout:
+    """What the in-layer manifest says: where each Triton key goes, and the parts."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.dests: dict[str, list[Dest]] = {}
+        self.parts: dict[str, PartPlan] = {}  # by prefix
+
+    def read(self, data: bytes, make_plan: Callable[[dict[str, Any]], PartPlan]) -> None:
+        try:
+            doc = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ImageError(f"the in-layer manifest is not JSON ({exc})") from None
+        self.seen = True
+        if not isinstance(doc, dict):
+            return  # the older MCV shape: a plain list of Triton rows
+        for row in doc.get("triton") or []:
+            if isinstance(row, dict) and isinstance(row.get("dests"), list):
+                key = str(row.get("key") or row.get("dummy_key") or "")
+                self.dests[key] = [_dest(d) for d in row["dests"]]
+        for p in doc.get("parts") or []:
+            if not isinstance(p, dict) or p.get("kind") not in cache_parts.KINDS:
+                raise HostileImage(f"the in-layer manifest names an unknown part: {p!r:.80}")
+            plan = make_plan(p)
+            self.parts[plan.prefix] = plan
+
+
+def _dest(value: Any) -> Dest:
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and value[0] in ("triton", *cache_parts.KINDS)
+        and isinstance(value[1], str)
+        and (value[1] == "" or cache_parts.check_rel(value[1]))
+    ):
+        return (value[0], value[1])
+    raise HostileImage(f"the in-layer manifest names a bad destination: {value!r:.80}")
+
+
+def _name_of(m: tarfile.TarInfo) -> str:
     name = m.name
     while name.startswith("./"):
         name = name[2:]
@@ -120,49 +261,55 @@ def _check_member(m: tarfile.TarInfo, total: int, max_total: int) -> tuple[str, 
             else ("a device" if m.isdev() else "not a regular file")
         )
         raise HostileImage(f"layer entry {m.name!r} is {kind}; cache images hold only files")
-    if not (
-        name.startswith(CACHE_PREFIX)
-        or name.startswith(MANIFEST_PREFIX)
-        or name.rstrip("/") in (CACHE_PREFIX.rstrip("/"), MANIFEST_PREFIX.rstrip("/"))
-    ):
-        raise HostileImage(
-            f"layer entry {m.name!r} is outside {CACHE_PREFIX} and {MANIFEST_PREFIX}"
-        )
-    if m.isdir() or name.startswith(MANIFEST_PREFIX):
-        return None
-    if len(parts) != 3 or not _SAFE_KEY.fullmatch(parts[1]) or not _SAFE_FILE.fullmatch(parts[2]):
-        raise HostileImage(f"layer entry {m.name!r} is not {CACHE_PREFIX}<KEY>/<FILE>")
-    if m.size > MAX_FILE:
-        raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the 1 GiB cap")
-    if total + m.size > max_total:
-        raise HostileImage(f"the layer unpacks to more than {max_total} bytes (--max-size)")
-    return parts[1], parts[2]
+    return name
 
 
 def stream_into(
     source: Any,
     manifest: dict[str, Any],
-    staging: Path,
+    layout: _Layout,
+    place: Callable[[str, str, str], Path | None],
     *,
     max_total: int = MAX_TOTAL,
     progress: Callable[[int], None] | None = None,
+    on_manifest: Callable[[bytes], None] | None = None,
 ) -> int:
-    """Unpack every layer's cache files into ``staging``; returns bytes written. The layer's
-    digest is checked at its end: on a mismatch everything staged is void."""
+    """Unpack every layer's members where ``place(area, first, rest)`` says (None: drop it);
+    returns bytes written. The layer's digest is checked at its end: on a mismatch everything
+    staged is void."""
     total = 0
-    for layer in manifest.get("layers", []):
-        raw = source.open_blob(layer["digest"], layer.get("size"))
+    part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
+    for desc in manifest.get("layers", []):
+        raw = source.open_blob(desc["digest"], desc.get("size"))
         try:
-            stream = decompressed(raw, layer.get("mediaType", ""))
+            stream = decompressed(raw, desc.get("mediaType", ""))
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for m in tar:
-                    where = _check_member(m, total, max_total)
-                    if where is None:
+                    name = _name_of(m)
+                    if m.isdir():
+                        if not name.startswith((CACHE_PREFIX, MANIFEST_PREFIX, *part_prefixes)) \
+                                and name.rstrip("/") + "/" not in (CACHE_PREFIX, MANIFEST_PREFIX,
+                                                                   *part_prefixes):  # fmt: skip
+                            raise HostileImage(f"layer entry {m.name!r} is outside the cache")
                         continue
-                    key, name = where
-                    (staging / key).mkdir(exist_ok=True)
+                    if name == MANIFEST_FILE:
+                        if m.size > MAX_MANIFEST:
+                            raise HostileImage(f"the in-layer manifest is {m.size} bytes")
+                        data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                        if on_manifest is not None:
+                            on_manifest(data)
+                        continue
+                    where = _route(name, m, layout, place, part_prefixes)
+                    if total + m.size > max_total:
+                        raise HostileImage(
+                            f"the layer unpacks to more than {max_total} bytes (--max-size)"
+                        )
                     src = tar.extractfile(m)
-                    with open(staging / key / name, "xb") as out:
+                    if where is None:
+                        total += m.size
+                        continue
+                    where.parent.mkdir(parents=True, exist_ok=True)
+                    with open(where, "xb") as out:
                         while chunk := src.read(CHUNK):  # type: ignore[union-attr]
                             out.write(chunk)
                     total += m.size
@@ -189,6 +336,39 @@ def stream_into(
     return total
 
 
+def _route(
+    name: str,
+    m: tarfile.TarInfo,
+    layout: _Layout,
+    place: Callable[[str, str, str], Path | None],
+    part_prefixes: tuple[str, ...],
+) -> Path | None:
+    if name.startswith(CACHE_PREFIX):
+        parts = name.split("/")
+        if (
+            len(parts) != 3
+            or not _SAFE_KEY.fullmatch(parts[1])
+            or not _SAFE_FILE.fullmatch(parts[2])
+        ):
+            raise HostileImage(f"layer entry {m.name!r} is not {CACHE_PREFIX}<KEY>/<FILE>")
+        if m.size > MAX_FILE:
+            raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the 1 GiB cap")
+        return place(CACHE_PREFIX, parts[1], parts[2])
+    for prefix in part_prefixes:
+        if name.startswith(prefix):
+            rel = name[len(prefix) :]
+            if not layout.seen:
+                raise HostileImage(f"layer entry {m.name!r} comes before the in-layer manifest")
+            if prefix not in layout.parts:
+                raise HostileImage(f"layer entry {m.name!r} belongs to no part the manifest names")
+            if not cache_parts.check_rel(rel):
+                raise HostileImage(f"layer entry {m.name!r} has a name tcm never writes")
+            if m.size > MAX_PART_FILE:
+                raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the cap")
+            return place(prefix, "", rel)
+    raise HostileImage(f"layer entry {m.name!r} is outside {CACHE_PREFIX} and the known parts")
+
+
 def _finish(entry: Entry, final_dir: Path) -> str | None:
     """Make a staged entry hit at ``final_dir``: rewrite its group; return why not, if not."""
     if entry.kind != EntryKind.KERNEL or not entry.name:
@@ -211,7 +391,7 @@ def _finish(entry: Entry, final_dir: Path) -> str | None:
 def purge_stale_staging(cache_dir: Path) -> int:
     """Remove staging dirs left by killed extractions (their process is gone)."""
     removed = 0
-    for d in cache_dir.glob(f"{STAGING_PREFIX}*"):
+    for d in Path(cache_dir).glob(f"{STAGING_PREFIX}*"):
         m = re.match(rf"{re.escape(STAGING_PREFIX)}(\d+)-", d.name)
         if m and not _alive(int(m.group(1))):
             shutil.rmtree(d, ignore_errors=True)
@@ -233,15 +413,25 @@ def extract(
     *,
     targets: list[Target] | None,
     host: Producer,
+    dests: Destinations | None = None,
     strict: bool = False,
     overwrite: bool = False,
+    force: bool = False,
+    same_paths: bool = False,
     dry_run: bool = False,
     max_total: int = MAX_TOTAL,
     progress: Callable[[int], None] | None = None,
 ) -> RestoreReport:
-    """Preflight, then (unless ``dry_run``) stream, select, relocate and install."""
+    """Preflight, then (unless ``dry_run``) stream, select, relocate and install.
+
+    ``cache_dir`` receives plain Triton entries; ``dests`` says where Inductor's and vLLM's
+    parts (and their Triton entries) go, by default where this process's environment says a
+    workload looks; ``same_paths`` restores parts to the producer's own paths; ``force``
+    installs parts whose producer does not match this host."""
     t0 = time.perf_counter()
-    manifest, image_targets, warnings = preflight(source, targets, host, strict=strict)
+    manifest, image_targets, warnings, producer = preflight(source, targets, host, strict=strict)
+    if dests is None:
+        dests = default_destinations(cache_dir)
     report = RestoreReport(
         source.describe(),
         str(cache_dir),
@@ -250,50 +440,221 @@ def extract(
         warnings,
         dry_run=dry_run,
     )
-    if dry_run:
-        for row in read_entry_manifest(source, manifest) or []:
-            t = Target.from_metadata(row)
-            why = _why_skip(t, row.get("triton_version"), targets, host)
-            item = {
-                "key": row.get("key") or row.get("dummy_key") or row.get("hash"),
-                "name": row.get("name"),
-                "target": str(t) if t else None,
-            }
-            (report.skipped if why else report.kept).append(
-                {**item, "reason": why} if why else item
+
+    def make_plan(p: dict[str, Any]) -> PartPlan:
+        kind, mount = str(p["kind"]), str(p.get("mount") or "")
+        if mount and not cache_parts.check_rel(mount):
+            raise HostileImage(f"the in-layer manifest names a bad mount: {mount!r:.80}")
+        source_dir = str(p.get("source") or "")
+        root = _producer_root(source_dir, mount) if same_paths else dests.kind_root(kind)
+        if same_paths and not root:
+            raise IncompatibleImage(f"the image does not say where its {kind} part was made")
+        if same_paths:  # its Triton entries follow it to the producer's path
+            setattr(dests, kind, Path(root))
+        plan = PartPlan(kind, cache_parts.prefix_of(kind), source_dir, mount, Path(root) / mount)
+        why = part_mismatch(producer, host, targets)
+        if why and not force:
+            plan.skipped = why + " (--force installs it anyway)"
+        elif why:
+            report.producer_warnings.append(f"{kind} part installed although {why} (--force)")
+        elif producer is None:
+            report.producer_warnings.append(
+                f"the image has no producer record: whether its {kind} part fits this host's "
+                "torch and GPU is unknown"
             )
+        report.parts.append(plan)
+        return plan
+
+    layout = _Layout()
+    if dry_run:
+        _dry_run(source, manifest, layout, make_plan, targets, host, dests, report)
         report.seconds = time.perf_counter() - t0
         return report
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with locked(cache_dir):
-        purge_stale_staging(cache_dir)
-        staging = cache_dir / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+    with contextlib.ExitStack() as stack:
+        staging = Staging(stack)
         try:
-            stream_into(source, manifest, staging, max_total=max_total, progress=progress)
-            for key in sorted(os.listdir(staging)):
-                entry = scan_entry(staging, key)
-                item = {
-                    "key": key,
-                    "name": entry.name,
-                    "target": str(entry.target) if entry.target else None,
-                }
-                why = _why_skip(entry.target, entry.triton_version, targets, host)
-                final = cache_dir / key
-                if why is None and _occupied(final) and not overwrite:
-                    why = "already in the cache (--overwrite replaces it)"
-                if why is None:
-                    why = _finish(entry, final)
-                if why is not None:
-                    report.skipped.append({**item, "reason": why})
-                    continue
-                _install(staging / key, final, overwrite)
-                report.kept.append(item)
-                report.bytes += entry.size
+            _stream_and_install(
+                source, manifest, layout, make_plan, staging, dests, targets, host,
+                overwrite, max_total, progress, report,
+            )  # fmt: skip
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.cleanup()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def default_destinations(cache_dir: Path) -> Destinations:
+    from .parts import inductor, vllm
+
+    return Destinations(
+        Path(cache_dir),
+        inductor.default_dest(),
+        vllm.default_dest(),
+        triton_env=bool(os.environ.get("TRITON_CACHE_DIR")),
+    )
+
+
+def _producer_root(source: str, mount: str) -> str:
+    """The producer's cache root for a part: its dir minus where it sat inside the root."""
+    if not source or not os.path.isabs(source):
+        return ""
+    if mount:
+        tail = "/" + mount.strip("/")
+        return source[: -len(tail)] if source.endswith(tail) else ""
+    return source
+
+
+def _dry_run(
+    source: Any,
+    manifest: dict[str, Any],
+    layout: _Layout,
+    make_plan: Callable[[dict[str, Any]], PartPlan],
+    targets: list[Target] | None,
+    host: Producer,
+    dests: Destinations,
+    report: RestoreReport,
+) -> None:
+    doc = read_layer_manifest(source, manifest)
+    if doc is not None:
+        layout.read(json.dumps(doc).encode(), make_plan)
+    rows = doc.get("triton", []) if isinstance(doc, dict) else (doc or [])
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        t = Target.from_metadata(row)
+        why = _why_skip(t, row.get("triton_version"), targets, host)
+        key = str(row.get("key") or row.get("dummy_key") or row.get("hash"))
+        item = {"key": key, "name": row.get("name"), "target": str(t) if t else None}
+        item["dests"] = [str(dests.root_for(d)) for d in layout.dests.get(key, [TRITON])]
+        (report.skipped if why else report.kept).append({**item, "reason": why} if why else item)
+    for p in doc.get("parts", []) if isinstance(doc, dict) else []:
+        plan = layout.parts.get(cache_parts.prefix_of(str(p.get("kind"))))
+        if plan is not None and isinstance(p.get("files"), int):
+            plan.files, plan.bytes = p["files"], int(p.get("bytes") or 0)
+            plan.installed = 0 if plan.skipped else int(p.get("units") or 0)
+
+
+def _stream_and_install(
+    source: Any,
+    manifest: dict[str, Any],
+    layout: _Layout,
+    make_plan: Callable[[dict[str, Any]], PartPlan],
+    staging: Staging,
+    dests: Destinations,
+    targets: list[Target] | None,
+    host: Producer,
+    overwrite: bool,
+    max_total: int,
+    progress: Callable[[int], None] | None,
+    report: RestoreReport,
+) -> None:
+    staged_keys: dict[str, Path] = {}  # key -> staged dir
+
+    def place(area: str, first: str, rest: str) -> Path | None:
+        if area == CACHE_PREFIX:
+            key = first
+            if key not in staged_keys:
+                root = dests.root_for(layout.dests.get(key, [TRITON])[0])
+                staged_keys[key] = staging.dir_for(root) / key
+                staged_keys[key].mkdir()
+            return staged_keys[key] / rest
+        plan = layout.parts[area]
+        if plan.skipped:
+            return None
+        plan.files += 1
+        return staging.dir_for(dests.kind_root(plan.kind)) / area.rstrip("/") / rest
+
+    stream_into(
+        source,
+        manifest,
+        layout,
+        place,
+        max_total=max_total,
+        progress=progress,
+        on_manifest=lambda data: layout.read(data, make_plan),
+    )
+    for key in sorted(staged_keys):
+        _install_triton(key, staged_keys[key], layout, staging, dests, targets, host, overwrite,
+                        report)  # fmt: skip
+    for plan in layout.parts.values():
+        if not plan.skipped:
+            staged = staging.dir_for(dests.kind_root(plan.kind)) / plan.prefix.rstrip("/")
+            _install_part(plan, staged, overwrite, report)
+
+
+def _install_triton(
+    key: str,
+    staged: Path,
+    layout: _Layout,
+    staging: Staging,
+    dests: Destinations,
+    targets: list[Target] | None,
+    host: Producer,
+    overwrite: bool,
+    report: RestoreReport,
+) -> None:
+    entry = scan_entry(staged.parent, key)
+    item = {"key": key, "name": entry.name, "target": str(entry.target) if entry.target else None}
+    why = _why_skip(entry.target, entry.triton_version, targets, host)
+    if why is not None:
+        report.skipped.append({**item, "reason": why})
+        return
+    roots = list(dict.fromkeys(dests.root_for(d) for d in layout.dests.get(key, [TRITON])))
+    copies = [staged]
+    for root in roots[1:]:  # the same kernel for another root (a vLLM rank): a copy of its own
+        copies.append(staging.dir_for(root) / key)
+        shutil.copytree(staged, copies[-1])
+    for root, here in zip(roots, copies, strict=True):
+        entry = scan_entry(here.parent, key)
+        final = root / key
+        reason = "already in the cache (--overwrite replaces it)" if (
+            _occupied(final) and not overwrite
+        ) else _finish(entry, final)  # fmt: skip
+        if reason is not None:
+            report.skipped.append({**item, "dest": str(root), "reason": reason})
+            continue
+        _install(here, final, overwrite)
+        report.kept.append({**item, "dest": str(root)})
+        report.bytes += entry.size
+
+
+def _install_part(plan: PartPlan, staged: Path, overwrite: bool, report: RestoreReport) -> None:
+    """Install a staged part unit by unit; each unit's paths are fixed first."""
+    mod = cache_parts.module(plan.kind)
+    units: dict[str, list[str]] = {}
+    for rel in _files_under(staged):
+        units.setdefault(cache_parts.unit_of(rel), []).append(rel)
+    old_root, new_root = _producer_root(plan.source, plan.mount), _kind_root(plan)
+    for unit, rels in sorted(units.items()):
+        final = plan.dest / unit
+        if _occupied(final) and not overwrite:
+            plan.existing += 1
+            continue
+        moved = os.path.normpath(old_root) != os.path.normpath(new_root)
+        reasons = [mod.relocate(staged / rel, rel, old_root, new_root) for rel in rels if moved]
+        why = next((r for r in reasons if r is not None), None)
+        if why is not None:
+            plan.failed.append(f"{unit}: {why}")
+            continue
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _install(staged / unit, final, overwrite, trash=staged.parent)
+        plan.installed += 1
+        plan.bytes += sum((staged / r).stat().st_size for r in rels if (staged / r).exists())
+    report.bytes += plan.bytes
+
+
+def _kind_root(plan: PartPlan) -> Path:
+    """The node's cache root of a part's kind (its dest minus the mount)."""
+    dest = plan.dest
+    for _ in plan.mount.strip("/").split("/") if plan.mount else []:
+        dest = dest.parent
+    return dest
+
+
+def _files_under(root: Path) -> Iterator[str]:
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            yield os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
 
 
 def _why_skip(
@@ -306,17 +667,21 @@ def _why_skip(
     return None
 
 
-def _install(staged: Path, final: Path, overwrite: bool) -> None:
-    """One rename puts the entry in place; an entry it replaces leaves through the trash."""
+def _install(staged: Path, final: Path, overwrite: bool, trash: Path | None = None) -> None:
+    """One rename puts the entry in place; an entry it replaces leaves through the trash
+    (``<root>/.tcm-trash`` for Triton entries, the staging dir for parts' units)."""
     if _occupied(final):
         if not overwrite:
             return
-        trash = final.parent / TRASH
+        trash = trash if trash is not None else final.parent / TRASH
         trash.mkdir(exist_ok=True)
         old = trash / f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         os.rename(final, old)
         os.rename(staged, final)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
         return
     # rename() replaces an empty dir (Triton leaves one per missed lookup) in the same step
     with contextlib.suppress(FileExistsError, OSError):
@@ -326,5 +691,9 @@ def _install(staged: Path, final: Path, overwrite: bool) -> None:
 def _occupied(path: Path) -> bool:
     try:
         return any(path.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
+    except NotADirectoryError:
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:
         return path.exists()

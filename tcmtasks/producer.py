@@ -21,7 +21,8 @@ class Producer:
     ptxas: str | None = None  # CUDA backend part of the key
     rocm: str | None = None
     torch: str | None = None
-    gpus: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # device names: Inductor's keys hold them
+    targets: list[str] = field(default_factory=list)  # "cuda:90", as the GPUs above
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in (None, [])}
@@ -68,6 +69,16 @@ def detect(*, with_key: bool = True) -> Producer:
     torch = sys.modules.get("torch")
     if torch is not None:
         p.rocm = getattr(getattr(torch, "version", None), "hip", None)
+    return p
+
+
+def host_producer() -> Producer:
+    """``detect()`` plus this host's GPUs (names and targets, in one order)."""
+    from .targets import host_targets
+
+    p = detect()
+    targets, names = host_targets()
+    p.gpus, p.targets = names, [str(t) for t in targets]
     return p
 
 

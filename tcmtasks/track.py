@@ -8,20 +8,31 @@ paths is a miss, as it is for Triton). On Triton 3.4+ the compilation listener a
 duration.
 
 Compile time is the listener's (Triton 3.4+) where it saw the compile, else the interval from
-the miss to the store of the new group. Events are buffered in memory and appended, one JSON
-line each, to a file per process under ``$TCM_TRACK_DIR`` (default ``~/.local/state/tcm/track``):
-at exit, every 64 events, or when the last write is half a second old. Nothing here imports
-more than the standard library until Triton itself asks for the manager class, so it is cheap
-in every process it lands in.
+the miss to the store of the new group. Every event is appended, one JSON line in one
+``write`` to a file per process under ``$TCM_TRACK_DIR`` (default ``~/.local/state/tcm/track``),
+before the call that caused it returns: Inductor looks kernels up and compiles them in worker
+processes that leave with ``os._exit`` or are terminated (docs/cache-formats.md, "Observing
+lookups"), so an event held in memory for later would be lost exactly where it matters. A
+lookup costs a disk read anyway; one small append beside it costs a few microseconds
+(bench/RESULTS.md). Nothing here imports more than the standard library until Triton itself
+asks for the manager class, so it is cheap in every process it lands in.
+
+torch.compile above Triton: ``tcm track`` also sets ``TORCH_TRACE`` (PyTorch's structured
+trace, the input of tlparse, a public environment variable), and reads Inductor's FX-graph and
+AOTAutograd cache hits and misses, and the kernels an FX-graph hit loaded from its bundle
+without asking Triton, from the logs each process writes (``read_inductor``). The artifact names
+(``fx_graph_cache_{hit,miss,bypass}``, ``aotautograd_cache_{hit,miss,bypass}``) are the same in
+torch 2.6 through 2.13; counters inside the process (``torch._dynamo.utils.counters``) would
+need a hook in the user's program and are gone when a process is killed.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import json
 import os
+import re
 import tempfile
 import threading
 import time
@@ -31,13 +42,10 @@ from pathlib import Path
 from typing import Any
 
 MANAGER = "tcmtasks.track:TrackingCacheManager"
-FLUSH_EVENTS = 64
-FLUSH_SECONDS = 0.5
 
 _lock = threading.Lock()
-_buffer: list[str] = []
+_fd: tuple[int, str, int] | None = None  # (pid, dir, fd) of this process's event file
 _miss_started: dict[str, float] = {}
-_last_flush = time.monotonic()
 
 
 def default_track_dir() -> Path:
@@ -53,54 +61,40 @@ def track_dir() -> Path:
 
 
 def flush() -> None:
-    """Append this process's buffered events to its event file."""
-    global _last_flush
-    with _lock:
-        if not _buffer:
-            return
-        lines, _buffer[:] = "".join(_buffer), []
-        _last_flush = time.monotonic()
-    try:
-        directory = track_dir()
+    """Nothing to do: every event is on disk when ``record`` returns (kept for callers of the
+    earlier, buffering versions)."""
+
+
+def _event_fd() -> int:
+    """This process's event file, opened once (again after a fork, where a child writes its
+    own, or when TCM_TRACK_DIR changes, as ``TritonCacheTracker.install`` does)."""
+    global _fd
+    pid, directory = os.getpid(), track_dir()
+    if _fd is None or _fd[:2] != (pid, str(directory)):
         directory.mkdir(parents=True, exist_ok=True)
-        # O_APPEND writes of one buffer are not interleaved with other processes' writes to
-        # other files; each process has its own file anyway.
         fd = os.open(
-            directory / f"events-{os.getpid()}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+            directory / f"events-{pid}.jsonl",
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+            0o644,
         )
-        try:
-            os.write(fd, lines.encode())
-        finally:
-            os.close(fd)
-    except OSError:
-        pass  # never let tracking break the workload
+        if _fd is not None and _fd[0] == pid:
+            os.close(_fd[2])
+        _fd = (pid, str(directory), fd)
+    return _fd[2]
 
 
 def record(event: str, key: str, name: str, root: str, **extra: Any) -> None:
+    """Append one event. One ``write`` on an ``O_APPEND`` file: a killed process leaves whole
+    lines (a torn last line at worst, which readers skip)."""
     line = json.dumps(
-        {
-            "e": event,
-            "key": key,
-            "name": name,
-            "root": root,
-            "t": time.time(),
-            "pid": os.getpid(),
-            **extra,
-        }
-    )
-    with _lock:
-        _buffer.append(line + "\n")
-        due = len(_buffer) >= FLUSH_EVENTS or time.monotonic() - _last_flush > FLUSH_SECONDS
-    if due:
-        flush()
-
-
-def _forget_parent_buffer() -> None:
-    _buffer.clear()  # a forked child must not write its parent's events again
-
-
-atexit.register(flush)
-os.register_at_fork(after_in_child=_forget_parent_buffer)
+        {"e": event, "key": key, "name": name, "root": root, "t": time.time(),
+         "pid": os.getpid(), **extra}
+    )  # fmt: skip
+    try:
+        with _lock:
+            os.write(_event_fd(), (line + "\n").encode())
+    except OSError:
+        pass  # never let tracking break the workload
 
 
 def _base32(hex_key: str) -> str:
@@ -204,8 +198,33 @@ class KernelStats:
 
 
 @dataclass
+class InductorStats:
+    """Inductor's own cache outcomes in a tracked run, from its structured trace."""
+
+    fx_hits: int = 0
+    fx_misses: int = 0
+    fx_bypasses: int = 0  # not cacheable: compiled every time
+    aot_hits: int = 0
+    aot_misses: int = 0
+    aot_bypasses: int = 0
+    bundled_kernels: int = 0  # loaded from FX-graph entries, not through Triton's cache
+    processes: int = 0  # trace logs read
+
+    @property
+    def graphs_compiled(self) -> int:
+        return self.fx_misses + self.fx_bypasses
+
+    @property
+    def compiled(self) -> bool:
+        return bool(self.graphs_compiled or self.aot_misses or self.aot_bypasses)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "graphs_compiled": self.graphs_compiled}
+
+
+@dataclass
 class TrackStats:
-    """What a tracked run (or several) did: every lookup, by kernel."""
+    """What a tracked run (or several) did: every lookup, by kernel, and Inductor's caches."""
 
     hits: int = 0
     misses: int = 0
@@ -213,10 +232,32 @@ class TrackStats:
     compile_seconds: float = 0.0
     cache_dirs: list[str] = field(default_factory=list)
     kernels: list[KernelStats] = field(default_factory=list)
+    inductor: InductorStats | None = None  # None: no torch.compile seen
 
     @property
     def lookups(self) -> int:
         return self.hits + self.misses
+
+    @property
+    def compiled_nothing(self) -> bool:
+        return not self.misses and not (self.inductor and self.inductor.compiled)
+
+    def verdict(self) -> str:
+        """One line: compiled nothing, or what was compiled."""
+        if self.compiled_nothing:
+            return "compiled nothing" + (
+                ": every lookup hit" if self.lookups or self.inductor else ""
+            )
+        parts = []
+        if self.misses:
+            parts.append(f"{self.misses} kernel{'s' if self.misses != 1 else ''}")
+        ind = self.inductor
+        if ind is not None and ind.graphs_compiled:
+            n = ind.graphs_compiled
+            parts.append(f"{n} graph{'s' if n != 1 else ''}")
+        elif ind is not None and ind.compiled:
+            parts.append("the AOTAutograd graphs (their cache missed)")
+        return "compiled " + " and ".join(parts)
 
     @property
     def new_kernels(self) -> list[str]:
@@ -225,10 +266,12 @@ class TrackStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "verdict": self.verdict(), "compiled_nothing": self.compiled_nothing,
             "lookups": self.lookups, "hits": self.hits, "misses": self.misses,
             "stores": self.stores, "compile_seconds": self.compile_seconds,
             "cache_dirs": self.cache_dirs, "new_kernels": self.new_kernels,
             "kernels": [k.__dict__ for k in self.kernels],
+            "inductor": self.inductor.to_dict() if self.inductor else None,
         }  # fmt: skip
 
 
@@ -303,9 +346,55 @@ def read_events_file(path: Path) -> list[dict[str, Any]]:
     return events
 
 
+_ARTIFACT = re.compile(
+    r'"artifact": \{"name": "(fx_graph_cache|aotautograd_cache)_(hit|miss|bypass)"'
+)
+_BUNDLED = re.compile(r"cached_kernel_names=\[([^\]]*)\]")
+
+
+def trace_dir(events_dir: Path) -> Path:
+    """Where ``tcm track`` asks torch for its structured trace, beside the events."""
+    return Path(events_dir) / "torch-trace"
+
+
+def read_inductor(directory: Path, since: float = 0.0) -> InductorStats | None:
+    """Inductor's cache outcomes from the structured-trace logs in ``directory`` (one per
+    process; those older than ``since`` are someone else's); None when no process wrote one.
+    A log is read line by line: only artifact lines and the payload of an FX-graph hit (which
+    names the kernels loaded from its bundle) are looked at."""
+    stats = InductorStats()
+    for path in sorted(Path(directory).glob("*.log")) if Path(directory).is_dir() else []:
+        try:
+            if path.stat().st_mtime < since:
+                continue
+            f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+        except OSError:
+            continue
+        stats.processes += 1
+        with f:
+            want_payload = False
+            for line in f:
+                if want_payload and line.startswith("\t"):
+                    if m := _BUNDLED.search(line):
+                        stats.bundled_kernels += len(re.findall(r"'[^']*'", m.group(1)))
+                    continue
+                want_payload = False
+                m = _ARTIFACT.search(line) if line.startswith("V") else None
+                if m is None:
+                    continue
+                level, outcome = m.groups()
+                name = ("fx" if level == "fx_graph_cache" else "aot") + "_" + {
+                    "hit": "hits", "miss": "misses", "bypass": "bypasses"
+                }[outcome]  # fmt: skip
+                setattr(stats, name, getattr(stats, name) + 1)
+                want_payload = level == "fx_graph_cache" and outcome == "hit"
+    return stats if stats.processes else None
+
+
 def tracking_env(events_dir: Path, cache_dir: Path | None = None) -> dict[str, str]:
     """Variables that turn tracking on in a child process (and make tcmtasks importable there,
-    even from another Python environment: this module needs only the standard library)."""
+    even from another Python environment: this module needs only the standard library);
+    ``TORCH_TRACE`` too, unless the user set one already (then theirs is read)."""
     package_parent = str(Path(__file__).resolve().parent.parent)
     env = {
         "TRITON_CACHE_MANAGER": MANAGER,
@@ -314,6 +403,8 @@ def tracking_env(events_dir: Path, cache_dir: Path | None = None) -> dict[str, s
             p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p
         ),
     }
+    if not os.environ.get("TORCH_TRACE"):
+        env["TORCH_TRACE"] = str(trace_dir(events_dir))
     if cache_dir is not None:
         env["TRITON_CACHE_DIR"] = str(cache_dir)
     return env
@@ -337,6 +428,7 @@ class TritonCacheTracker:
             return self
         env = tracking_env(self._events, self.cache_dir)
         env.pop("PYTHONPATH")  # this process already imports tcmtasks
+        env.pop("TORCH_TRACE", None)  # torch reads it once, at import: too late here
         current = os.environ.get("TRITON_CACHE_MANAGER")
         if current not in (None, MANAGER):
             from .errors import UsageError

@@ -107,6 +107,38 @@ def h100_cache(tmp_path) -> Path:
     return tmp_path / "tc1"
 
 
+@pytest.fixture(scope="session")
+def tracked_cold_warm(tmp_path_factory) -> tuple[Path, dict]:
+    """A real Inductor cache made once per session by torch.compile of a tiny model on the CPU:
+    ``tcm warm --backend command --inductor`` run under ``tcm track --require-hits``. Returns
+    the dir and tcm track's report of that cold run."""
+    require_modules("torch")
+    out = tmp_path_factory.mktemp("warm") / "inductor"
+    home = out.parent / "home"
+    home.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TRITON_", "TCM_", "TORCHINDUCTOR_", "VLLM_", "TORCH_"))
+    }
+    env.update(HOME=str(home), TCM_DB=str(home / "i.db"), PYTHONPATH=str(REPO))
+    tcm = [sys.executable, "-m", "tcmtasks.cli"]
+    proc = subprocess.run(
+        [*tcm, "track", "--require-hits", "--json", "--", *tcm, "warm", "--backend", "command",
+         "--inductor", "-o", str(out), "--", sys.executable, "-m", "tests.support.tiny_model"],
+        env=env, capture_output=True, text=True, timeout=900, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]  # it compiled: refused
+    report = json.loads(proc.stdout[proc.stdout.rindex("\n{\n") :])
+    assert (out / "fxgraph").is_dir() and (out / "aotautograd").is_dir()
+    return out, report
+
+
+@pytest.fixture(scope="session")
+def warmed_inductor(tracked_cold_warm) -> Path:
+    return tracked_cold_warm[0]
+
+
 @pytest.fixture
 def db(tmp_path, monkeypatch) -> Path:
     """A private index database (TCM_DB), never the user's."""

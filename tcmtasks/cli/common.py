@@ -31,9 +31,13 @@ from ..prune import Plan
 from ..selection import Criteria, parse_age, parse_size
 from ..targets import Target
 
-# Piped output is read by people too (| less, | grep): do not squeeze tables into 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
+# Output that is not a terminal (| less, | grep, a log) is never wrapped: data (paths, keys,
+# JSON-looking values) stays on one line; tables take the width their content needs.
+NO_WRAP = 10_000
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else NO_WRAP)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else NO_WRAP
+)
 
 state: dict[str, Any] = {"db": None}
 

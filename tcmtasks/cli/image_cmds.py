@@ -37,7 +37,14 @@ from .common import (
 
 @app.command("package")
 def package_cmd(
-    cache_dir: Annotated[Path, typer.Argument(help="The cache root to package.")],
+    cache_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Cache dirs to package: Triton caches, an Inductor cache dir, a vLLM cache "
+            "dir; several go into one image.",
+            show_default=False,
+        ),
+    ],
     ref: Annotated[
         str,
         typer.Argument(
@@ -71,15 +78,19 @@ def package_cmd(
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build a reproducible OCI image of a cache (no daemon).
+    """Build a reproducible OCI image of compile caches (no daemon).
 
-    One layer with io.triton.cache/<KEY>/... and io.triton.manifest/manifest.json and the
-    MCV labels, from the cache's healthy kernel entries. SOURCE_DATE_EPOCH sets the
-    timestamps; the same entries give the same digest.
+    One layer: io.triton.manifest/manifest.json, the healthy Triton kernel entries in
+    io.triton.cache/<KEY>/ (MCV labels), and whole Inductor and vLLM caches in
+    io.inductor.cache/ and io.vllm.cache/. SOURCE_DATE_EPOCH sets the timestamps; the same
+    input gives the same digest.
+
+    Examples: tcm package ~/.triton/cache oci:build/img:v1 --target cuda:90;
+    tcm package /tmp/torchinductor_$USER docker://registry:5000/team/opt:v1
     """
     with progress_bars() as progress:
         result = ops.package(
-            cache_dir,
+            cache_dirs,
             ref,
             criteria=criteria(name, backend, arch, triton_version, older_than, younger_than),
             targets=targets(target),
@@ -101,9 +112,12 @@ def package_cmd(
             f"{esc(result.reference)}\n{result.digest}"
         )
     else:
+        extra = "".join(
+            f" + {p.kind} {len(p.files)} files ({human_size(p.bytes)})" for p in result.parts
+        )
         out.print(
-            f"packaged {len(result.entries)} entries ({human_size(result.cache_size_bytes)}, "
-            f"layer {human_size(result.layer_size or 0)}) -> {esc(result.reference)}\n"
+            f"packaged {len(result.entries)} entries ({human_size(result.cache_size_bytes)})"
+            f"{extra}, layer {human_size(result.layer_size or 0)} -> {esc(result.reference)}\n"
             f"{result.digest}"
         )
 
@@ -162,6 +176,13 @@ def inspect_cmd(
         out.print(f"  producer {esc(json.dumps(info.producer))}")
     for k, v in sorted(info.labels.items()):
         out.print(f"  [dim]{esc(k)}[/] = {esc(v)}")
+    for p in info.parts:
+        roots = ", ".join(p.get("triton_roots") or []) or "none"
+        out.print(
+            f"  part {esc(p.get('kind'))}: {p.get('files')} files, "
+            f"{human_size(int(p.get('bytes') or 0))}, from {esc(p.get('source'))} "
+            f"(Triton roots: {esc(roots)})"
+        )
     rows = info.entries or []
     if rows:
         table = Table(box=None, header_style="bold", pad_edge=False)

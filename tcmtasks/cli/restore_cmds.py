@@ -104,6 +104,35 @@ def restore_cmd(
             "--max-size", help="Refuse layers that unpack to more than SIZE [default 64G]."
         ),
     ] = None,
+    inductor_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--inductor-dir",
+            help="Where an Inductor part goes [default: TORCHINDUCTOR_CACHE_DIR, else "
+            "/tmp/torchinductor_$USER].",
+        ),
+    ] = None,
+    vllm_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--vllm-dir",
+            help="Where a vLLM part goes [default: VLLM_CACHE_ROOT, else ~/.cache/vllm].",
+        ),
+    ] = None,
+    same_paths: Annotated[
+        bool,
+        typer.Option(
+            "--same-paths", help="Restore Inductor and vLLM parts to the producer's own paths."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Install Inductor and vLLM parts even when their torch, Python or GPU differ "
+            "from this host's (they will miss).",
+        ),
+    ] = False,
     insecure_host: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
@@ -111,10 +140,8 @@ def restore_cmd(
     local = ctx.info_name == "extract"
     if local and (insecure_host or ca_cert):
         raise UsageError("--insecure-host and --ca-cert are for registries: use tcm pull")
-    op = ops.extract if local else ops.pull
-    extra = {} if local else {"registry": registry_options(insecure_host, ca_cert)}
     with progress_bars() as progress:
-        report = op(
+        report = ops.pull(
             ref,
             cache_dir=cache_dir,
             targets=targets(target) or None,
@@ -123,9 +150,14 @@ def restore_cmd(
             overwrite=overwrite,
             dry_run=dry_run,
             max_size=max_size,
+            inductor_dir=inductor_dir,
+            vllm_dir=vllm_dir,
+            same_paths=same_paths,
+            force=force,
+            registry=None if local else registry_options(insecure_host, ca_cert),
+            local_only=local,
             db=db(),
             progress=progress,
-            **extra,
         )
     if as_json:
         print_json(report.to_dict())
@@ -141,10 +173,23 @@ def _report(report: RestoreReport) -> None:
             f"[yellow]skip[/] {esc(str(item.get('key'))[:12])} {esc(item.get('name'))} "
             f"{esc(item.get('target'))}: {esc(item['reason'])}"
         )
+    for p in report.parts:
+        if p.skipped:
+            out.print(f"[yellow]skip[/] {p.kind} part ({p.files} files): {esc(p.skipped)}")
+            continue
+        for failure in p.failed:
+            err.print(f"[red]failed[/] {p.kind}: {esc(failure)}")
+        verb = "would install" if report.dry_run else "installed"
+        kept = f", {p.existing} already there" if p.existing else ""
+        out.print(
+            f"{p.kind}: {verb} {p.installed} units ({p.files} files) into {esc(p.dest)}{kept}"
+        )
     verb = "would keep" if report.dry_run else "installed"
+    dests = sorted({str(k.get("dest") or report.cache_dir) for k in report.kept})
+    into = ", ".join(dests) or report.cache_dir
     out.print(
         f"{esc(report.reference)}: {verb} {len(report.kept)} entries"
-        + ("" if report.dry_run else f" ({human_size(report.bytes)}) into {esc(report.cache_dir)}")
+        + ("" if report.dry_run else f" ({human_size(report.bytes)}) into {esc(into)}")
         + f", skipped {len(report.skipped)}, {report.seconds:.2f} s"
     )
 

@@ -28,7 +28,8 @@ def track_cmd(
         bool,
         typer.Option(
             "--require-hits",
-            help="Exit 1 when the command compiled any kernel: the cache did not cover it.",
+            help="Exit 1 when the command compiled anything: a Triton kernel in any process, "
+            "or an Inductor FX or AOTAutograd graph.",
         ),
     ] = False,
     no_index: Annotated[
@@ -36,10 +37,15 @@ def track_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a command and report Triton's cache hits and misses.
+    """Run a command and report what it compiled, at every level.
 
-    Prints hits, misses and compile time per kernel on stderr (--json prints on stdout after
-    the command's own output) and adds them to the index.
+    Triton's lookups, hits, misses and compile time per kernel, in every process the command
+    starts (Inductor's compile workers too), and for torch.compile, Inductor's FX-graph and
+    AOTAutograd cache hits and misses and the kernels loaded from FX-graph bundles. The report
+    goes to stderr (--json prints it on stdout after the command's own output); the Triton
+    stats are added to the index.
+
+    Example: tcm track --require-hits -- python serve.py
     """
     result = ops.track(command, cache_dir=cache_dir, record=not no_index, db=db())
     if as_json:
@@ -50,9 +56,10 @@ def track_cmd(
         raise typer.Exit(result.returncode if 0 < result.returncode < 256 else 1)
     if require_hits and result.compiled:
         stats = result.stats
+        where = ", ".join(stats.cache_dirs) or "none seen"
         raise CheckFailed(
-            f"--require-hits: {stats.misses} kernel(s) were compiled: the cache "
-            f"({', '.join(stats.cache_dirs) or 'none'}) did not cover this workload"
+            f"--require-hits: the run {stats.verdict()}: the caches ({where}) did not cover "
+            "this workload"
         )
 
 
@@ -70,9 +77,19 @@ def _print_track(stats: TrackStats) -> None:
         )
     if stats.kernels:
         err.print(table)
-    color = "green" if stats.misses == 0 else "yellow"
+    color = "green" if stats.compiled_nothing else "yellow"
+    err.print(f"[{color}]{esc(stats.verdict())}[/]")
     err.print(
-        f"[{color}]{stats.lookups} lookups: {stats.hits} hits, {stats.misses} misses[/]"
+        f"  triton    {stats.lookups} lookups: {stats.hits} hits, {stats.misses} misses"
         + (f", {stats.compile_seconds:.2f} s compiling" if stats.compile_seconds else "")
         + (f" ({esc(', '.join(stats.cache_dirs))})" if stats.cache_dirs else "")
     )
+    ind = stats.inductor
+    if ind is not None:
+        err.print(
+            f"  inductor  FX graphs: {ind.fx_hits} hits, {ind.fx_misses} misses"
+            + (f", {ind.fx_bypasses} not cacheable" if ind.fx_bypasses else "")
+            + f"; AOTAutograd: {ind.aot_hits} hits, {ind.aot_misses} misses"
+            + (f", {ind.aot_bypasses} not cacheable" if ind.aot_bypasses else "")
+            + f"; {ind.bundled_kernels} kernels loaded from FX-graph bundles"
+        )

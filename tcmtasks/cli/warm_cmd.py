@@ -53,7 +53,18 @@ def warm_cmd(
         ),
     ] = None,
     inductor: Annotated[
-        bool, typer.Option(help="command: also point TORCHINDUCTOR_CACHE_DIR at OUTPUT/inductor.")
+        bool,
+        typer.Option(
+            help="command: the output is the command's whole Inductor cache "
+            "(TORCHINDUCTOR_CACHE_DIR=OUTPUT; Triton's kernels in OUTPUT/triton/<device>)."
+        ),
+    ] = False,
+    vllm_cache: Annotated[
+        bool,
+        typer.Option(
+            "--vllm-cache",
+            help="command: the output is the command's vLLM cache root (VLLM_CACHE_ROOT=OUTPUT).",
+        ),
     ] = False,
     model: Annotated[
         str | None,
@@ -103,7 +114,7 @@ def warm_cmd(
             raise UsageError("the triton backend needs --kernels (e.g. --kernels tutorials)")
         spec = ops.TritonWarm(kernels, list(targets(target)))
     elif backend == "command":
-        spec = ops.CommandWarm(command or [], inductor=inductor)
+        spec = ops.CommandWarm(command or [], inductor=inductor, vllm=vllm_cache)
     elif backend in ("torch", "vllm") and not model:
         raise UsageError(f"the {backend} backend needs --model (e.g. --model opt-125m)")
     elif backend == "torch":

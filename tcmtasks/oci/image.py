@@ -1,8 +1,11 @@
 """Build an MCV/TCV-compatible OCI image from cache entries, reproducibly and without a daemon.
 
 One layer holds ``io.triton.manifest/manifest.json`` (first, so ``inspect`` reads it from the head
-of the stream) and ``io.triton.cache/<KEY>/...``. Labels carry a small summary (containerd caps a
-label at 4 KiB, docs/cache-formats.md, "Sizes"); per-entry detail lives in the in-layer manifest.
+of the stream), ``io.triton.cache/<KEY>/...`` and, for a whole compile cache, its other parts
+(``io.inductor.cache/...``, ``io.vllm.cache/...``, see ``tcmtasks.parts``); the in-layer
+manifest describes each part and says which Triton root each entry came from. Labels carry a
+small summary (containerd caps a label at 4 KiB, docs/cache-formats.md, "Sizes"); per-entry
+detail lives in the in-layer manifest.
 Same entries in, same digest out: sorted names, fixed modes and owners, mtime 0 or
 ``SOURCE_DATE_EPOCH``, gzip header mtime 0, canonical JSON (docs/cache-formats.md, "Reproducible
 layers").
@@ -30,6 +33,7 @@ from .. import __version__
 from ..cache.entries import Entry, EntryKind, FileKind
 from ..cache.groups import group_filename, read_group
 from ..errors import CacheError, MissingDependency, UsageError
+from ..parts import Part, unit_of
 
 CACHE_PREFIX = "io.triton.cache"
 MANIFEST_PATH = "io.triton.manifest/manifest.json"
@@ -49,6 +53,13 @@ LABEL_SIZE = "cache.triton.image/cache-size-bytes"
 LABEL_SUMMARY = "cache.triton.image/summary"
 LABEL_PRODUCER = "io.tcm.producer"
 LABEL_TCM = "io.tcm.version"
+LABEL_PARTS = "io.tcm.parts"
+LABEL_VLLM_COUNT = "cache.vllm.image/entry-count"  # MCV's labels for vLLM caches
+LABEL_VLLM_SIZE = "cache.vllm.image/cache-size-bytes"
+
+#: Where an entry goes on restore: (part kind or "triton", its Triton root relative to the
+#: kind's cache root). A plain Triton cache is ("triton", "").
+Dest = tuple[str, str]
 
 
 def canonical(data: Any) -> bytes:
@@ -227,22 +238,41 @@ def group_for_image(e: Entry, mount_path: str | None) -> bytes:
     return json.dumps({"child_paths": dict(sorted(kept.items()))}).encode()
 
 
+def layer_manifest(
+    entries: list[Entry], parts: list[Part], dests: dict[str, list[Dest]] | None
+) -> bytes:
+    """``io.triton.manifest/manifest.json``: MCV's ``triton`` list (each row with where it
+    goes when the image holds more than one Triton root), and tcm's ``parts``."""
+    rows = []
+    for e in entries:
+        row = entry_manifest_row(e)
+        if dests is not None:
+            row["dests"] = [list(d) for d in sorted(dests.get(e.key, [("triton", "")]))]
+        rows.append(row)
+    data: dict[str, Any] = {"triton": rows}
+    if parts:
+        data["parts"] = [p.describe() for p in sorted(parts, key=lambda p: p.kind)]
+    return canonical(data)
+
+
 def build_layer(
     entries: list[Entry],
     out: BinaryIO,
     *,
+    parts: list[Part] | None = None,
+    dests: dict[str, list[Dest]] | None = None,
     compression: str = "gzip",
     level: int | None = None,
     mount_path: str | None = None,
 ) -> tuple[Blob, str]:
     """Write the layer to ``out``; return its blob (compressed digest) and diff_id."""
     mtime = source_date_epoch()
+    parts = sorted(parts or [], key=lambda p: p.kind)
     sink = _LayerSink(out, compression, level)
     try:
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             tar.copybufsize = 1 << 20  # type: ignore[attr-defined]  # fewer, larger writes
-            rows = [entry_manifest_row(e) for e in entries]
-            manifest = canonical({"triton": rows})
+            manifest = layer_manifest(entries, parts, dests)
             for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):
                 tar.addfile(_tarinfo(d, 0, mtime, 0o755, tarfile.DIRTYPE))
             tar.addfile(_tarinfo(MANIFEST_PATH, len(manifest), mtime, 0o644), io.BytesIO(manifest))
@@ -258,6 +288,8 @@ def build_layer(
                     with open(e.path / f.name, "rb") as fh:
                         size = os.fstat(fh.fileno()).st_size
                         tar.addfile(_tarinfo(name, size, mtime, 0o644), fh)
+            for part in parts:
+                _add_part(tar, part, mtime)
     except BaseException:
         sink.abort()
         raise
@@ -266,6 +298,22 @@ def build_layer(
         Blob("sha256:" + sink.sha.hexdigest(), sink.size, MT_LAYER[compression]),
         "sha256:" + sink.diff_sha.hexdigest(),
     )
+
+
+def _add_part(tar: tarfile.TarFile, part: Part, mtime: int) -> None:
+    """The part's files under its prefix, each dir announced once, in sorted order."""
+    made: set[str] = set()
+    for f in sorted(part.files, key=lambda f: f.rel):
+        dirs = f.rel.split("/")[:-1]
+        for i in range(len(dirs) + 1):
+            d = part.prefix + "".join(x + "/" for x in dirs[:i])
+            if d not in made:
+                made.add(d)
+                tar.addfile(_tarinfo(d, 0, mtime, 0o755, tarfile.DIRTYPE))
+        with open(f.path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            mode = 0o755 if f.rel.endswith(".so") else 0o644
+            tar.addfile(_tarinfo(part.prefix + f.rel, size, mtime, mode), fh)
 
 
 def _build_layer_or_explain(entries: list[Entry], out: BinaryIO, **kw: Any) -> tuple[Blob, str]:
@@ -278,7 +326,9 @@ def _build_layer_or_explain(entries: list[Entry], out: BinaryIO, **kw: Any) -> t
         ) from None
 
 
-def labels_for(entries: list[Entry], producer: dict[str, Any] | None) -> dict[str, str]:
+def labels_for(
+    entries: list[Entry], producer: dict[str, Any] | None, parts: list[Part] | None = None
+) -> dict[str, str]:
     created = datetime.fromtimestamp(source_date_epoch(), timezone.utc)
     versions = sorted({e.triton_version for e in entries if e.triton_version})
     labels = {
@@ -293,6 +343,20 @@ def labels_for(entries: list[Entry], producer: dict[str, Any] | None) -> dict[st
     }
     if producer:
         labels[LABEL_PRODUCER] = canonical(producer).decode()
+    if parts:
+        summary = {
+            p.kind: {"files": len(p.files), "bytes": p.bytes, "source": str(p.base)} for p in parts
+        }
+        labels[LABEL_PARTS] = canonical(summary).decode()
+        kinds = " and ".join(sorted(p.kind for p in parts))
+        labels["org.opencontainers.image.description"] = (
+            f"Compile cache: {kinds} with Triton kernels"
+            + (f" (Triton {', '.join(versions)})" if versions else "")
+        )
+    for p in parts or []:
+        if p.kind == "vllm":
+            labels[LABEL_VLLM_COUNT] = str(len({unit_of(f.rel) for f in p.files}))
+            labels[LABEL_VLLM_SIZE] = str(p.bytes)
     return labels
 
 
@@ -305,27 +369,41 @@ def package(
     mount_path: str | None = None,
     producer: dict[str, Any] | None = None,
     extra_labels: dict[str, str] | None = None,
+    parts: list[Part] | None = None,
+    dests: dict[str, list[Dest]] | None = None,
 ) -> BuiltImage:
     """Build the image's blobs into ``store`` (anything with ``add_blob_file``)."""
     chosen = sorted(
         (e for e in entries if e.kind == EntryKind.KERNEL and e.files_of(FileKind.METADATA)),
         key=lambda e: e.key,
     )
-    if not chosen:
+    parts = parts or []
+    if not chosen and not any(p.files for p in parts):
         raise UsageError("no kernel entries selected: nothing to package")
     if mount_path and not os.path.isabs(mount_path):
         raise UsageError(f"--mount-path must be absolute, not {mount_path!r}")
+    if mount_path and parts:
+        raise UsageError(
+            "--mount-path is for a plain Triton cache mounted read-only; an Inductor or vLLM "
+            "cache is restored with tcm pull"
+        )
     fd, tmp = tempfile.mkstemp(prefix=".layer-", dir=store.tmp_dir())
     try:
         with os.fdopen(fd, "wb") as f:
             layer, diff_id = _build_layer_or_explain(
-                chosen, f, compression=compression, level=level, mount_path=mount_path
+                chosen,
+                f,
+                parts=parts,
+                dests=dests,
+                compression=compression,
+                level=level,
+                mount_path=mount_path,
             )
         store.add_blob_file(Path(tmp), layer.digest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    labels = {**labels_for(chosen, producer), **(extra_labels or {})}
+    labels = {**labels_for(chosen, producer, parts), **(extra_labels or {})}
     created = labels["org.opencontainers.image.created"]
     config = canonical({
         "architecture": "amd64", "os": "linux", "created": created,

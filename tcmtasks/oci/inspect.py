@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ImageError, MissingDependency
@@ -46,6 +46,18 @@ def read_labels(source: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
 
 def read_entry_manifest(source: Any, manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
     """The in-layer entry table (both MCV shapes: a plain list, or {"triton": [...]})."""
+    data = read_layer_manifest(source, manifest)
+    rows = data.get("triton", []) if isinstance(data, dict) else data
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else None
+
+
+#: The in-layer manifest is read into memory: refuse one larger than a huge cache's.
+MAX_LAYER_MANIFEST = 64 << 20
+
+
+def read_layer_manifest(source: Any, manifest: dict[str, Any]) -> Any:
+    """The whole in-layer manifest (a list in older MCV images, else a dict with ``triton``
+    and, from tcm, ``parts``), read from the head of the layer; None if there is none."""
     for layer in manifest.get("layers", []):
         raw = source.open_blob(layer["digest"], layer.get("size"))
         try:
@@ -54,10 +66,14 @@ def read_entry_manifest(source: Any, manifest: dict[str, Any]) -> list[dict[str,
                 for member in tar:
                     name = member.name.lstrip("./")
                     if name in MANIFEST_NAMES and member.isfile():
+                        if member.size > MAX_LAYER_MANIFEST:
+                            raise ImageError(
+                                f"the in-layer manifest of {source.describe()} is "
+                                f"{member.size} bytes: not a cache image tcm reads"
+                            )
                         f = tar.extractfile(member)
-                        data = json.loads(f.read()) if f else None
-                        return data.get("triton", []) if isinstance(data, dict) else data
-        except (tarfile.TarError, OSError, EOFError, json.JSONDecodeError) as exc:
+                        return json.loads(f.read()) if f else None
+        except (tarfile.TarError, OSError, EOFError, ValueError, RecursionError) as exc:
             raise ImageError(f"cannot read the layer of {source.describe()}: {exc}") from None
         finally:
             try:
@@ -80,6 +96,7 @@ class ImageInfo:
     targets: list[dict[str, Any]]
     producer: dict[str, Any] | None
     entries: list[dict[str, Any]] | None = None
+    parts: list[dict[str, Any]] = field(default_factory=list)  # Inductor's, vLLM's
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -109,7 +126,11 @@ def inspect(source: Any, *, entries: bool = True) -> ImageInfo:
         producer=producer if isinstance(producer, dict) else None,
     )
     if entries:
-        info.entries = read_entry_manifest(source, manifest)
+        data = read_layer_manifest(source, manifest)
+        rows = data.get("triton", []) if isinstance(data, dict) else data
+        info.entries = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+        if isinstance(data, dict) and isinstance(data.get("parts"), list):
+            info.parts = [p for p in data["parts"] if isinstance(p, dict)]
     return info
 
 

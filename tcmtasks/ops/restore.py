@@ -9,11 +9,11 @@ from typing import Any
 
 from ..cache.roots import discover
 from ..errors import NoGpu, UsageError
-from ..extract import MAX_TOTAL, RestoreReport
+from ..extract import MAX_TOTAL, RestoreReport, default_destinations
 from ..extract import extract as extract_image
 from ..oci.refs import ImageRef, parse
 from ..oci.transfer import RegistryOptions, open_source
-from ..producer import Producer, detect
+from ..producer import Producer, detect, host_producer
 from ..progress import Progress, ProgressEvent
 from ..selection import parse_size
 from ..targets import Target, host_targets
@@ -77,18 +77,37 @@ def pull(
     overwrite: bool = False,
     dry_run: bool = False,
     max_size: int | str | None = None,
+    inductor_dir: Path | None = None,
+    vllm_dir: Path | None = None,
+    same_paths: bool = False,
+    force: bool = False,
     registry: RegistryOptions | None = None,
+    local_only: bool = False,
     db: DbPath = None,
     progress: Progress | None = None,
 ) -> RestoreReport:
-    """Restore an image into ``cache_dir`` (default: where Triton looks): check it against
-    this host before downloading, keep the entries that will load and hit here (the host's
-    GPUs unless ``targets`` or ``all_targets``), extract safely, rewrite group paths, install
-    each entry atomically, and index what arrived. The report says what was skipped, why."""
+    """Restore an image where the workload will look: Triton entries into ``cache_dir``
+    (default: where Triton looks), an Inductor part into ``inductor_dir`` (default
+    TORCHINDUCTOR_CACHE_DIR, else Inductor's own default) with its Triton entries in its
+    ``triton/<device>`` dirs unless TRITON_CACHE_DIR is set, a vLLM part into ``vllm_dir``
+    (default VLLM_CACHE_ROOT, else ~/.cache/vllm); ``same_paths`` restores parts to the
+    producer's own paths. Checks the image against this host before downloading, keeps what
+    will load and hit here (the host's GPUs unless ``targets`` or ``all_targets``; parts whose
+    torch, Python and GPU match, or any with ``force``), extracts safely, fixes the absolute
+    paths the caches store, installs atomically, and indexes what arrived. The report says
+    what was skipped, and why."""
+    parsed = parse(ref) if isinstance(ref, str) else ref
+    if local_only and parsed.transport == "docker":
+        raise UsageError("tcm extract reads local images; use tcm pull for docker://")
     wanted = _wanted_targets(targets, all_targets)
     dest = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dests = default_destinations(dest)
+    if inductor_dir is not None:
+        dests.inductor = Path(inductor_dir)
+    if vllm_dir is not None:
+        dests.vllm = Path(vllm_dir)
     limit = parse_size(max_size) if isinstance(max_size, str) else (max_size or MAX_TOTAL)
-    source = open_source(ref, registry)
+    source = open_source(parsed, registry)
 
     def bytes_done(n: int) -> None:
         if progress is not None:
@@ -98,16 +117,21 @@ def pull(
         source,
         dest,
         targets=wanted,
-        host=detect(),
+        host=host_producer(),
+        dests=dests,
         strict=strict,
         overwrite=overwrite,
+        force=force,
+        same_paths=same_paths,
         dry_run=dry_run,
         max_total=limit,
         progress=bytes_done if progress is not None else None,
     )
     if not dry_run:
+        arrived = {Path(str(k["dest"])) for k in report.kept if k.get("dest")} | {dest}
+        arrived |= {p.dest for p in report.parts if p.installed}
         with open_index(db) as idx:
-            idx.update(discover([dest]))
+            idx.update([r for r in discover(sorted(arrived)) if r.path.is_dir()])
     return report
 
 
@@ -121,15 +145,17 @@ def extract(
     overwrite: bool = False,
     dry_run: bool = False,
     max_size: int | str | None = None,
+    inductor_dir: Path | None = None,
+    vllm_dir: Path | None = None,
+    same_paths: bool = False,
+    force: bool = False,
     db: DbPath = None,
     progress: Progress | None = None,
 ) -> RestoreReport:
     """``pull`` for a local image (``oci:``, ``oci-archive:``, ``docker-archive:``)."""
-    parsed = parse(ref) if isinstance(ref, str) else ref
-    if parsed.transport == "docker":
-        raise UsageError("tcm extract reads local images; use tcm pull for docker://")
     return pull(
-        parsed,
+        ref,
+        local_only=True,
         cache_dir=cache_dir,
         targets=targets,
         all_targets=all_targets,
@@ -137,6 +163,10 @@ def extract(
         overwrite=overwrite,
         dry_run=dry_run,
         max_size=max_size,
+        inductor_dir=inductor_dir,
+        vllm_dir=vllm_dir,
+        same_paths=same_paths,
+        force=force,
         db=db,
         progress=progress,
     )

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache.entries import Entry
-from ..errors import CacheError, UsageError
-from ..oci.image import MT_MANIFEST
+from ..cache.entries import Entry, binary_suffixes
+from ..cache.groups import check_group, group_filename, read_group, relocated_children
+from ..cache.roots import Root
+from ..errors import CacheError, GroupFormatError, UsageError
+from ..oci.image import MT_MANIFEST, Dest
 from ..oci.image import package as build_image
 from ..oci.inspect import ImageInfo
 from ..oci.inspect import inspect as read_image
 from ..oci.layout import OciLayout
 from ..oci.refs import ImageRef, parse
 from ..oci.transfer import RegistryOptions, copy_image, discard_new_layout, open_dest, open_source
+from ..parts import Part
+from ..parts import find as find_part
 from ..producer import RECORD
 from ..progress import Progress, counter
 from ..selection import Criteria, select
@@ -37,6 +42,7 @@ class PackageResult:
     layer_size: int | None = None  # None for engine builds (the engine's layer)
     labels: dict[str, str] = field(default_factory=dict)
     builder: str = "tcm"
+    parts: list[Part] = field(default_factory=list)
 
     @property
     def cache_size_bytes(self) -> int:
@@ -54,7 +60,44 @@ class PackageResult:
             out.update(layer_size=self.layer_size, labels=self.labels)
         else:
             out["builder"] = self.builder
+        if self.parts:
+            out["parts"] = [p.describe() for p in self.parts]
         return out
+
+
+@dataclass
+class Sources:
+    """What the dirs given to package hold: parts, and Triton roots with their destinations."""
+
+    parts: list[Part] = field(default_factory=list)
+    roots: list[Root] = field(default_factory=list)
+    dest_of: dict[str, Dest] = field(default_factory=dict)  # abs Triton root -> destination
+    producer: dict[str, Any] | None = None
+
+
+def collect(cache_dirs: list[Path]) -> Sources:
+    """Sort the given dirs into Inductor/vLLM parts and plain Triton roots."""
+    found = Sources()
+    for d in cache_dirs:
+        d = Path(d)
+        part = find_part(d) if d.is_dir() else None
+        if part is None:
+            for root in explicit_roots([d]):
+                found.roots.append(root)
+                found.dest_of[os.path.abspath(root.path)] = ("triton", "")
+        else:
+            if any(p.kind == part.kind for p in found.parts):
+                raise UsageError(
+                    f"two {part.kind} caches in one image ({d}): package each separately"
+                )
+            found.parts.append(part)
+            for rel in part.triton_roots:
+                root = Root(part.base / rel, part.kind, rel)
+                found.roots.append(root)
+                where = f"{part.mount}/{rel}" if part.mount else rel
+                found.dest_of[os.path.abspath(root.path)] = (part.kind, where)
+        found.producer = found.producer or read_producer_record(d)
+    return found
 
 
 def read_producer_record(cache_dir: Path) -> dict[str, Any] | None:
@@ -75,7 +118,7 @@ def read_producer_record(cache_dir: Path) -> dict[str, Any] | None:
 
 
 def package(
-    cache_dir: Path,
+    cache_dirs: Path | list[Path],
     ref: str | ImageRef,
     *,
     criteria: Criteria | None = None,
@@ -88,28 +131,73 @@ def package(
     db: DbPath = None,
     progress: Progress | None = None,
 ) -> PackageResult:
-    """Package the cache's healthy kernel entries (those whose lookup is a hit) as an OCI
-    image at ``ref``: reproducible with the tcm builder (the same entries give the same
-    digest; ``SOURCE_DATE_EPOCH`` sets the timestamps), or built by podman/docker."""
+    """Package caches as one OCI image at ``ref``: the healthy kernel entries (lookup: hit) of
+    Triton caches, and whole Inductor and vLLM caches (every artifact a fresh node needs, each
+    in its own part of the layer, its Triton entries as Triton entries). Reproducible with the
+    tcm builder: the same input gives the same digest (``SOURCE_DATE_EPOCH`` sets the
+    timestamps); podman/docker build Triton-only images through their API."""
     dest = parse(ref) if isinstance(ref, str) else ref
     if builder not in BUILDERS:
         raise UsageError(f"unknown builder {builder!r}; use tcm, podman or docker")
-    roots = explicit_roots([cache_dir])
+    dirs = [cache_dirs] if isinstance(cache_dirs, (str, Path)) else list(cache_dirs)
+    if not dirs:
+        raise UsageError("give at least one cache dir to package")
+    sources = collect([Path(d) for d in dirs])
     criteria = kernels_only(criteria)
     with open_index(db) as idx:
-        refresh(idx, roots, progress)
-        entries = select(idx.entries([r.path for r in roots], with_metadata=True), criteria)
+        refresh(idx, sources.roots, progress)
+        entries = select(idx.entries([r.path for r in sources.roots], with_metadata=True), criteria)
     if targets:
         entries = [e for e in entries if e.target in targets]
-    skipped = [(e, f"lookup is '{e.lookup}' (tcm doctor)") for e in entries if e.lookup != "hit"]
-    chosen = [e for e in entries if e.lookup == "hit"]
-    producer = read_producer_record(Path(cache_dir))
+    verdicts = [(e, unpackable(e)) for e in entries]
+    skipped = [(e, why) for e, why in verdicts if why is not None]
+    chosen, dests = _unique([e for e, why in verdicts if why is None], sources.dest_of)
     registry = registry or RegistryOptions()
     if builder != "tcm":
-        return _package_with_engine(builder, chosen, skipped, dest, registry, mount_path, producer)
+        if sources.parts:
+            raise UsageError(
+                f"--builder {builder} packages Triton caches only; package Inductor and vLLM "
+                "caches with the tcm builder"
+            )
+        return _package_with_engine(
+            builder, chosen, skipped, dest, registry, mount_path, sources.producer
+        )
     return _package(
-        chosen, skipped, dest, registry, compression, level, mount_path, producer, progress
-    )
+        chosen, skipped, dest, registry, compression, level, mount_path, sources.producer,
+        progress, sources.parts, dests,
+    )  # fmt: skip
+
+
+def unpackable(e: Entry) -> str | None:
+    """Why an entry cannot ship, or None. A hit ships; so does an entry that misses only
+    because its group points at the dir it was copied from (an Inductor dir moved to another
+    path): the image holds the entry's own files under bare names, and restoring points the
+    group at their new place, where the lookup hits."""
+    if e.lookup == "hit":
+        return None
+    if {p.code for p in e.problems} <= {"foreign-paths"} and e.name:
+        try:
+            children = read_group(e.path / group_filename(e.name))
+        except (OSError, GroupFormatError):
+            children = {}
+        own = relocated_children(e.path, children)
+        if check_group(e.path, e.name, own, binary_suffixes(e.target)).lookup == "hit":
+            return None
+    return f"lookup is '{e.lookup}' (tcm doctor)"
+
+
+def _unique(
+    entries: list[Entry], dest_of: dict[str, Dest]
+) -> tuple[list[Entry], dict[str, list[Dest]] | None]:
+    """One entry per key (vLLM ranks hold copies of one kernel), with every place it goes;
+    None when everything goes to one plain Triton cache (an MCV-shaped manifest)."""
+    chosen: dict[str, Entry] = {}
+    dests: dict[str, set[Dest]] = {}
+    for e in entries:
+        chosen.setdefault(e.key, e)
+        dests.setdefault(e.key, set()).add(dest_of.get(os.path.abspath(e.root), ("triton", "")))
+    plain = all(d == {("triton", "")} for d in dests.values())
+    return list(chosen.values()), None if plain else {k: sorted(v) for k, v in dests.items()}
 
 
 def _package(
@@ -122,6 +210,8 @@ def _package(
     mount_path: str | None,
     producer: dict[str, Any] | None,
     progress: Progress | None,
+    parts: list[Part],
+    dests: dict[str, list[Dest]] | None,
 ) -> PackageResult:
     local = dest.path if dest.transport in ("oci", "oci-archive") else None
     existed = local is not None and local.exists()
@@ -140,6 +230,8 @@ def _package(
                 level=level,
                 mount_path=mount_path,
                 producer=producer,
+                parts=parts,
+                dests=dests,
             )
             store.put_manifest(built.manifest, MT_MANIFEST)
             store.commit()
@@ -160,7 +252,7 @@ def _package(
         if staging is not None:
             staging.cleanup()
     return PackageResult(
-        str(dest), built.digest, chosen, skipped, built.layer.size, built.labels, "tcm"
+        str(dest), built.digest, chosen, skipped, built.layer.size, built.labels, "tcm", parts
     )
 
 

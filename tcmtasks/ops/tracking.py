@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ class TrackResult:
     index_error: str | None = None  # why the index could not be updated (the report stands)
 
     @property
-    def compiled(self) -> int:
-        """Kernels compiled during the run: each was a miss."""
-        return self.stats.misses
+    def compiled(self) -> bool:
+        """Whether anything was compiled: a Triton kernel in any process, or an Inductor
+        graph."""
+        return not self.stats.compiled_nothing
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -57,6 +59,7 @@ def track(
             f"TRITON_CACHE_MANAGER is set to {current}; tcm track needs its own cache "
             "manager: unset it for this run"
         )
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="tcm-track-") as events:
         env = {**os.environ, **tracking.tracking_env(Path(events), cache_dir)}
         try:
@@ -70,6 +73,10 @@ def track(
         except KeyboardInterrupt:  # the child got the same SIGINT; let it finish, then report
             rc = proc.wait()
         stats = tracking.summarize(tracking.read_events(Path(events)))
+        traces = Path(env["TORCH_TRACE"])
+        stats.inductor = tracking.read_inductor(
+            traces, since=0.0 if traces == tracking.trace_dir(Path(events)) else started - 1
+        )
     result = TrackResult(stats, rc, 0)
     if record and stats.kernels:
         try:

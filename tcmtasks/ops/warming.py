@@ -16,9 +16,9 @@ from typing import Any
 
 from ..cache.entries import iter_dirs, scan_root
 from ..errors import UsageError, map_os_error
-from ..producer import detect, write_record
+from ..producer import host_producer, write_record
 from ..progress import Progress, ProgressEvent
-from ..targets import Target, host_targets
+from ..targets import Target
 from ..warm.vllm_backend import VllmWarm
 
 
@@ -33,11 +33,13 @@ class TritonWarm:
 
 @dataclass
 class CommandWarm:
-    """Run any command with ``TRITON_CACHE_DIR`` (and with ``inductor``,
-    ``TORCHINDUCTOR_CACHE_DIR=<output>/inductor``) pointed at the output."""
+    """Run any command with ``TRITON_CACHE_DIR`` pointed at the output; with ``inductor`` the
+    output is its whole Inductor cache (``TORCHINDUCTOR_CACHE_DIR``), with ``vllm`` its vLLM
+    cache root (``VLLM_CACHE_ROOT``)."""
 
     command: list[str]
     inductor: bool = False
+    vllm: bool = False
 
 
 @dataclass
@@ -96,9 +98,7 @@ def warm(
         progress(ProgressEvent(f"warming ({backend})", 0, None))
     t0 = time.perf_counter()
     details = _run(spec, output)
-    _targets, gpus = host_targets()
-    producer = detect()
-    producer.gpus = gpus
+    producer = host_producer()
     extra: dict[str, Any] = {"backend": backend}
     if isinstance(spec, VllmWarm):
         extra["image"] = spec.image  # the Triton that compiled is the image's, not this host's
@@ -126,7 +126,7 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
     if isinstance(spec, CommandWarm):
         from ..warm.command_backend import run_command
 
-        return run_command(spec.command, output, inductor=spec.inductor)
+        return run_command(spec.command, output, inductor=spec.inductor, vllm=spec.vllm)
     if isinstance(spec, TorchWarm):
         from ..warm.torch_backend import warm_model
 

@@ -81,7 +81,9 @@ def warm_spec(recipe: Recipe) -> ops.WarmSpec:
         kernels = kernel_set(w["kernels"], base=recipe.path.parent)
         return ops.TritonWarm(kernels, [Target.parse(t) for t in recipe.targets])
     if backend == "command":
-        return ops.CommandWarm(list(w["command"]), inductor=w.get("inductor", False))
+        return ops.CommandWarm(
+            list(w["command"]), inductor=w.get("inductor", False), vllm=w.get("vllm", False)
+        )
     if backend == "torch":
         return ops.TorchWarm(
             w["model"], w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"])

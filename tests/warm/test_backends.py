@@ -67,10 +67,13 @@ def test_command_backend_inductor_dir_and_exit_code(tcm, tmp_path):
         "--",
         "sh",
         "-c",
-        'echo "$TRITON_CACHE_DIR $TORCHINDUCTOR_CACHE_DIR" > "$TRITON_CACHE_DIR/../seen"',
+        'echo "${TRITON_CACHE_DIR:-unset} $TORCHINDUCTOR_CACHE_DIR" '
+        '> "$TORCHINDUCTOR_CACHE_DIR/../seen"',
+        extra_env={"TRITON_CACHE_DIR": "/elsewhere"},
     )
+    # the output is the Inductor dir, and Triton is left to put its kernels inside it
     triton_dir, inductor_dir = (tmp_path / "seen").read_text().split()
-    assert triton_dir == str(out) and inductor_dir == str(out / "inductor")
+    assert triton_dir == "unset" and inductor_dir == str(out)
     assert (
         tcm("warm", "--backend", "command", "-o", out, "--", "sh", "-c", "exit 3", ok=3).returncode
         == 3

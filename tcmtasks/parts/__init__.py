@@ -1,0 +1,144 @@
+"""The parts of a compile cache beyond Triton's entries: Inductor's and vLLM's artifacts.
+
+A torch.compile start-up needs the whole Inductor cache (FX graphs, AOTAutograd entries,
+generated code, autotune results), not only its Triton kernels (docs/cache-formats.md,
+"torch.compile"); a vLLM start-up needs its compile cache. Each kind is one small module
+(``inductor``, ``vllm``) saying how to recognise its dir, where its Triton roots are, where a
+node's workload will look for it, and how to fix the absolute paths it stores. Everything else
+(walking, units, shipping, installing) is common and lives here, so the next kind a user asks
+for is one new module.
+
+Triton's own entries are not a part: they keep their MCV-compatible place in the image
+(``io.triton.cache/<KEY>/``), selectable per target; a part names the Triton roots inside it,
+and each shipped entry records which of them it belongs to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..cache.entries import TMP_PREFIX
+from ..errors import UsageError
+from . import inductor, vllm
+
+#: The kinds, in the order they are recognised (a vLLM dir holds Inductor dirs: vLLM first).
+KINDS: dict[str, ModuleType] = {"vllm": vllm, "inductor": inductor}
+
+#: Never shipped: Inductor's lock files, Triton's and tcm's in-flight writes and leftovers.
+TRANSIENT_DIRS = {"locks", "__pycache__"}
+_TRANSIENT_FILE = re.compile(r"(^\.tcm-|\.tcm-tmp$|\.lock$|^tmp\.pid_)")
+#: File and dir names a part may hold in an image: no '..', no separators, no hidden names.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+=,@-][A-Za-z0-9_.+=,@-]{0,254}")
+MAX_DEPTH = 12
+
+
+@dataclass(frozen=True)
+class PartFile:
+    rel: str  # relative to the part's base, '/'-separated
+    path: Path  # on the packing machine
+    size: int
+
+
+@dataclass
+class Part:
+    """One Inductor or vLLM cache dir being packaged."""
+
+    kind: str
+    base: Path  # absolute, on the packing machine
+    mount: str = ""  # where ``base`` sits inside the kind's cache root ("" = the root itself)
+    triton_roots: list[str] = field(default_factory=list)  # relative to base
+    files: list[PartFile] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return prefix_of(self.kind)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def describe(self) -> dict[str, Any]:
+        """The part's row in the in-layer manifest."""
+        return {
+            "kind": self.kind,
+            "prefix": self.prefix,
+            "source": str(self.base),
+            "mount": self.mount,
+            "triton_roots": self.triton_roots,
+            "files": len(self.files),
+            "bytes": self.bytes,
+            "units": len({unit_of(f.rel) for f in self.files}),
+        }
+
+
+def prefix_of(kind: str) -> str:
+    return f"io.{kind}.cache/"
+
+
+def module(kind: str) -> ModuleType:
+    if kind not in KINDS:
+        raise UsageError(f"unknown cache part {kind!r}; tcm knows {', '.join(KINDS)}")
+    return KINDS[kind]
+
+
+def find(path: Path) -> Part | None:
+    """The part at ``path``: an Inductor or vLLM cache dir (or one of vLLM's hash or rank
+    dirs); None for a plain Triton cache dir."""
+    path = Path(os.path.abspath(path))
+    for kind, mod in KINDS.items():
+        found = mod.locate(path)
+        if found is not None:
+            base, mount = found
+            roots = mod.triton_roots(base)
+            return Part(kind, base, mount, roots, walk(base, roots))
+    return None
+
+
+def walk(base: Path, exclude: list[str]) -> list[PartFile]:
+    """Every regular file under ``base`` but the excluded dirs (its Triton roots, shipped as
+    Triton entries) and transient ones; symlinks are never followed nor shipped."""
+    skip = {os.path.normpath(base / e) for e in exclude}
+    out: list[PartFile] = []
+    for dirpath, dirs, names in os.walk(base):
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if d not in TRANSIENT_DIRS
+            and not d.startswith((TMP_PREFIX, ".tcm-"))
+            and os.path.normpath(os.path.join(dirpath, d)) not in skip
+            and not os.path.islink(os.path.join(dirpath, d))
+        )
+        for name in sorted(names):
+            full = os.path.join(dirpath, name)
+            if _TRANSIENT_FILE.search(name) or os.path.islink(full):
+                continue
+            try:
+                st = os.stat(full, follow_symlinks=False)
+            except OSError:
+                continue
+            rel = os.path.relpath(full, base).replace(os.sep, "/")
+            out.append(PartFile(rel, Path(full), st.st_size))
+    return out
+
+
+def unit_of(rel: str) -> str:
+    """What is installed (and removed) as one piece: a whole FX-graph entry
+    (``fxgraph/<xx>/<key>``) or AOTAutograd entry (``aotautograd/<key>``), else the file."""
+    parts = rel.split("/")
+    for i, p in enumerate(parts):
+        if p == "fxgraph" and len(parts) > i + 3:
+            return "/".join(parts[: i + 3])
+        if p == "aotautograd" and len(parts) > i + 2:
+            return "/".join(parts[: i + 2])
+    return rel
+
+
+def check_rel(rel: str) -> bool:
+    """A path inside a part that is safe to write: relative, no '..', plain names only."""
+    parts = rel.split("/")
+    return 0 < len(parts) <= MAX_DEPTH and all(SAFE_NAME.fullmatch(p) for p in parts)

@@ -1,0 +1,46 @@
+"""Inductor's cache (``TORCHINDUCTOR_CACHE_DIR``): ``fxgraph/``, ``aotautograd/``, generated
+code in two-letter dirs (``.py``, and ``.cpp``/``.so`` on the CPU), autotune results
+(``*.best_config``), ``locks/`` (never shipped), and ``triton/<device>/``, a Triton cache.
+
+Paths: FX-graph entries and generated code embed the producer's absolute cache dir. They are
+left as they are: on an FX-graph hit Inductor writes the graph's code again under its current
+cache dir and loads it from there, so a dir copied to another path hits (measured with torch
+2.11 on an H100 and 2.13 on the CPU; tests/parts prove it on every run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..cache.roots import default_inductor_dir
+
+MARKERS = ("fxgraph", "aotautograd")
+
+
+def locate(path: Path) -> tuple[Path, str] | None:
+    """(base, mount) when ``path`` is an Inductor cache dir."""
+    if any((path / m).is_dir() for m in MARKERS) or triton_roots(path):
+        return path, ""
+    return None
+
+
+def triton_roots(base: Path) -> list[str]:
+    try:
+        return sorted(
+            f"triton/{d.name}"
+            for d in (base / "triton").iterdir()
+            if d.is_dir() and not d.is_symlink() and d.name.isdigit()
+        )
+    except OSError:
+        return []
+
+
+def default_dest() -> Path:
+    """Where the workload's Inductor looks: TORCHINDUCTOR_CACHE_DIR, else
+    /tmp/torchinductor_$USER."""
+    return default_inductor_dir()
+
+
+def relocate(staged: Path, rel: str, old_root: str, new_root: Path) -> str | None:
+    """Nothing to rewrite (see the module doc); never a reason to skip."""
+    return None

@@ -1,0 +1,77 @@
+"""vLLM's compile cache (the layout vLLM writes: torch_compile_cache/<hash>/rank_<r>_<dp>/ with
+vllm_compile_cache.py, inductor_cache/ and triton_cache/), built from real parts: the session's
+Inductor cache and Triton entries compiled on the CPU."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pprint
+import shutil
+
+import pytest
+
+from tests.conftest import compile_kernels, lookups, relocate_copy
+
+HASH = "3f1e9c2ab7"
+RANKS = ("rank_0_0", "rank_1_0")
+
+
+@pytest.fixture
+def vllm_cache(tmp_path, warmed_inductor, compiled_cache):
+    root = tmp_path / "producer" / "vllm"
+    for rank in RANKS:
+        rank_dir = root / "torch_compile_cache" / HASH / rank
+        shutil.copytree(warmed_inductor, rank_dir / "inductor_cache")
+        relocate_copy(compiled_cache[0], rank_dir / "triton_cache")
+        code = next((rank_dir / "inductor_cache").glob("*/*.cpp"))
+        table = {(None, 0, "inductor"): ("fakehash", str(code)), "other": 3}
+        (rank_dir / "vllm_compile_cache.py").write_text(pprint.pformat(table))
+    return root
+
+
+def test_vllm_cache_round_trip_rewrites_paths_and_hits(tcm, vllm_cache, tmp_path):
+    image = f"oci:{tmp_path / 'img'}:v1"
+    packed = json.loads(tcm("package", vllm_cache, image, "--json").stdout)
+    (part,) = packed["parts"]
+    assert part["kind"] == "vllm" and len(part["triton_roots"]) == 2
+    assert packed["entries"] == 9  # the two ranks' copies of each kernel ship once
+    labels = json.loads(tcm("inspect", image, "--json").stdout)["labels"]
+    assert int(labels["cache.vllm.image/cache-size-bytes"]) == part["bytes"]
+    node = tmp_path / "node" / "vllm"
+    report = json.loads(tcm("extract", image, "--all", "--vllm-dir", node, "--json").stdout)
+    assert report["parts"][0]["failed"] == [] and report["parts"][0]["units"] == part["units"]
+    assert len(report["kept"]) == 18  # each kernel into each rank's Triton cache
+    for rank in RANKS:
+        rank_dir = node / "torch_compile_cache" / HASH / rank
+        table = ast.literal_eval((rank_dir / "vllm_compile_cache.py").read_text())
+        path = table[(None, 0, "inductor")][1]
+        assert path.startswith(str(rank_dir / "inductor_cache")) and table["other"] == 3
+        assert (rank_dir / "inductor_cache").joinpath(*path.split("/")[-2:]).is_file()
+        for grp in (rank_dir / "triton_cache").glob("*/__grp__*.json"):
+            assert all(
+                p.startswith(str(rank_dir / "triton_cache"))
+                for p in json.loads(grp.read_text())["child_paths"].values()
+            )
+    events = tmp_path / "events.jsonl"
+    compile_kernels(node / "torch_compile_cache" / HASH / "rank_1_0" / "triton_cache",
+                    events=events)  # fmt: skip
+    assert lookups(events) == {"hit": 9, "miss": 0, "store": 0}
+
+
+def test_unreadable_index_file_is_refused_and_same_paths_restores(tcm, vllm_cache, tmp_path):
+    rank0 = vllm_cache / "torch_compile_cache" / HASH / "rank_0_0"
+    (rank0 / "vllm_compile_cache.py").write_text("{'broken': __import__('os')}")
+    image = f"oci:{tmp_path / 'img'}:v1"
+    tcm("package", vllm_cache, image)
+    node = tmp_path / "node"
+    report = json.loads(tcm("extract", image, "--all", "--vllm-dir", node, "--json").stdout)
+    (failed,) = report["parts"][0]["failed"]
+    assert "rank_0_0/vllm_compile_cache.py" in failed and "--same-paths" in failed
+    assert not (node / "torch_compile_cache" / HASH / "rank_0_0" / "vllm_compile_cache.py").exists()
+    assert (node / "torch_compile_cache" / HASH / "rank_1_0" / "vllm_compile_cache.py").exists()
+    shutil.rmtree(vllm_cache)  # the producer's own path, free again on this "node"
+    tcm("extract", image, "--all", "--same-paths")
+    restored = rank0 / "vllm_compile_cache.py"
+    assert restored.read_text() == "{'broken': __import__('os')}"  # as shipped, unparsed
+    assert len(list((rank0 / "triton_cache").glob("*/__grp__*.json"))) == 9
