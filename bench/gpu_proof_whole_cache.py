@@ -9,10 +9,11 @@ On the GPU machine, OPT-125m (bench/opt_forward.py) in fresh processes, driven t
    the dir carries its producer record) inside ``ops.track``: it must report the compiles
    (what ``tcm track --require-hits`` refuses with exit 1); the same process saves PyTorch's
    Mega-Cache;
-2. ``ops.package`` of that dir, then per round, side by side: local warm (the producer's own
-   dir), restored (``ops.pull`` into a fresh dir at another path, GPU targets detected), and
-   Mega-Cache (an empty dir plus ``load_cache_artifacts``): first-forward time and Inductor's
-   counters for each;
+2. ``ops.package`` of that dir, then per round, side by side, in an order rotated each round:
+   local warm (the producer's own dir), restored (``ops.pull`` into a fresh dir at another
+   path, GPU targets detected), the same restored dir again, the producer's dir copied whole
+   to a new path (the best any restore could do), and Mega-Cache (an empty dir plus
+   ``load_cache_artifacts``): first-forward time and Inductor's counters for each;
 3. one more restore, run inside ``ops.track``: it must have compiled nothing.
 
 Prints every figure as JSON and ``PROOF PASSED`` when the restored runs hit the FX-graph and
@@ -38,6 +39,7 @@ from tcmtasks import ops  # noqa: E402
 
 FORWARD = [sys.executable, str(REPO / "bench" / "opt_forward.py")]
 SMOKE = os.environ.get("TCM_BENCH_DEVICE") == "cpu"  # a CPU smoke test: no GPU to select
+SCENARIOS = ["local", "restored", "restored_again", "copied", "mega"]
 
 
 def set_env(inductor: Path | None) -> None:
@@ -69,7 +71,8 @@ def tracked(command: list[str], inductor: Path | None, out: Path) -> tuple[dict,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/tcm-whole"))
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = ap.parse_args()
     w = args.workdir
     shutil.rmtree(w, ignore_errors=True)
@@ -94,10 +97,11 @@ def main() -> None:
     t = time.perf_counter()
     packed = ops.package(producer, image).to_dict()
     package_s = time.perf_counter() - t
-    rows: dict[str, list[dict]] = {"local": [], "restored": [], "mega": []}
+    scenarios = args.scenarios.split(",")
+    rows: dict[str, list[dict]] = {k: [] for k in scenarios}
     pulls = []
-    for i in range(args.rounds):
-        rows["local"].append(forward(producer))
+
+    def restored(i: int) -> dict:
         node = w / f"node{i}" / "inductor"
         set_env(None)
         t = time.perf_counter()
@@ -105,8 +109,29 @@ def main() -> None:
         pull_s = time.perf_counter() - t
         pulls.append({"seconds": pull_s, "parts": [p.to_dict() for p in report.parts],
                       "kept": len(report.kept), "skipped": report.skipped})  # fmt: skip
-        rows["restored"].append({**forward(node), "pull_s": pull_s})
-        rows["mega"].append(forward(w / f"mega{i}" / "inductor", "--mega-load", str(mega)))
+        return {**forward(node), "pull_s": pull_s}
+
+    def copied(i: int) -> dict:
+        """The whole dir copied to a new path (cp -a): what any restore can at best match."""
+        copy = w / f"copy{i}" / "inductor"
+        shutil.copytree(producer, copy, symlinks=True)
+        return forward(copy)
+
+    run_one = {
+        "local": lambda i: forward(producer),
+        "restored": restored,
+        "restored_again": lambda i: forward(w / f"node{i}" / "inductor"),
+        "copied": copied,
+        "mega": lambda i: forward(w / f"mega{i}" / "inductor", "--mega-load", str(mega)),
+    }
+    for i in range(args.rounds):
+        # rotate the order each round, so no scenario always runs first or right after another
+        order = scenarios[i % len(scenarios) :] + scenarios[: i % len(scenarios)]
+        if "restored_again" in order and order.index("restored_again") < order.index("restored"):
+            order.remove("restored_again")
+            order.insert(order.index("restored") + 1, "restored_again")
+        for name in order:
+            rows[name].append({**run_one[name](i), "position": order.index(name)})
     # 3. a restored node, tracked: nothing may compile
     node = w / "tracked-node" / "inductor"
     set_env(None)

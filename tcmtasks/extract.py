@@ -119,11 +119,19 @@ class RestoreReport:
     seconds: float = 0.0
     dry_run: bool = False
     parts: list[PartPlan] = field(default_factory=list)
+    runtime: dict[str, Any] = field(default_factory=dict)  # what entries were selected for
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out["parts"] = [p.to_dict() for p in self.parts]
         return out
+
+    def skip_reasons(self) -> list[tuple[str, int]]:
+        """Each distinct reason entries were skipped for, with how many, most first."""
+        counts: dict[str, int] = {}
+        for item in self.skipped:
+            counts[str(item.get("reason"))] = counts.get(str(item.get("reason")), 0) + 1
+        return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
 def _targets_of(labels: dict[str, str]) -> list[Target]:
@@ -212,6 +220,7 @@ class _Layout:
     def __init__(self) -> None:
         self.seen = False
         self.dests: dict[str, list[Dest]] = {}
+        self.builds: dict[str, dict[str, str]] = {}  # key -> the build its warm recorded
         self.parts: dict[str, PartPlan] = {}  # by prefix
 
     def read(self, data: bytes, make_plan: Callable[[dict[str, Any]], PartPlan]) -> None:
@@ -223,14 +232,23 @@ class _Layout:
         if not isinstance(doc, dict):
             return  # the older MCV shape: a plain list of Triton rows
         for row in doc.get("triton") or []:
-            if isinstance(row, dict) and isinstance(row.get("dests"), list):
-                key = str(row.get("key") or row.get("dummy_key") or "")
+            if not isinstance(row, dict):
+                continue
+            key = str(row.get("key") or row.get("dummy_key") or "")
+            if isinstance(row.get("dests"), list):
                 self.dests[key] = [_dest(d) for d in row["dests"]]
+            self.builds[key] = build_of(row)
         for p in doc.get("parts") or []:
             if not isinstance(p, dict) or p.get("kind") not in cache_parts.KINDS:
                 raise HostileImage(f"the in-layer manifest names an unknown part: {p!r:.80}")
             plan = make_plan(p)
             self.parts[plan.prefix] = plan
+
+
+def build_of(row: dict[str, Any]) -> dict[str, str]:
+    """The build behind an entry's key, as its image row records it (tcm images since the
+    build fields were added; empty for older images and MCV's)."""
+    return {k: str(row[k]) for k in ("python", "triton_key", "ptxas") if row.get(k)}
 
 
 def _dest(value: Any) -> Dest:
@@ -421,13 +439,15 @@ def extract(
     dry_run: bool = False,
     max_total: int = MAX_TOTAL,
     progress: Callable[[int], None] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> RestoreReport:
     """Preflight, then (unless ``dry_run``) stream, select, relocate and install.
 
     ``cache_dir`` receives plain Triton entries; ``dests`` says where Inductor's and vLLM's
     parts (and their Triton entries) go, by default where this process's environment says a
-    workload looks; ``same_paths`` restores parts to the producer's own paths; ``force``
-    installs parts whose producer does not match this host."""
+    workload looks; ``same_paths`` restores parts to the producer's own paths; ``host`` is the
+    workload's runtime (its Triton, Python ABI, torch, GPUs): entries and parts built for
+    another are skipped with their reason, unless ``force``."""
     t0 = time.perf_counter()
     manifest, image_targets, warnings, producer = preflight(source, targets, host, strict=strict)
     if dests is None:
@@ -439,6 +459,7 @@ def extract(
         [str(t) for t in image_targets],
         warnings,
         dry_run=dry_run,
+        runtime=runtime or host.to_dict(),
     )
 
     def make_plan(p: dict[str, Any]) -> PartPlan:
@@ -467,7 +488,7 @@ def extract(
 
     layout = _Layout()
     if dry_run:
-        _dry_run(source, manifest, layout, make_plan, targets, host, dests, report)
+        _dry_run(source, manifest, layout, make_plan, targets, host, dests, report, force)
         report.seconds = time.perf_counter() - t0
         return report
     with contextlib.ExitStack() as stack:
@@ -475,7 +496,7 @@ def extract(
         try:
             _stream_and_install(
                 source, manifest, layout, make_plan, staging, dests, targets, host,
-                overwrite, max_total, progress, report,
+                overwrite, max_total, progress, report, force,
             )  # fmt: skip
         finally:
             staging.cleanup()
@@ -513,6 +534,7 @@ def _dry_run(
     host: Producer,
     dests: Destinations,
     report: RestoreReport,
+    force: bool,
 ) -> None:
     doc = read_layer_manifest(source, manifest)
     if doc is not None:
@@ -522,7 +544,7 @@ def _dry_run(
         if not isinstance(row, dict):
             continue
         t = Target.from_metadata(row)
-        why = _why_skip(t, row.get("triton_version"), targets, host)
+        why = why_skip(t, row.get("triton_version"), targets, host, build_of(row), force)
         key = str(row.get("key") or row.get("dummy_key") or row.get("hash"))
         item = {"key": key, "name": row.get("name"), "target": str(t) if t else None}
         item["dests"] = [str(dests.root_for(d)) for d in layout.dests.get(key, [TRITON])]
@@ -547,6 +569,7 @@ def _stream_and_install(
     max_total: int,
     progress: Callable[[int], None] | None,
     report: RestoreReport,
+    force: bool,
 ) -> None:
     staged_keys: dict[str, Path] = {}  # key -> staged dir
 
@@ -575,7 +598,7 @@ def _stream_and_install(
     )
     for key in sorted(staged_keys):
         _install_triton(key, staged_keys[key], layout, staging, dests, targets, host, overwrite,
-                        report)  # fmt: skip
+                        report, force)  # fmt: skip
     for plan in layout.parts.values():
         if not plan.skipped:
             staged = staging.dir_for(dests.kind_root(plan.kind)) / plan.prefix.rstrip("/")
@@ -592,10 +615,12 @@ def _install_triton(
     host: Producer,
     overwrite: bool,
     report: RestoreReport,
+    force: bool,
 ) -> None:
     entry = scan_entry(staged.parent, key)
     item = {"key": key, "name": entry.name, "target": str(entry.target) if entry.target else None}
-    why = _why_skip(entry.target, entry.triton_version, targets, host)
+    build = layout.builds.get(key, {})
+    why = why_skip(entry.target, entry.triton_version, targets, host, build, force)
     if why is not None:
         report.skipped.append({**item, "reason": why})
         return
@@ -657,13 +682,34 @@ def _files_under(root: Path) -> Iterator[str]:
             yield os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
 
 
-def _why_skip(
-    target: Target | None, version: str | None, targets: list[Target] | None, host: Producer
+def why_skip(
+    target: Target | None,
+    version: str | None,
+    targets: list[Target] | None,
+    host: Producer,
+    build: dict[str, str] | None = None,
+    force: bool = False,
 ) -> str | None:
+    """Why an entry cannot hit for the workload's runtime ``host``: another target; another
+    Triton version, Python ABI, Triton build or ptxas than the one its key was computed with
+    (docs/cache-formats.md, "The key"). ``force`` keeps everything of a wanted target."""
     if targets is not None and target not in targets:
         return f"target {target or 'unknown'} is not one of {', '.join(map(str, targets))}"
+    if force:
+        return None
+    build = build or {}
     if host.triton_version and version and version != host.triton_version:
-        return f"built by Triton {version}; this host has {host.triton_version} (a miss)"
+        return f"built by Triton {version}; the workload runs {host.triton_version} (a miss)"
+    py, key, ptxas = build.get("python"), build.get("triton_key"), build.get("ptxas")
+    if host.python and py and py != host.python:
+        return f"built by Triton {version or '?'} {py}; the workload runs {host.python} (a miss)"
+    if host.triton_key and key and key != host.triton_key:
+        return (
+            f"built by another Triton build (triton_key {key}); the workload's is "
+            f"{host.triton_key} (a miss)"
+        )
+    if target and target.backend == "cuda" and host.ptxas and ptxas and ptxas != host.ptxas:
+        return f"compiled with ptxas {ptxas}; the workload's Triton uses {host.ptxas} (a miss)"
     return None
 
 

@@ -99,6 +99,21 @@ InsecureOpt = Annotated[
 CaCertOpt = Annotated[
     Path | None, typer.Option("--ca-cert", help="PEM file of a CA to trust for registries.")
 ]
+PythonOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--python",
+        help="The workload's interpreter: select for its Triton build, Python ABI and torch "
+        "(asked in a subprocess) instead of tcm's own.",
+    ),
+]
+TritonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--triton",
+        help="The workload's Triton version, when its interpreter is not on this machine.",
+    ),
+]
 TargetsOpt = Annotated[
     list[str] | None,
     typer.Option("--target", help="A target such as cuda:90 or rocm:gfx942 (repeatable)."),

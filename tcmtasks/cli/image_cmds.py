@@ -19,7 +19,9 @@ from .common import (
     JsonOpt,
     NameOpt,
     OlderOpt,
+    PythonOpt,
     TargetsOpt,
+    TritonOpt,
     VersionOpt,
     YoungerOpt,
     criteria,
@@ -154,15 +156,20 @@ def push_cmd(
 @app.command("inspect")
 def inspect_cmd(
     ref: Annotated[str, typer.Argument(help="Image reference.")],
+    python: PythonOpt = None,
+    triton: TritonOpt = None,
     insecure_host: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show an image's labels, targets, producer and entries.
+    """Show an image's labels, targets, producer, parts and entries.
 
     Nothing is extracted: only the manifest, the config and the head of the layer are read.
+    With --python or --triton, each entry says whether that runtime would hit it.
     """
-    info = ops.inspect(ref, registry=registry_options(insecure_host, ca_cert))
+    info = ops.inspect(
+        ref, registry=registry_options(insecure_host, ca_cert), python=python, triton=triton
+    )
     if as_json:
         print_json(info.to_dict())
         return
@@ -183,18 +190,25 @@ def inspect_cmd(
             f"{human_size(int(p.get('bytes') or 0))}, from {esc(p.get('source'))} "
             f"(Triton roots: {esc(roots)})"
         )
+    if info.runtime is not None:
+        out.print(f"  runtime {esc(info.runtime)}")
     rows = info.entries or []
     if rows:
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for col in ("KEY", "NAME", "TARGET", "TRITON", "W/S", "SIZE"):
+        cols = ["KEY", "NAME", "TARGET", "TRITON", "PYTHON", "W/S", "SIZE"]
+        for col in cols + (["FOR THIS RUNTIME"] if info.runtime is not None else []):
             table.add_column(col)
         for r in rows:
-            table.add_row(
+            cells = [
                 esc(str(r.get("key") or r.get("hash", ""))[:12]),
                 esc(r.get("name", "-")),
                 esc(f"{r.get('backend')}:{r.get('arch')}"),
                 esc(r.get("triton_version")),
+                esc(r.get("python") or "-"),
                 esc(f"{r.get('num_warps')}/{r.get('num_stages')}"),
                 human_size(r["size"]) if isinstance(r.get("size"), int) else "-",
-            )
+            ]
+            if info.runtime is not None:
+                cells.append("hit" if not r.get("skip") else esc(r["skip"]))
+            table.add_row(*cells)
         out.print(table)

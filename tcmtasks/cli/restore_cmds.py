@@ -15,7 +15,9 @@ from .common import (
     CaCertOpt,
     InsecureOpt,
     JsonOpt,
+    PythonOpt,
     TargetsOpt,
+    TritonOpt,
     db,
     err,
     esc,
@@ -29,13 +31,14 @@ from .common import (
 
 
 @app.command("gpu")
-def gpu_cmd(as_json: JsonOpt = False) -> None:
+def gpu_cmd(python: PythonOpt = None, as_json: JsonOpt = False) -> None:
     """Show this host's GPU targets and Triton build.
 
-    Targets from nvidia-ml-py, amdsmi or the KFD sysfs; the Triton version, Python ABI,
-    triton_key() and ptxas that lookups on this host will use.
+    Targets from nvidia-ml-py, amdsmi or the KFD sysfs, each with its device's name; the
+    Triton version, Python ABI, triton_key() and ptxas that lookups will use: tcm's own, or
+    those of the interpreter given with --python.
     """
-    info = ops.gpu()
+    info = ops.gpu(python=python)
     if as_json:
         print_json(info.to_dict())
         return
@@ -47,6 +50,7 @@ def gpu_cmd(as_json: JsonOpt = False) -> None:
             "  no GPU found (nvidia-ml-py / amdsmi / /sys/class/kfd); "
             "tcm pull and extract take --target to choose targets"
         )
+    out.print(f"  [dim]runtime[/] {esc(info.runtime)}")
     for k, v in info.producer.to_dict().items():
         out.print(f"  [dim]{k}[/] {esc(v)}")
 
@@ -129,10 +133,12 @@ def restore_cmd(
         bool,
         typer.Option(
             "--force",
-            help="Install Inductor and vLLM parts even when their torch, Python or GPU differ "
-            "from this host's (they will miss).",
+            help="Install what was built for another runtime too (another Triton build, Python "
+            "ABI, torch or GPU): it will miss; the report says so.",
         ),
     ] = False,
+    python: PythonOpt = None,
+    triton: TritonOpt = None,
     insecure_host: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
     as_json: JsonOpt = False,
@@ -154,6 +160,8 @@ def restore_cmd(
             vllm_dir=vllm_dir,
             same_paths=same_paths,
             force=force,
+            python=python,
+            triton=triton,
             registry=None if local else registry_options(insecure_host, ca_cert),
             local_only=local,
             db=db(),
@@ -166,6 +174,9 @@ def restore_cmd(
 
 
 def _report(report: RestoreReport) -> None:
+    rt = report.runtime
+    what = f"Triton {rt.get('triton_version') or '?'} {rt.get('python') or ''}".strip()
+    err.print(f"[dim]selecting for {esc(what)} ({esc(rt.get('source'))})[/]")
     for w in report.producer_warnings:
         err.print(f"[yellow]warning[/] keys may not match this host: {esc(w)}")
     for item in report.skipped:
@@ -184,6 +195,8 @@ def _report(report: RestoreReport) -> None:
         out.print(
             f"{p.kind}: {verb} {p.installed} units ({p.files} files) into {esc(p.dest)}{kept}"
         )
+    for reason, n in report.skip_reasons():
+        out.print(f"[yellow]{n} skipped[/]: {esc(reason)}")
     verb = "would keep" if report.dry_run else "installed"
     dests = sorted({str(k.get("dest") or report.cache_dir) for k in report.kept})
     into = ", ".join(dests) or report.cache_dir

@@ -94,6 +94,14 @@ def warm_cmd(
     timeout: Annotated[
         float, typer.Option(help="vllm: seconds before the container is killed.")
     ] = 3600.0,
+    python: Annotated[
+        str | None,
+        typer.Option(
+            "--python",
+            help="triton, torch: compile with this interpreter (the workload's Python and "
+            "Triton: keys depend on both); it needs tcm's dependencies importable.",
+        ),
+    ] = None,
     tarball: Annotated[
         Path | None, typer.Option(help="Also write the output as a .tar.gz.")
     ] = None,
@@ -112,14 +120,14 @@ def warm_cmd(
     if backend == "triton":
         if not kernels:
             raise UsageError("the triton backend needs --kernels (e.g. --kernels tutorials)")
-        spec = ops.TritonWarm(kernels, list(targets(target)))
+        spec = ops.TritonWarm(kernels, list(targets(target)), python=python)
     elif backend == "command":
         spec = ops.CommandWarm(command or [], inductor=inductor, vllm=vllm_cache)
     elif backend in ("torch", "vllm") and not model:
         raise UsageError(f"the {backend} backend needs --model (e.g. --model opt-125m)")
     elif backend == "torch":
         spec = ops.TorchWarm(
-            str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(",")
+            str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(","), python
         )
     elif backend == "vllm":
         spec = ops.VllmWarm(

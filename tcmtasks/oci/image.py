@@ -239,13 +239,18 @@ def group_for_image(e: Entry, mount_path: str | None) -> bytes:
 
 
 def layer_manifest(
-    entries: list[Entry], parts: list[Part], dests: dict[str, list[Dest]] | None
+    entries: list[Entry],
+    parts: list[Part],
+    dests: dict[str, list[Dest]] | None,
+    builds: dict[str, Any] | None = None,
 ) -> bytes:
     """``io.triton.manifest/manifest.json``: MCV's ``triton`` list (each row with where it
-    goes when the image holds more than one Triton root), and tcm's ``parts``."""
+    goes when the image holds more than one Triton root, and the build behind its key: Python
+    ABI, triton_key, ptxas, as its warm recorded them), and tcm's ``parts``."""
     rows = []
     for e in entries:
         row = entry_manifest_row(e)
+        row.update((builds or {}).get(e.key, {}))
         if dests is not None:
             row["dests"] = [list(d) for d in sorted(dests.get(e.key, [("triton", "")]))]
         rows.append(row)
@@ -261,6 +266,7 @@ def build_layer(
     *,
     parts: list[Part] | None = None,
     dests: dict[str, list[Dest]] | None = None,
+    builds: dict[str, Any] | None = None,
     compression: str = "gzip",
     level: int | None = None,
     mount_path: str | None = None,
@@ -272,7 +278,7 @@ def build_layer(
     try:
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             tar.copybufsize = 1 << 20  # type: ignore[attr-defined]  # fewer, larger writes
-            manifest = layer_manifest(entries, parts, dests)
+            manifest = layer_manifest(entries, parts, dests, builds)
             for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):
                 tar.addfile(_tarinfo(d, 0, mtime, 0o755, tarfile.DIRTYPE))
             tar.addfile(_tarinfo(MANIFEST_PATH, len(manifest), mtime, 0o644), io.BytesIO(manifest))
@@ -371,6 +377,7 @@ def package(
     extra_labels: dict[str, str] | None = None,
     parts: list[Part] | None = None,
     dests: dict[str, list[Dest]] | None = None,
+    builds: dict[str, Any] | None = None,
 ) -> BuiltImage:
     """Build the image's blobs into ``store`` (anything with ``add_blob_file``)."""
     chosen = sorted(
@@ -395,6 +402,7 @@ def package(
                 f,
                 parts=parts,
                 dests=dests,
+                builds=builds,
                 compression=compression,
                 level=level,
                 mount_path=mount_path,

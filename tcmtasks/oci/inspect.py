@@ -97,6 +97,7 @@ class ImageInfo:
     producer: dict[str, Any] | None
     entries: list[dict[str, Any]] | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)  # Inductor's, vLLM's
+    runtime: dict[str, Any] | None = None  # what ``skip`` in each entry was judged for
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -13,8 +13,9 @@ from ..extract import MAX_TOTAL, RestoreReport, default_destinations
 from ..extract import extract as extract_image
 from ..oci.refs import ImageRef, parse
 from ..oci.transfer import RegistryOptions, open_source
-from ..producer import Producer, detect, host_producer
+from ..producer import Producer, detect
 from ..progress import Progress, ProgressEvent
+from ..runtime import resolve
 from ..selection import parse_size
 from ..targets import Target, host_targets
 from ._common import DbPath, open_index
@@ -25,19 +26,36 @@ class HostInfo:
     targets: list[Target]
     gpus: list[str]  # device names, in the order of ``targets``
     producer: Producer  # the Triton build and toolchain lookups here use
+    runtime: str = "tcm's own environment"  # whose Triton and Python ``producer`` describes
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "targets": [str(t) for t in self.targets],
             "gpus": self.gpus,
             "producer": self.producer.to_dict(),
+            "runtime": self.runtime,
         }
 
 
-def gpu() -> HostInfo:
-    """This host's GPU targets (nvidia-ml-py, amdsmi or the KFD sysfs) and Triton build."""
+def gpu(*, python: str | Path | None = None) -> HostInfo:
+    """This host's GPU targets (nvidia-ml-py, amdsmi or the KFD sysfs), each with its own
+    device's name, and the Triton build lookups will use: tcm's own, or ``python``'s."""
     targets, names = host_targets()
-    return HostInfo(targets, names, detect())
+    if python is None:
+        return HostInfo(targets, names, detect())
+    rt = resolve(python=python)
+    return HostInfo(targets, names, rt.producer, rt.source)
+
+
+def workload_runtime(
+    python: str | Path | None, triton: str | None
+) -> tuple[Producer, dict[str, Any]]:
+    """The workload's runtime with this host's GPUs: what a restore selects for."""
+    rt = resolve(python=python, triton=triton)
+    targets, names = host_targets()
+    host = rt.producer
+    host.gpus, host.targets = names, [str(t) for t in targets]
+    return host, rt.to_dict()
 
 
 def default_cache_dir() -> Path:
@@ -81,6 +99,8 @@ def pull(
     vllm_dir: Path | None = None,
     same_paths: bool = False,
     force: bool = False,
+    python: str | Path | None = None,
+    triton: str | None = None,
     registry: RegistryOptions | None = None,
     local_only: bool = False,
     db: DbPath = None,
@@ -91,11 +111,14 @@ def pull(
     TORCHINDUCTOR_CACHE_DIR, else Inductor's own default) with its Triton entries in its
     ``triton/<device>`` dirs unless TRITON_CACHE_DIR is set, a vLLM part into ``vllm_dir``
     (default VLLM_CACHE_ROOT, else ~/.cache/vllm); ``same_paths`` restores parts to the
-    producer's own paths. Checks the image against this host before downloading, keeps what
-    will load and hit here (the host's GPUs unless ``targets`` or ``all_targets``; parts whose
-    torch, Python and GPU match, or any with ``force``), extracts safely, fixes the absolute
-    paths the caches store, installs atomically, and indexes what arrived. The report says
-    what was skipped, and why."""
+    producer's own paths. Selects for the workload's runtime: ``python`` (that interpreter is
+    asked for its Triton build, Python ABI and torch), else ``triton`` (a version), else the
+    Triton tcm imports. Checks the image against it before downloading, keeps what will load
+    and hit there (the host's GPUs unless ``targets`` or ``all_targets``; entries built by the
+    same Triton build and Python ABI; parts whose torch, Python and GPU match; anything of a
+    wanted target with ``force``), extracts safely, fixes the absolute paths the caches store,
+    installs atomically, and indexes what arrived. The report says what was skipped, and
+    why."""
     parsed = parse(ref) if isinstance(ref, str) else ref
     if local_only and parsed.transport == "docker":
         raise UsageError("tcm extract reads local images; use tcm pull for docker://")
@@ -113,11 +136,13 @@ def pull(
         if progress is not None:
             progress(ProgressEvent("extracting", n, None, "bytes"))
 
+    host, runtime = workload_runtime(python, triton)
     report = extract_image(
         source,
         dest,
         targets=wanted,
-        host=host_producer(),
+        host=host,
+        runtime=runtime,
         dests=dests,
         strict=strict,
         overwrite=overwrite,
@@ -149,6 +174,8 @@ def extract(
     vllm_dir: Path | None = None,
     same_paths: bool = False,
     force: bool = False,
+    python: str | Path | None = None,
+    triton: str | None = None,
     db: DbPath = None,
     progress: Progress | None = None,
 ) -> RestoreReport:
@@ -167,6 +194,8 @@ def extract(
         vllm_dir=vllm_dir,
         same_paths=same_paths,
         force=force,
+        python=python,
+        triton=triton,
         db=db,
         progress=progress,
     )

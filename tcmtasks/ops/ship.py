@@ -72,7 +72,23 @@ class Sources:
     parts: list[Part] = field(default_factory=list)
     roots: list[Root] = field(default_factory=list)
     dest_of: dict[str, Dest] = field(default_factory=dict)  # abs Triton root -> destination
-    producer: dict[str, Any] | None = None
+    record_of: dict[str, dict[str, Any]] = field(default_factory=dict)  # abs root -> record
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def producer(self) -> dict[str, Any] | None:
+        """The image's producer label: what all the given dirs' records agree on (an image
+        merged from several warms says per entry what built it)."""
+        if not self.records:
+            return None
+        common = {
+            k: v for k, v in self.records[0].items() if all(r.get(k) == v for r in self.records)
+        }
+        return common or None
+
+
+#: What a warm's record says about the build behind each entry's key.
+BUILD_FIELDS = ("python", "triton_key", "ptxas", "torch")
 
 
 def collect(cache_dirs: list[Path]) -> Sources:
@@ -81,6 +97,10 @@ def collect(cache_dirs: list[Path]) -> Sources:
     for d in cache_dirs:
         d = Path(d)
         part = find_part(d) if d.is_dir() else None
+        record = read_producer_record(d) if d.is_dir() else None
+        if record is not None:
+            found.records.append(record)
+        first = len(found.roots)
         if part is None:
             for root in explicit_roots([d]):
                 found.roots.append(root)
@@ -96,8 +116,22 @@ def collect(cache_dirs: list[Path]) -> Sources:
                 found.roots.append(root)
                 where = f"{part.mount}/{rel}" if part.mount else rel
                 found.dest_of[os.path.abspath(root.path)] = (part.kind, where)
-        found.producer = found.producer or read_producer_record(d)
+        for root in found.roots[first:]:
+            if record is not None:
+                found.record_of[os.path.abspath(root.path)] = record
     return found
+
+
+def builds_of(entries: list[Entry], record_of: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per entry key, the build its warm recorded (Python ABI, triton_key, ptxas, torch): the
+    restore keeps only entries whose key this workload's runtime can compute."""
+    out: dict[str, Any] = {}
+    for e in entries:
+        record = record_of.get(os.path.abspath(e.root)) or {}
+        build = {k: record[k] for k in BUILD_FIELDS if record.get(k)}
+        if build:
+            out[e.key] = build
+    return out
 
 
 def read_producer_record(cache_dir: Path) -> dict[str, Any] | None:
@@ -164,7 +198,7 @@ def package(
         )
     return _package(
         chosen, skipped, dest, registry, compression, level, mount_path, sources.producer,
-        progress, sources.parts, dests,
+        progress, sources.parts, dests, builds_of(chosen, sources.record_of),
     )  # fmt: skip
 
 
@@ -212,6 +246,7 @@ def _package(
     progress: Progress | None,
     parts: list[Part],
     dests: dict[str, list[Dest]] | None,
+    builds: dict[str, Any],
 ) -> PackageResult:
     local = dest.path if dest.transport in ("oci", "oci-archive") else None
     existed = local is not None and local.exists()
@@ -232,6 +267,7 @@ def _package(
                 producer=producer,
                 parts=parts,
                 dests=dests,
+                builds=builds,
             )
             store.put_manifest(built.manifest, MT_MANIFEST)
             store.commit()
@@ -327,8 +363,28 @@ def push(
 
 
 def inspect(
-    ref: str | ImageRef, *, registry: RegistryOptions | None = None, entries: bool = True
+    ref: str | ImageRef,
+    *,
+    registry: RegistryOptions | None = None,
+    entries: bool = True,
+    python: str | Path | None = None,
+    triton: str | None = None,
 ) -> ImageInfo:
     """An image's labels, targets, producer and (from the head of its layer) entries;
-    nothing is extracted."""
-    return read_image(open_source(ref, registry), entries=entries)
+    nothing is extracted. With ``python`` or ``triton``, each entry also says whether that
+    runtime could hit it (``skip``: why not)."""
+    info = read_image(open_source(ref, registry), entries=entries or bool(python or triton))
+    if python is not None or triton is not None:
+        from ..extract import build_of, why_skip
+        from ..runtime import resolve
+        from ..targets import Target
+
+        rt = resolve(python=python, triton=triton)
+        info.runtime = rt.to_dict()
+        for row in info.entries or []:
+            why = why_skip(
+                Target.from_metadata(row), row.get("triton_version"), None, rt.producer,
+                build_of(row),
+            )  # fmt: skip
+            row["skip"] = why
+    return info

@@ -18,6 +18,7 @@ from ..cache.entries import iter_dirs, scan_root
 from ..errors import UsageError, map_os_error
 from ..producer import host_producer, write_record
 from ..progress import Progress, ProgressEvent
+from ..runtime import probe_python
 from ..targets import Target
 from ..warm.vllm_backend import VllmWarm
 
@@ -29,6 +30,7 @@ class TritonWarm:
 
     kernels: str
     targets: list[Target | str]
+    python: str | None = None  # compile with this interpreter's Triton (the workload's)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class TorchWarm:
     batch: list[int] = field(default_factory=lambda: [1])
     seq: list[int] = field(default_factory=lambda: [128])
     dtype: list[str] = field(default_factory=lambda: ["fp16"])
+    python: str | None = None  # compile with this interpreter's torch and Triton
 
 
 WarmSpec = TritonWarm | CommandWarm | TorchWarm | VllmWarm
@@ -98,7 +101,12 @@ def warm(
         progress(ProgressEvent(f"warming ({backend})", 0, None))
     t0 = time.perf_counter()
     details = _run(spec, output)
+    python = getattr(spec, "python", None)
     producer = host_producer()
+    if python:  # the record describes the interpreter that compiled, not tcm's
+        own = probe_python(python)
+        own.gpus, own.targets = producer.gpus, producer.targets
+        producer = own
     extra: dict[str, Any] = {"backend": backend}
     if isinstance(spec, VllmWarm):
         extra["image"] = spec.image  # the Triton that compiled is the image's, not this host's
@@ -116,7 +124,7 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
 
         targets = [t if isinstance(t, Target) else Target.parse(t) for t in spec.targets]
         before = {n for n, _s, _e in iter_dirs(output)} if output.is_dir() else set()
-        variants = compile_kernelset(spec.kernels, targets, output)
+        variants = compile_kernelset(spec.kernels, targets, output, python=spec.python)
         after = {e.key for e in scan_root(output) if e.kind == "kernel"}
         return {
             "variants": len(variants),
@@ -130,7 +138,7 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
     if isinstance(spec, TorchWarm):
         from ..warm.torch_backend import warm_model
 
-        runs = warm_model(spec.model, output, spec.batch, spec.seq, spec.dtype)
+        runs = warm_model(spec.model, output, spec.batch, spec.seq, spec.dtype, python=spec.python)
         return {"model": spec.model, "runs": runs}
     from ..warm.vllm_backend import run_vllm
 

@@ -79,15 +79,18 @@ def warm_spec(recipe: Recipe) -> ops.WarmSpec:
     backend = w["backend"]
     if backend == "triton":
         kernels = kernel_set(w["kernels"], base=recipe.path.parent)
-        return ops.TritonWarm(kernels, [Target.parse(t) for t in recipe.targets])
+        return ops.TritonWarm(
+            kernels, [Target.parse(t) for t in recipe.targets], python=w.get("python")
+        )
     if backend == "command":
         return ops.CommandWarm(
             list(w["command"]), inductor=w.get("inductor", False), vllm=w.get("vllm", False)
         )
     if backend == "torch":
         return ops.TorchWarm(
-            w["model"], w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"])
-        )
+            w["model"], w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"]),
+            w.get("python"),
+        )  # fmt: skip
     return ops.VllmWarm(
         w["model"],
         image=w.get("image", ops.VllmWarm.image),
@@ -214,6 +217,7 @@ def package(recipe: Recipe, build: Path = BUILD) -> None:
             "digest": result.digest,
             "entries": len(result.entries),
             "tag": tag,
+            "parts": {p.kind: len(p.files) for p in result.parts},
         },
     )
 

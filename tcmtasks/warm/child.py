@@ -28,15 +28,22 @@ PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 def run_child(
-    module: str, args: list[str], env: dict[str, str], *, what: str, extra_path: str = ""
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    *,
+    what: str,
+    extra_path: str = "",
+    python: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``python -m module args`` with ``env``; return its JSON result lines."""
+    """Run ``python -m module args`` with ``env`` (tcm's interpreter, or the workload's
+    ``python``: its Triton then computes the keys); return its JSON result lines."""
     env = dict(env)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (PACKAGE_PARENT, extra_path, env.get("PYTHONPATH", "")) if p
     )
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args], env=env, capture_output=True, text=True
+        [python or sys.executable, "-m", module, *args], env=env, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise _error_from(proc.stderr, what)

@@ -14,11 +14,12 @@ import time
 def main(path: str) -> None:
     import torch
 
+    from ..resources import kernel_set
     from .kernelset import Tensor, load
     from .standin import DTYPES
 
     t0 = time.perf_counter()
-    launches = load(path)
+    launches = load(kernel_set(path))
     for launch in launches:
         args = []
         for a in launch.args:

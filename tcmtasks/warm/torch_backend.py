@@ -34,21 +34,27 @@ DTYPES = {
 
 
 def warm_model(
-    model: str, out: Path, batches: list[int], seqs: list[int], dtypes: list[str]
+    model: str,
+    out: Path,
+    batches: list[int],
+    seqs: list[int],
+    dtypes: list[str],
+    *,
+    python: str | None = None,
 ) -> list[dict[str, Any]]:
     cfg = model_dir(model)
     for d in dtypes:
         if d not in DTYPES:
             raise UsageError(f"unknown dtype {d!r}; use fp16, bf16 or fp32")
     for module in ("torch", "transformers"):
-        if importlib.util.find_spec(module) is None:
+        if python is None and importlib.util.find_spec(module) is None:
             raise MissingDependency(f"{module} (the torch warm backend)", "torch")
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(out.resolve())}
     env.pop("TRITON_CACHE_DIR", None)  # Inductor puts Triton's cache inside its own
     args = ["--config", str(cfg), "--batch", ",".join(map(str, batches))]
     args += ["--seq", ",".join(map(str, seqs)), "--dtype", ",".join(dtypes)]
-    return run_child("tcmtasks.warm.torch_backend", args, env, what="the torch warm")
+    return run_child("tcmtasks.warm.torch_backend", args, env, what="the torch warm", python=python)
 
 
 def _child(config: str, batches: list[int], seqs: list[int], dtypes: list[str]) -> None:

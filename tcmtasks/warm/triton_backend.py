@@ -40,7 +40,9 @@ def standin_args(args: list[Any]) -> list[Any]:
     ]
 
 
-def compile_kernelset(kernels: str, targets: list[Target], out: Path) -> list[dict[str, Any]]:
+def compile_kernelset(
+    kernels: str, targets: list[Target], out: Path, *, python: str | None = None
+) -> list[dict[str, Any]]:
     """Compile every launch of the kernel set for every target into ``out`` (child process).
     ``kernels`` is a file, a module name, or the name of a kernel set shipped with tcm."""
     if not targets:
@@ -55,6 +57,7 @@ def compile_kernelset(kernels: str, targets: list[Target], out: Path) -> list[di
         env,
         what="compiling the kernel set",
         extra_path=os.getcwd(),  # kernel sets named as modules of the current project
+        python=python,
     )
 
 

@@ -154,7 +154,7 @@ def test_every_exception_lives_in_errors_with_an_exit_code():
 BUG = """
 import sys
 import tcmtasks.ops as ops
-def broken():
+def broken(**kwargs):
     raise ZeroDivisionError("boom")
 ops.gpu = broken
 sys.argv = ["tcm", "gpu"]
