@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ENTRY_COLUMNS = (
     "root_id", "key", "kind", "key_format", "name", "backend", "arch", "warp_size",
@@ -100,10 +100,16 @@ def _migrate_to_2(db: sqlite_utils.Database) -> None:
     db.table("entries").create_index(["last_used"])
 
 
+def _migrate_to_3(db: sqlite_utils.Database) -> None:
+    """Roots of Inductor's and vLLM's own artifacts beside Triton roots (``Root.kind``)."""
+    db.table("roots").add_column("kind", str, not_null_default="triton")
+
+
 #: Schema steps: MIGRATIONS[n] turns a version n-1 database into version n. Add, never edit.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _migrate_to_1,
     2: _migrate_to_2,
+    3: _migrate_to_3,
 }
 
 
@@ -191,11 +197,50 @@ class Index:
         row = self.conn.execute("SELECT id FROM roots WHERE path = ?", (path,)).fetchone()
         if row:
             return int(row[0])
+        if self.schema_version < 3:  # (a migration step's own writes, before kind existed)
+            cur = self.conn.execute(
+                "INSERT INTO roots (path, origin, grp) VALUES (?, ?, ?)",
+                (path, root.origin, root.group),
+            )
+            return int(cur.lastrowid or 0)
         cur = self.conn.execute(
-            "INSERT INTO roots (path, origin, grp) VALUES (?, ?, ?)",
-            (path, root.origin, root.group),
+            "INSERT INTO roots (path, origin, grp, kind) VALUES (?, ?, ?, ?)",
+            (path, root.origin, root.group, root.kind),
         )
         return int(cur.lastrowid or 0)
+
+    def _update_part(self, root: Root, stats: IndexStats, now: float, rescan: bool) -> None:
+        """An Inductor or vLLM cache's units: few (tens to thousands), read whole each time;
+        a unit whose (size, newest mtime) is unchanged keeps its row."""
+        from .parts import scan_units
+
+        units = scan_units(root.path, root.kind)
+        stats.seen += len(units)
+        with self._transaction():
+            root_id = self._root_id(root)
+            known = {
+                key: (entry_id, fp)
+                for key, entry_id, fp in self.conn.execute(
+                    "SELECT key, id, fingerprint FROM entries WHERE root_id = ?", (root_id,)
+                )
+            }
+            rows: list[Row] = []
+            for e in units:
+                e.fingerprint = f"{e.size}:{e.mtime}"
+                if not rescan and known.get(e.key, (0, ""))[1] == e.fingerprint:
+                    stats.unchanged += 1
+                    continue
+                rows.append((_entry_row(e), [(f.name, f.kind, f.size, f.mtime) for f in e.files]))
+            seen = {e.key for e in units}
+            gone = [k for k in known if k not in seen]
+            self._delete([known[k][0] for k in gone])
+            stats.removed += len(gone)
+            next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries")
+            ids = _IdAllocator(known, next_id.fetchone()[0])
+            self._write(root_id, rows, ids, now)
+            stats.added += ids.added
+            stats.updated += ids.updated
+            self.conn.execute("UPDATE roots SET indexed_at = ? WHERE id = ?", (now, root_id))
 
     def update(
         self, roots: Iterable[Root], *, rescan: bool = False, progress: Progress | None = None
@@ -210,6 +255,9 @@ class Index:
         now = time.time()
         for root in roots:
             stats.roots += 1
+            if root.kind != "triton":
+                self._update_part(root, stats, now, rescan)
+                continue
             listing = list(iter_dirs(root.path))  # raises CacheError for a missing root
             stats.seen += len(listing)
             # One transaction per root: readers see the old index or the new, never half.
@@ -295,8 +343,11 @@ class Index:
     # -- reading -------------------------------------------------------------------------------
 
     def roots(self) -> list[Root]:
-        rows = self.conn.execute("SELECT path, origin, grp FROM roots ORDER BY path").fetchall()
-        return [Root(Path(p), o or "explicit", g or "") for p, o, g in rows]
+        kind = "kind" if self.schema_version >= 3 else "'triton'"
+        rows = self.conn.execute(
+            f"SELECT path, origin, grp, {kind} FROM roots ORDER BY path"
+        ).fetchall()
+        return [Root(Path(p), o or "explicit", g or "", k or "triton") for p, o, g, k in rows]
 
     def entries(
         self,

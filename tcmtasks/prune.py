@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache.entries import Entry, EntryKind, FileKind
+from .cache.entries import PART_KINDS, Entry, EntryKind, FileKind
 from .cache.lock import locked_all
 from .cache.remove import busy, remove_entry, remove_files_many
 from .errors import CacheError
@@ -188,8 +188,9 @@ def plan_gc(
     """Bring the roots under a size and/or age budget, least recently used first.
 
     Last use is the tracked runtime stat when there is one (``last_used[(root, key)]``), else
-    the entry's newest file. Only kernels and autotune results are evicted: launcher modules
-    are tiny and every launch needs them; in-flight writes are never touched.
+    the entry's newest file. Kernels, autotune results and the units of Inductor's and vLLM's
+    caches are evicted, each whole (a compiled graph never loses half its files): launcher
+    modules are tiny and every launch needs them; in-flight writes are never touched.
     """
     now = time.time() if now is None else now
     last_used = last_used or {}
@@ -201,7 +202,7 @@ def plan_gc(
 
     evictable = []
     for e in all_entries:
-        if e.kind not in (EntryKind.KERNEL, EntryKind.AUTOTUNE):
+        if e.kind not in (EntryKind.KERNEL, EntryKind.AUTOTUNE, *PART_KINDS):
             continue
         if why := busy(e, now):
             plan.skipped.append((e, f"kept: {why}"))

@@ -179,7 +179,7 @@ def test_migration_path_runs_new_steps_once(tmp_path, monkeypatch):
     assert calls == [nxt]
 
 
-def test_a_v1_index_migrates_to_v2_keeping_its_entries(cache, tmp_path, monkeypatch):
+def test_a_v1_index_migrates_to_the_latest_keeping_its_entries(cache, tmp_path, monkeypatch):
     path = tmp_path / "i.db"
     with monkeypatch.context() as m:
         m.setattr(index_mod, "MIGRATIONS", {1: index_mod.MIGRATIONS[1]})
@@ -188,8 +188,9 @@ def test_a_v1_index_migrates_to_v2_keeping_its_entries(cache, tmp_path, monkeypa
             assert idx.schema_version == 1
             assert "hits" not in idx.db["entries"].columns_dict
     with Index(path) as idx:
-        assert idx.schema_version == 2
+        assert idx.schema_version == max(index_mod.MIGRATIONS) == 3
         entries = idx.entries()
+        assert [r.kind for r in idx.roots()] == ["triton"]
     assert len(entries) == 9 and {(e.hits, e.misses, e.last_used) for e in entries} == {
         (0, 0, None)
     }

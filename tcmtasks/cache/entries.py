@@ -70,6 +70,22 @@ class EntryKind:
     IN_FLIGHT = "in-flight"  # only tmp.pid_* dirs: a write in progress or a killed one
     EMPTY = "empty"  # Triton creates the key dir on every lookup, even a miss
     UNKNOWN = "unknown"  # unreadable, a symlink, or content tcm does not recognise
+    # units of an Inductor or vLLM cache (tcmtasks.parts): each kept or removed whole
+    FX_GRAPH = "fx-graph"  # fxgraph/<xx>/<key>/: a compiled graph
+    AOT_GRAPH = "aot-graph"  # aotautograd/<key>/: an AOTAutograd entry
+    CODE = "code"  # generated .py / .cpp / .so (Inductor writes them again on a hit)
+    TUNING = "tuning"  # *.best_config: autotune results
+    ARTIFACT = "artifact"  # anything else a part holds (vLLM's vllm_compile_cache.py...)
+
+
+#: Kinds that belong to Inductor's and vLLM's caches rather than to a Triton root.
+PART_KINDS = (
+    EntryKind.FX_GRAPH,
+    EntryKind.AOT_GRAPH,
+    EntryKind.CODE,
+    EntryKind.TUNING,
+    EntryKind.ARTIFACT,
+)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ def busy(entry: Entry, now: float | None = None) -> str | None:
     now = time.time() if now is None else now
     try:
         names = os.listdir(entry.path)
+    except NotADirectoryError:
+        names = []  # a one-file unit of an Inductor or vLLM cache
     except FileNotFoundError:
         return "it is gone"
     except OSError as exc:
@@ -55,11 +57,12 @@ def busy(entry: Entry, now: float | None = None) -> str | None:
 
 
 def remove_entry(entry: Entry) -> None:
-    """Move the entry out of Triton's sight in one rename, then delete it."""
+    """Move the entry out of Triton's sight in one rename, then delete it. (A unit of an
+    Inductor or vLLM cache, a dir or a file whose key is a relative path, goes the same way.)"""
     trash = entry.root / TRASH
     try:
         trash.mkdir(exist_ok=True)
-        dest = trash / f"{entry.key}.{os.getpid()}.{next(_seq)}"
+        dest = trash / f"{entry.key.replace('/', '%')}.{os.getpid()}.{next(_seq)}"
         os.rename(entry.path, dest)
     except FileNotFoundError:
         raise CacheError(f"{entry.path} is gone (removed by someone else?)") from None
@@ -68,7 +71,10 @@ def remove_entry(entry: Entry) -> None:
             f"cannot remove {entry.path}: {exc.strerror or exc}; check the permissions of "
             f"{entry.root}"
         ) from None
-    shutil.rmtree(dest, ignore_errors=True)
+    if dest.is_dir():
+        shutil.rmtree(dest, ignore_errors=True)
+    else:
+        dest.unlink(missing_ok=True)
 
 
 def purge_trash(root: Path) -> int:
@@ -79,7 +85,10 @@ def purge_trash(root: Path) -> int:
     except FileNotFoundError:
         return 0
     for item in items:
-        shutil.rmtree(item, ignore_errors=True)
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            item.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         trash.rmdir()
     return len(items)

@@ -22,6 +22,9 @@ class Root:
     path: Path
     origin: str  # "explicit", "TRITON_CACHE_DIR", "TRITON_HOME", "default", "inductor", "vllm"
     group: str = ""  # e.g. "rank_0_0" for a vLLM rank, "0" for an Inductor device
+    #: "triton" (its children are Triton entries), or "inductor"/"vllm": the rest of that
+    #: cache (FX graphs, AOTAutograd entries, generated code...), indexed as units
+    kind: str = "triton"
 
     def __str__(self) -> str:
         return str(self.path)
@@ -123,6 +126,7 @@ def discover(paths: list[Path] | None = None) -> list[Root]:
     """
     if paths:
         roots = [r for p in paths for r in expand(Path(p))]
+        roots += [r for p in paths if (r := part_root(Path(p))) is not None]
     else:
         roots = []
         if os.environ.get("TRITON_CACHE_DIR"):
@@ -132,10 +136,25 @@ def discover(paths: list[Path] | None = None) -> list[Root]:
         roots.append(Root(Path.home() / ".triton" / "cache", "default"))
         roots += inductor_roots(default_inductor_dir())
         roots += vllm_roots(default_vllm_dir())
+        for d in (default_inductor_dir(), default_vllm_dir()):
+            if (r := part_root(d)) is not None:
+                roots.append(r)
         roots = [r for r in roots if r.path.is_dir()]
-    unique: dict[str, Root] = {}
+    unique: dict[tuple[str, str], Root] = {}
     for r in roots:
         unique.setdefault(
-            os.path.abspath(r.path), Root(Path(os.path.abspath(r.path)), r.origin, r.group)
+            (os.path.abspath(r.path), r.kind),
+            Root(Path(os.path.abspath(r.path)), r.origin, r.group, r.kind),
         )
     return list(unique.values())
+
+
+def part_root(path: Path) -> Root | None:
+    """The root of an Inductor or vLLM cache's own artifacts at ``path``, if it is one."""
+    from ..parts import find_kind
+
+    found = find_kind(Path(path).expanduser())
+    if found is None:
+        return None
+    kind, base = found
+    return Root(Path(os.path.abspath(base)), kind, "", kind)

@@ -99,7 +99,8 @@ def list_cmd(
         list[str] | None,
         typer.Option(
             "--kind",
-            help="Entry kinds: kernel (default), module, autotune, in-flight, empty, unknown.",
+            help="Entry kinds: kernel (default), module, autotune, in-flight, empty, unknown; "
+            "of Inductor and vLLM caches: fx-graph, aot-graph, code, tuning, artifact.",
         ),
     ] = None,
     all_kinds: Annotated[bool, typer.Option("--all", help="Every kind of entry.")] = False,

@@ -35,7 +35,9 @@ def kernels_only(criteria: Criteria | None) -> Criteria:
 
 
 def _roots_dict(roots: list[Root]) -> list[dict[str, str]]:
-    return [{"path": str(r.path), "origin": r.origin, "group": r.group} for r in roots]
+    return [
+        {"path": str(r.path), "origin": r.origin, "group": r.group, "kind": r.kind} for r in roots
+    ]
 
 
 # -- index, list, show ---------------------------------------------------------------------------
@@ -166,7 +168,7 @@ def doctor(
     a miss (see ``cache.health``) and check again."""
     with open_index(db) as idx:
         roots = roots_for(idx, cache_dirs, remembered=not fix)
-        entries = [e for r in roots for e in scan_root(r.path)]
+        entries = [e for r in roots if r.kind == "triton" for e in scan_root(r.path)]
         sick = diagnose(entries)
         repairs: list[Repair] = []
         if fix:

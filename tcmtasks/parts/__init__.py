@@ -86,6 +86,63 @@ def module(kind: str) -> ModuleType:
     return KINDS[kind]
 
 
+def find_kind(path: Path) -> tuple[str, Path] | None:
+    """(kind, base) when ``path`` is an Inductor or vLLM cache dir; cheaper than ``find``."""
+    if not path.is_dir():
+        return None
+    path = Path(os.path.abspath(path))
+    for kind, mod in KINDS.items():
+        found = mod.locate(path)
+        if found is not None:
+            return kind, found[0]
+    return None
+
+
+def kind_of_unit(unit: str) -> str:
+    """What a unit is, for listing and eviction (``EntryKind``)."""
+    from ..cache.entries import EntryKind
+
+    parts = unit.split("/")
+    if "fxgraph" in parts[:-1]:
+        return EntryKind.FX_GRAPH
+    if "aotautograd" in parts[:-1]:
+        return EntryKind.AOT_GRAPH
+    if unit.endswith(".best_config"):
+        return EntryKind.TUNING
+    if unit.endswith((".py", ".cpp", ".so", ".h", ".cubin", ".hsaco", ".o")):
+        return EntryKind.CODE
+    return EntryKind.ARTIFACT
+
+
+def scan_units(base: Path, kind: str) -> list[Any]:
+    """The units of an Inductor or vLLM cache as index entries (key = the unit's path)."""
+    from ..cache.entries import Entry, FileInfo
+
+    mod = module(kind)
+    by_unit: dict[str, list[tuple[str, int, float]]] = {}
+    for f in walk(base, mod.triton_roots(base)):
+        unit = unit_of(f.rel)
+        try:
+            mtime = f.path.stat().st_mtime
+        except OSError:
+            continue
+        inner = f.rel[len(unit) + 1 :] if f.rel != unit else Path(f.rel).name
+        by_unit.setdefault(unit, []).append((inner, f.size, mtime))
+    out = []
+    for unit, files in sorted(by_unit.items()):
+        out.append(
+            Entry(
+                key=unit,
+                root=base,
+                kind=kind_of_unit(unit),
+                name=unit.rsplit("/", 1)[-1],
+                files=tuple(FileInfo(n, "other", s, m) for n, s, m in sorted(files)),
+                mtime=max(m for _n, _s, m in files),
+            )
+        )
+    return out
+
+
 def find(path: Path) -> Part | None:
     """The part at ``path``: an Inductor or vLLM cache dir (or one of vLLM's hash or rank
     dirs); None for a plain Triton cache dir."""

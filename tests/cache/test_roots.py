@@ -61,12 +61,17 @@ def test_inductor_and_vllm_layouts(clean_env, compiled_cache, tmp_path, monkeypa
     put_cache(src, base / "rank_0_0" / "inductor_cache" / "triton" / "0")
     monkeypatch.setenv("VLLM_CACHE_ROOT", str(vllm))
 
-    found = {(r.origin, r.group) for r in discover()}
+    found = {(r.origin, r.group) for r in discover() if r.kind == "triton"}
     assert found == {
         ("inductor", "0"), ("inductor", "1"),
         ("vllm", "abc123/rank_0_0"), ("vllm", "abc123/rank_1_0"),
         ("vllm", "abc123/rank_0_0/inductor/0"),
     }  # fmt: skip
+    # and the two caches' own artifacts, as roots of their kind
+    assert {(r.kind, r.path) for r in discover() if r.kind != "triton"} == {
+        ("inductor", inductor),
+        ("vllm", vllm),
+    }
     # pointing at the parent dirs expands them the same way
     assert {r.group for r in expand(inductor)} == {"0", "1"}
     assert len(expand(vllm)) == 3

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import tarfile
+import time
 
 import pytest
 
@@ -198,3 +200,36 @@ def test_h100_inductor_cache_structure(tcm, h100_inductor, tmp_path):
         assert all(p.startswith(str(node / "triton" / "0")) for p in paths)
     assert any((node / "fxgraph").rglob("*")) and any((node / "aotautograd").rglob("*"))
     tcm("doctor", "-c", node)  # healthy: exit 0
+
+
+def test_index_lists_units_and_gc_budgets_the_whole_cache(tcm, inductor_cache):
+    listed = json.loads(tcm("list", "-c", inductor_cache, "--all", "--json").stdout)
+    kinds = {e["kind"] for e in listed}
+    assert {"fx-graph", "aot-graph", "code"} <= kinds
+    total = sum(e["size"] for e in listed)
+    graph = next(e for e in listed if e["kind"] == "fx-graph")
+    assert graph["key"].startswith("fxgraph/") and graph["file_count"] >= 1
+    old = 10 * 86400
+    for p in inductor_cache.rglob("*"):
+        os.utime(p, (time.time() - old, time.time() - old))  # settled: not being written
+    budget = total // 2
+    plan = json.loads(
+        tcm("gc", "-c", inductor_cache, "--max-size", str(budget), "--dry-run", "--json").stdout
+    )
+    assert plan["bytes"] >= total - budget and plan["entries"] >= 1
+    done = json.loads(
+        tcm("gc", "-c", inductor_cache, "--max-size", str(budget), "-y", "--json").stdout
+    )
+    assert done["result"]["done"] == plan["entries"]
+    after = json.loads(tcm("list", "-c", inductor_cache, "--all", "--json").stdout)
+    assert sum(e["size"] for e in after) <= budget
+    for e in plan["actions"]:  # each unit left whole: its dir or file is gone entirely
+        assert not (inductor_cache / e["key"]).exists()
+    for e in after:
+        if e["kind"] in ("fx-graph", "aot-graph"):
+            assert (inductor_cache / e["key"]).is_dir() and any(
+                (inductor_cache / e["key"]).iterdir()
+            )
+    assert not (inductor_cache / ".tcm-trash").exists() or not any(
+        (inductor_cache / ".tcm-trash").iterdir()
+    )

@@ -174,7 +174,8 @@ def test_vllm_backend_in_a_real_container(tcm, tmp_path, podman_with_fake_vllm):
     record = json.loads((out / ".tcm-producer.json").read_text())
     assert record["image"] == "localhost/fake-vllm:test" and record["backend"] == "vllm"
     roots = json.loads(tcm("index", "-c", out, "--json").stdout)["roots"]
-    assert [r["origin"] for r in roots] == ["vllm"]  # the rank dir is found as a vLLM root
+    # the rank dir is found as a vLLM Triton root, and the dir itself as a vLLM cache
+    assert sorted((r["origin"], r["kind"]) for r in roots) == [("vllm", "triton"), ("vllm", "vllm")]
 
 
 def test_vllm_backend_errors(tcm, tmp_path, podman_with_fake_vllm):
