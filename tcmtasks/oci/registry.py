@@ -81,6 +81,62 @@ def credentials_for(host: str) -> tuple[str, str] | None:
     return None
 
 
+#: Redirects followed for one request (cloud registries send blob GETs to object storage once).
+MAX_REDIRECTS = 5
+#: Headers that carry credentials: never sent to another origin.
+CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie")
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    u = urllib.parse.urlsplit(url)
+    return u.scheme, (u.hostname or "").lower(), u.port or (443 if u.scheme == "https" else 80)
+
+
+def _netloc(url: str) -> str:
+    u = urllib.parse.urlsplit(url)
+    return u.netloc.lower()
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follow a registry's redirects as docker, containerd and skopeo do: credentials go only
+    to the origin (scheme, host, port) they were meant for, a redirect from https to http is
+    refused unless its host is an ``--insecure-host``, and a chain longer than
+    ``MAX_REDIRECTS`` (a loop) stops with a message. urllib's own handler would copy the
+    ``Authorization`` header to wherever the registry points (object storage, for blobs on
+    ECR, GCR, Docker Hub), handing a token or a password to another host."""
+
+    max_redirections = MAX_REDIRECTS + 1
+    max_repeats = MAX_REDIRECTS + 1  # our own count below speaks first, with a message
+
+    def __init__(self, insecure_hosts: list[str]):
+        self.insecure_hosts = {h.lower() for h in insecure_hosts}
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        hops = getattr(req, "redirect_dict", {})
+        if sum(hops.values()) >= MAX_REDIRECTS:
+            raise RegistryError(
+                f"{_safe_url(req.full_url)} redirected more than {MAX_REDIRECTS} times (a loop?): "
+                "the registry or its storage is misconfigured"
+            )
+        old, new = _origin(req.full_url), _origin(newurl)
+        if old[0] == "https" and new[0] != "https" and _netloc(newurl) not in self.insecure_hosts:
+            raise RegistryError(
+                f"{_safe_url(req.full_url)} redirected to plain HTTP ({_safe_url(newurl)}): "
+                f"refused; name the host with --insecure-host {_netloc(newurl)} if you trust it"
+            )
+        out = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if out is not None and new != old:
+            for name in CREDENTIAL_HEADERS:
+                out.remove_header(name)
+        return out
+
+
+def _safe_url(url: str) -> str:
+    return url.split("?", 1)[0]  # upload URLs carry state tokens in the query
+
+
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.strip().partition(" ")
     params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
@@ -98,18 +154,24 @@ class Registry:
         ca_cert: Path | None = None,
         credentials: tuple[str, str] | None = None,
         chunk_size: int = DEFAULT_CHUNK,
+        insecure_hosts: list[str] | None = None,
     ):
         self.host = host
         self.insecure = insecure
         self.chunk_size = chunk_size
+        self.insecure_hosts = sorted({*(insecure_hosts or []), *([host] if insecure else [])})
         self._creds = credentials if credentials is not None else credentials_for(host)
         self._tokens: dict[str, str] = {}
-        ctx = ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+        ctx = ssl.create_default_context()  # the system's CAs...
+        if ca_cert:
+            ctx.load_verify_locations(cafile=str(ca_cert))  # ...and a private one beside them
         if insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         self._ctx = ctx
-        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx))
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=ctx), _RedirectHandler(self.insecure_hosts)
+        )
         self.scheme = "https"
 
     def url(self, path: str) -> str:
@@ -207,6 +269,16 @@ class Registry:
                 )
             return "Basic " + base64.b64encode(":".join(self._creds).encode()).decode()
         if scheme == "bearer" and params.get("realm"):
+            realm = params["realm"]
+            if _origin(realm)[0] != "https" and _netloc(realm) not in self.insecure_hosts:
+                raise AuthError(
+                    f"registry {self.host} sends tcm to a token server over plain HTTP "
+                    f"({_safe_url(realm)}): refused, credentials would travel in clear; name "
+                    f"--insecure-host {_netloc(realm)} if you trust that network"
+                )
+            # The realm may be another host (auth.docker.io for Docker Hub): credentials go
+            # to it as docker sends them, because the registry itself named it, and only over
+            # https (or to a host the user called insecure).
             query = [("service", params.get("service", ""))]
             query += [("scope", s) for s in scope.split()]  # one scope parameter per repo
             token_url = params["realm"] + "?" + urllib.parse.urlencode(query)

@@ -25,7 +25,11 @@ class RegistryOptions:
     chunk_size: int | None = None
 
     def registry(self, host: str) -> Registry:
-        kw: dict[str, Any] = {"insecure": host in self.insecure_hosts, "ca_cert": self.ca_cert}
+        kw: dict[str, Any] = {
+            "insecure": host in self.insecure_hosts,
+            "ca_cert": self.ca_cert,
+            "insecure_hosts": self.insecure_hosts,
+        }
         if self.chunk_size:
             kw["chunk_size"] = self.chunk_size
         return Registry(host, **kw)

@@ -146,13 +146,54 @@ def start_registry(tmp_path):
         reg.stop()
 
 
+class Storage:
+    """Object storage standing in for S3/GCS behind a cloud registry: serves the blob paths a
+    registry redirects to (fetched from the real registry), and records the headers it got."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream
+        self.seen: list[dict[str, str]] = []
+        storage = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                storage.seen.append(dict(self.headers.items()))
+                conn = http.client.HTTPConnection(storage.upstream, timeout=30)
+                conn.request("GET", self.path.removeprefix("/storage"))
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Proxy:
     """HTTP proxy to a plain registry, with faults. Modes: "bearer" (token challenge),
     "corrupt" (flips a byte of every blob body), "die_after" (closes the connection on the
-    Nth upload request and on every one after)."""
+    Nth upload request and on every one after), "redirect" (Basic auth on every request, blob
+    GETs answered with a 307 to ``storage``), "loop" (blob GETs redirect to themselves).
+    ``tls`` (cert, key) serves HTTPS."""
 
-    def __init__(self, upstream: str, mode: str, die_after: int = 2):
+    def __init__(
+        self, upstream: str, mode: str, die_after: int = 2, storage: Storage | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ):  # fmt: skip
         self.upstream, self.mode, self.die_after = upstream, mode, die_after
+        self.storage = storage
         self.uploads = 0
         self.token_requests: list[str] = []
         proxy = self
@@ -171,6 +212,19 @@ class Proxy:
                     if auth != good:
                         return self._reply(401, b'{"errors":[{"code":"DENIED"}]}')
                     return self._reply(200, b'{"token":"tok-123"}')
+                basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                if proxy.mode == "redirect" and self.headers.get("Authorization") != basic:
+                    return self._reply(
+                        401,
+                        b'{"errors":[{"code":"UNAUTHORIZED"}]}',
+                        {"WWW-Authenticate": 'Basic realm="tcm-test"'},
+                    )
+                blob_get = self.command == "GET" and "/blobs/sha256:" in self.path
+                if proxy.mode == "redirect" and blob_get and proxy.storage is not None:
+                    where = f"http://{proxy.storage.host}/storage{self.path}"
+                    return self._reply(307, b"", {"Location": where})
+                if proxy.mode == "loop" and blob_get:
+                    return self._reply(307, b"", {"Location": self.path})
                 if proxy.mode == "bearer" and self.headers.get("Authorization") != "Bearer tok-123":
                     realm = f"http://{proxy.host}/token"
                     return self._reply(
@@ -218,12 +272,30 @@ class Proxy:
             do_GET = do_PUT = do_POST = do_PATCH = do_HEAD = do_DELETE = _handle
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+@pytest.fixture
+def storage():
+    made = []
+
+    def make(upstream: str) -> Storage:
+        s = Storage(upstream)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
 
 
 @pytest.fixture
