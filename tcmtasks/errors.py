@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,6 +150,14 @@ class Interrupted(TcmError):
     """The user pressed Ctrl-C; what was half-done was undone or left for the next run."""
 
     exit_code = INTERRUPTED_EXIT
+
+
+# -- raised inside a library below tcm, turned into one of the above where it is caught ----------
+
+
+class OversizeHeader(tarfile.HeaderError):
+    """A tar header extension larger than any real one (a memory bomb); extraction reports it
+    as ``HostileImage``."""
 
 
 # -- mapping the layers below -----------------------------------------------------------------

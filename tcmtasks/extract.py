@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -40,14 +41,22 @@ from pathlib import Path
 from typing import Any
 
 from . import parts as cache_parts
+from .atomic import exchange
 from .cache.entries import Entry, EntryKind, binary_suffixes, scan_entry
 from .cache.groups import group_filename, read_group, write_group
 from .cache.lock import locked
-from .cache.remove import TRASH
-from .errors import HostileImage, ImageError, IncompatibleImage
-from .oci.image import LABEL_PRODUCER, LABEL_SUMMARY, Dest
+from .cache.remove import trash_dir
+from .errors import (
+    DiskFull,
+    HostileImage,
+    ImageError,
+    IncompatibleImage,
+    OversizeHeader,
+    os_error,
+)
+from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
-from .oci.layout import CHUNK
+from .oci.layout import CHUNK, SafeTarInfo
 from .producer import Producer, mismatches
 from .targets import Target
 
@@ -115,6 +124,7 @@ class RestoreReport:
     producer_warnings: list[str] = field(default_factory=list)
     kept: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # selected, but not installed
     bytes: int = 0
     seconds: float = 0.0
     dry_run: bool = False
@@ -206,6 +216,7 @@ class Staging:
             purge_stale_staging(root)
             d = root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
             d.mkdir()
+            self.stack.enter_context(_alive_mark(d))
             self.dirs[root] = d
         return self.dirs[root]
 
@@ -301,7 +312,7 @@ def stream_into(
         raw = source.open_blob(desc["digest"], desc.get("size"))
         try:
             stream = decompressed(raw, desc.get("mediaType", ""))
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo) as tar:
                 for m in tar:
                     name = _name_of(m)
                     if m.isdir():
@@ -320,16 +331,14 @@ def stream_into(
                     where = _route(name, m, layout, place, part_prefixes)
                     if total + m.size > max_total:
                         raise HostileImage(
-                            f"the layer unpacks to more than {max_total} bytes (--max-size)"
+                            f"the layer unpacks to more than {max_total} bytes (what the "
+                            "image declares, or --max-size): nothing was installed"
                         )
                     src = tar.extractfile(m)
                     if where is None:
                         total += m.size
                         continue
-                    where.parent.mkdir(parents=True, exist_ok=True)
-                    with open(where, "xb") as out:
-                        while chunk := src.read(CHUNK):  # type: ignore[union-attr]
-                            out.write(chunk)
+                    _write_member(src, where)
                     total += m.size
                     if progress:
                         progress(total)
@@ -339,19 +348,47 @@ def stream_into(
                 pass
         except FileExistsError as exc:
             raise HostileImage(f"layer holds {exc.filename} twice") from None
+        except OversizeHeader as exc:
+            raise HostileImage(f"the layer holds {exc}: nothing was installed") from None
         except (tarfile.TarError, EOFError, zlib.error) as exc:
             raise ImageError(
                 f"the layer of {source.describe()} is corrupt ({exc}); nothing was installed"
             ) from None
         except OSError as exc:
-            if exc.filename is not None:
-                raise  # a local write failed (disk full...): not the image's fault
+            if exc.filename is not None:  # a local write failed (disk full...): not the image
+                raise os_error(exc, "write", exc.filename) from None
             raise ImageError(
                 f"the layer of {source.describe()} is corrupt ({exc}); nothing was installed"
             ) from None
         finally:
             raw.close()
     return total
+
+
+def _write_member(src: Any, where: Path) -> None:
+    """Copy one member to its staging path; a local failure (a full disk, permissions) is
+    this machine's, never reported as the image's fault."""
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        with open(where, "xb") as out:
+            while True:
+                chunk = src.read(CHUNK)  # a read error here is the layer's: raised as is
+                if not chunk:
+                    break
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise os_error(exc, "write", where.parent.parent) from None
+    except FileExistsError:
+        raise
+    except (IsADirectoryError, NotADirectoryError) as exc:
+        raise HostileImage(f"the layer holds {where.name} as a file and as a dir") from exc
+    except PermissionError as exc:
+        raise os_error(exc, "write", where.parent) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise os_error(exc, "write", where.parent.parent) from None
+        raise
 
 
 def _route(
@@ -387,6 +424,22 @@ def _route(
     raise HostileImage(f"layer entry {m.name!r} is outside {CACHE_PREFIX} and the known parts")
 
 
+def _check_group_names(staged: Path) -> None:
+    """A group in an image names files of its entry, nothing else: one that names a path out
+    of it (``../x``) makes the whole image hostile."""
+    for grp in staged.glob("__grp__*.json"):
+        try:
+            children = read_group(grp)
+        except (OSError, ValueError):
+            continue  # judged per entry later: incomplete
+        bad = [c for c in children if not _SAFE_FILE.fullmatch(c)]
+        if bad:
+            raise HostileImage(
+                f"the group of {staged.name} names {bad[0]!r}, a path out of its entry: "
+                "nothing was installed"
+            )
+
+
 def _finish(entry: Entry, final_dir: Path) -> str | None:
     """Make a staged entry hit at ``final_dir``: rewrite its group; return why not, if not."""
     if entry.kind != EntryKind.KERNEL or not entry.name:
@@ -397,7 +450,7 @@ def _finish(entry: Entry, final_dir: Path) -> str | None:
         children = read_group(entry.path / group_filename(entry.name))
     except (OSError, ValueError) as exc:
         return f"incomplete: no usable group ({exc})"
-    present = {c for c in children if (entry.path / c).is_file()}
+    present = {c for c in children if _SAFE_FILE.fullmatch(c) and (entry.path / c).is_file()}
     if f"{entry.name}.json" not in present:
         return "incomplete: the group does not list the metadata"
     if not any(c.endswith(binary_suffixes(entry.target)) for c in present):
@@ -406,12 +459,48 @@ def _finish(entry: Entry, final_dir: Path) -> str | None:
     return None
 
 
+ALIVE_MARK = ".tcm-alive"
+
+
+@contextlib.contextmanager
+def _alive_mark(staging: Path) -> Iterator[None]:
+    """Hold a lock on a file inside the staging dir while it is in use: the kernel drops it
+    when the process dies however it dies, so the next run knows the dir is a leftover (a
+    pid check alone fails in containers, where a dead run's pid is often 1, alive again)."""
+    fd = os.open(staging / ALIVE_MARK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _in_use(staging: Path) -> bool:
+    try:
+        fd = os.open(staging / ALIVE_MARK, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        # made but not yet marked (a kill in between), or by an older tcm: judge by the pid
+        m = re.match(rf"{re.escape(STAGING_PREFIX)}(\d+)-", staging.name)
+        pid = int(m.group(1)) if m else 0
+        return pid not in (0, 1) and _alive(pid)
+    except OSError:
+        return True  # not ours to judge: leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def purge_stale_staging(cache_dir: Path) -> int:
-    """Remove staging dirs left by killed extractions (their process is gone)."""
+    """Remove staging dirs left by killed extractions (nobody holds their mark any more)."""
     removed = 0
     for d in Path(cache_dir).glob(f"{STAGING_PREFIX}*"):
-        m = re.match(rf"{re.escape(STAGING_PREFIX)}(\d+)-", d.name)
-        if m and not _alive(int(m.group(1))):
+        if d.is_symlink() or not d.is_dir():
+            continue
+        if not _in_use(d):
             shutil.rmtree(d, ignore_errors=True)
             removed += 1
     return removed
@@ -450,6 +539,7 @@ def extract(
     another are skipped with their reason, unless ``force``."""
     t0 = time.perf_counter()
     manifest, image_targets, warnings, producer = preflight(source, targets, host, strict=strict)
+    max_total = min(max_total, _declared_limit(source))
     if dests is None:
         dests = default_destinations(cache_dir)
     report = RestoreReport(
@@ -502,6 +592,25 @@ def extract(
             staging.cleanup()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+#: How far a layer may unpack past what its labels declare (group files are rewritten, and
+#: tar and manifest overheads are not counted in the labels).
+SLACK = 16 << 20
+
+
+def _declared_limit(source: Any) -> int:
+    """What the image says it unpacks to, plus slack: a layer that expands past it (a gzip
+    bomb) stops there. Unbounded (``MAX_TOTAL``) for images that declare nothing."""
+    _manifest, _config, labels = read_labels(source)
+    size = labels.get(LABEL_SIZE, "")
+    if not size.isdigit():
+        return MAX_TOTAL
+    total = int(size)
+    parts = json_label(labels.get(LABEL_PARTS))
+    if isinstance(parts, dict):
+        total += sum(int(p.get("bytes") or 0) for p in parts.values() if isinstance(p, dict))
+    return total + total // 10 + SLACK
 
 
 def default_destinations(cache_dir: Path) -> Destinations:
@@ -596,6 +705,8 @@ def _stream_and_install(
         progress=progress,
         on_manifest=lambda data: layout.read(data, make_plan),
     )
+    for staged in staged_keys.values():  # all checked before anything is installed
+        _check_group_names(staged)
     for key in sorted(staged_keys):
         _install_triton(key, staged_keys[key], layout, staging, dests, targets, host, overwrite,
                         report, force)  # fmt: skip
@@ -638,7 +749,10 @@ def _install_triton(
         if reason is not None:
             report.skipped.append({**item, "dest": str(root), "reason": reason})
             continue
-        _install(here, final, overwrite)
+        failed = _install(here, final, overwrite)
+        if failed is not None:
+            report.failed.append({**item, "dest": str(root), "reason": failed})
+            continue
         report.kept.append({**item, "dest": str(root)})
         report.bytes += entry.size
 
@@ -662,7 +776,10 @@ def _install_part(plan: PartPlan, staged: Path, overwrite: bool, report: Restore
             plan.failed.append(f"{unit}: {why}")
             continue
         final.parent.mkdir(parents=True, exist_ok=True)
-        _install(staged / unit, final, overwrite, trash=staged.parent)
+        failed = _install(staged / unit, final, overwrite, trash=staged.parent)
+        if failed is not None:
+            plan.failed.append(f"{unit}: {failed}")
+            continue
         plan.installed += 1
         plan.bytes += sum((staged / r).stat().st_size for r in rels if (staged / r).exists())
     report.bytes += plan.bytes
@@ -713,25 +830,47 @@ def why_skip(
     return None
 
 
-def _install(staged: Path, final: Path, overwrite: bool, trash: Path | None = None) -> None:
-    """One rename puts the entry in place; an entry it replaces leaves through the trash
-    (``<root>/.tcm-trash`` for Triton entries, the staging dir for parts' units)."""
+def _install(staged: Path, final: Path, overwrite: bool, trash: Path | None = None) -> str | None:
+    """One rename puts the entry in place; why it could not, or None. An entry it replaces is
+    swapped out in the same step (``exchange``), so a crash leaves the old or the new entry,
+    never neither; where the file system cannot swap, the old one goes aside into the trash
+    (``<root>/.tcm-trash``, or the staging dir for parts' units) and comes back if the new one
+    cannot follow it."""
     if _occupied(final):
         if not overwrite:
-            return
-        trash = trash if trash is not None else final.parent / TRASH
-        trash.mkdir(exist_ok=True)
+            return "already there"
+        if exchange(staged, final):
+            _remove(staged)  # now the old one
+            return None
+        trash = trash if trash is not None else trash_dir(final.parent, create=True)
+        assert trash is not None
         old = trash / f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         os.rename(final, old)
+        try:
+            os.rename(staged, final)
+        except OSError as exc:
+            os.rename(old, final)  # put the old one back
+            return f"not installed ({exc.strerror or exc}); the entry there was kept"
+        _remove(old)
+        return None
+    try:
+        # rename() replaces an empty dir (Triton leaves one per missed lookup) in one step
         os.rename(staged, final)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-        return
-    # rename() replaces an empty dir (Triton leaves one per missed lookup) in the same step
-    with contextlib.suppress(FileExistsError, OSError):
-        os.rename(staged, final)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return "another process installed it meanwhile; that one was kept"
+        err = os_error(exc, "install", final)
+        if isinstance(err, DiskFull):
+            raise err from None
+        return f"not installed: {err}"
+    return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _occupied(path: Path) -> bool:

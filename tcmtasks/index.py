@@ -9,6 +9,8 @@ ctime) is unchanged is not opened at all, so a no-op re-index of 20,000 entries 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import multiprocessing as mp
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .cache.entries import (
     Entry,
@@ -31,7 +33,7 @@ from .cache.entries import (
     scan_entry,
 )
 from .cache.roots import Root
-from .errors import IndexDbError
+from .errors import DiskFull, IndexDbError
 from .targets import Target
 from .track import KernelStats, TrackStats
 
@@ -124,6 +126,38 @@ class IndexStats:
     seconds: float = 0.0
 
 
+def db_error(path: Path, exc: sqlite3.Error) -> IndexDbError | DiskFull:
+    """The tcm error for a SQLite failure on the index at ``path``."""
+    text = str(exc)
+    if "full" in text or "disk I/O" in text:
+        return DiskFull(
+            f"the index {path} cannot be written: {text}; free space there (or pass --db "
+            "elsewhere) and run this again"
+        )
+    return IndexDbError(
+        f"the index {path} is damaged ({text}): tcm index --rebuild moves it aside and builds "
+        "a new one from the caches on disk, keeping the tracked hits it can still read"
+    )
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mapped(method: F) -> F:
+    """SQLite's errors in an index method become the tcm errors that say what to do."""
+
+    @functools.wraps(method)
+    def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError):
+            raise  # tcm's own mistake, not the file's: a bug report, not advice
+        except sqlite3.Error as exc:
+            raise db_error(self.path, exc) from None
+
+    return cast(F, wrapper)
+
+
 class Index:
     """An open index database. Use as a context manager or call ``close()``."""
 
@@ -144,10 +178,7 @@ class Index:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise IndexDbError(
-                f"index {self.path} is unreadable ({exc}); it only mirrors what is "
-                f"on disk: remove it (rm {self.path}) and run tcm index"
-            ) from None
+            raise db_error(self.path, exc) from None
 
     @property
     def db(self) -> sqlite_utils.Database:
@@ -242,6 +273,7 @@ class Index:
             stats.updated += ids.updated
             self.conn.execute("UPDATE roots SET indexed_at = ? WHERE id = ?", (now, root_id))
 
+    @_mapped
     def update(
         self, roots: Iterable[Root], *, rescan: bool = False, progress: Progress | None = None
     ) -> IndexStats:
@@ -325,6 +357,7 @@ class Index:
             [(i, *f) for i, (_, files) in zip(assigned, rows, strict=True) for f in files],
         )
 
+    @_mapped
     def forget(self, root_path: Path) -> int:
         """Drop a root and its entries from the index (the files on disk are untouched)."""
         path = os.path.abspath(root_path)
@@ -342,6 +375,7 @@ class Index:
 
     # -- reading -------------------------------------------------------------------------------
 
+    @_mapped
     def roots(self) -> list[Root]:
         kind = "kind" if self.schema_version >= 3 else "'triton'"
         rows = self.conn.execute(
@@ -349,6 +383,7 @@ class Index:
         ).fetchall()
         return [Root(Path(p), o or "explicit", g or "", k or "triton") for p, o, g, k in rows]
 
+    @_mapped
     def entries(
         self,
         roots: Sequence[Path] | None = None,
@@ -423,6 +458,7 @@ class Index:
             )
         return out
 
+    @_mapped
     def record_usage(self, stats: TrackStats) -> int:
         """Add a tracked run's hits, misses and last use to the entries it looked up; the
         roots it used are indexed first (its misses stored new entries). Returns how many
@@ -450,6 +486,7 @@ class Index:
                 updated += cur.rowcount
         return updated
 
+    @_mapped
     def last_used(self) -> dict[tuple[str, str], float]:
         """(root, key) -> last tracked use, for LRU eviction."""
         return {
@@ -460,8 +497,57 @@ class Index:
             )
         }
 
+    @_mapped
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+@dataclass
+class RebuildResult:
+    backup: Path
+    salvaged: int  # entries whose tracked hits and last use were carried over
+    lost: str | None = None  # what could not be read from the old file, if anything
+
+
+def rebuild(path: Path | str | None = None) -> RebuildResult:
+    """Move a damaged index aside (``<name>.damaged-<time>``, with its WAL) and start a new one,
+    carrying over the tracked hits, misses and last use it can still read (they live only in
+    the index; everything else is rebuilt from the caches by the next ``update``)."""
+    path = Path(path) if path is not None else default_db_path()
+    backup = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+    if not path.exists():
+        raise IndexDbError(f"there is no index at {path} to rebuild")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(backup) + suffix))
+    rows: list[tuple[Any, ...]] = []
+    lost = None
+    try:
+        old = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        try:
+            rows = old.execute(
+                "SELECT r.path, e.key, e.hits, e.misses, e.last_used FROM entries e "
+                "JOIN roots r ON r.id = e.root_id WHERE e.last_used IS NOT NULL"
+            ).fetchall()
+        finally:
+            old.close()
+    except sqlite3.Error as exc:
+        lost = f"tracked hits could not be read ({exc})"
+    with Index(path) as idx:
+        roots = sorted({r[0] for r in rows})
+        with idx._transaction():
+            for root in roots:
+                idx._root_id(Root(Path(root), "rebuilt"))
+            idx.conn.executemany(
+                "INSERT INTO entries (root_id, key, kind, hits, misses, last_used) SELECT id, "
+                "?, 'unknown', ?, ?, ? FROM roots WHERE path = ?",
+                [
+                    (key, hits or 0, misses or 0, last, root)
+                    for root, key, hits, misses, last in rows
+                ],
+            )
+    return RebuildResult(backup, len(rows), lost)
 
 
 class _Transaction:
@@ -530,6 +616,18 @@ class _IdAllocator:
         return self.next_id - 1
 
 
+def _die_with_parent() -> None:
+    """A scan worker ends when tcm does, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``): left
+    alone, it would wait forever on a queue whose other end is gone."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the line above ran
+        os._exit(1)
+
+
 def _scan_rows(
     root: str, todo: Listing, now: float, progress: Progress | None
 ) -> Iterator[list[Row]]:
@@ -543,7 +641,9 @@ def _scan_rows(
         parts: Iterable[list[Row]] = (_scan_chunk(root, chunk, now) for chunk in chunks)
         pool = None
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("fork"), initializer=_die_with_parent
+        )
         parts = pool.map(_scan_chunk, [root] * len(chunks), chunks, [now] * len(chunks))
     try:
         for part in parts:

@@ -318,20 +318,52 @@ def summarize(events: Iterable[dict[str, Any]]) -> TrackStats:
     return stats
 
 
-def ingest(directory: Path) -> TrackStats:
+def take_spool(directory: Path) -> tuple[TrackStats, list[Path]]:
     """Take the events spooled in ``directory`` (by processes tracked outside ``tcm track``):
-    each file is renamed before it is read and deleted after, so a writer that flushes again
-    starts a new file rather than losing events into one already read."""
+    each file is renamed before it is read, so a writer that appends again starts a new file
+    rather than losing events into one already read. The caller deletes the taken files
+    (``done_with``) only once their counts are in the index: a run killed before that leaves
+    them, and the next run takes them again (as it does the files of any taker that died)."""
     events: list[dict[str, Any]] = []
-    for path in sorted(Path(directory).glob("events-*.jsonl")):
-        taken = path.with_name(f"taken-{os.getpid()}-{path.name}")
+    taken: list[Path] = []
+    me = os.getpid()
+    names = sorted(Path(directory).glob("events-*.jsonl"))
+    for path in sorted(Path(directory).glob("taken-*.jsonl")):
+        owner = path.name.split("-", 2)[1]
+        if owner.isdigit() and int(owner) != me and not _alive(int(owner)):
+            names.append(path)  # left by a tcm index that was killed while merging
+    for path in names:
+        base = path.name.split("-", 2)[2] if path.name.startswith("taken-") else path.name
+        target = path.with_name(f"taken-{me}-{base}")
         try:
-            os.rename(path, taken)
+            os.rename(path, target)
         except OSError:
             continue
-        events += read_events_file(taken)
-        taken.unlink(missing_ok=True)
-    return summarize(events)
+        taken.append(target)
+        events += read_events_file(target)
+    return summarize(events), taken
+
+
+def done_with(taken: list[Path]) -> None:
+    for path in taken:
+        path.unlink(missing_ok=True)
+
+
+def ingest(directory: Path) -> TrackStats:
+    """``take_spool`` and drop the files at once (for callers with nowhere to keep counts)."""
+    stats, taken = take_spool(directory)
+    done_with(taken)
+    return stats
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def read_events_file(path: Path) -> list[dict[str, Any]]:
@@ -341,7 +373,7 @@ def read_events_file(path: Path) -> list[dict[str, Any]]:
         return []
     events = []
     for line in text.splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
+        with contextlib.suppress(json.JSONDecodeError, RecursionError):
             events.append(json.loads(line))  # a torn last line of a killed process: skip
     return events
 

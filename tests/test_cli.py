@@ -119,7 +119,8 @@ def test_bad_input_is_one_clear_line(tcm, cache, args, message, code):
 def test_corrupt_db(tcm, cache, tmp_path):
     (tmp_path / "index.db").write_text("garbage" * 200)
     proc = tcm("index", "-c", cache, ok=4)
-    assert "unreadable" in proc.stderr and "rm " in proc.stderr
+    assert "damaged" in proc.stderr and "tcm index --rebuild" in proc.stderr
+    assert "rm " not in proc.stderr  # never advice to delete: tracked hits live there
 
 
 def test_help_explains_each_command(tcm):

@@ -143,7 +143,9 @@ def test_existing_entries_kept_unless_overwrite(image, tmp_path):
     assert report.kept == [] and marker.exists()
     report = extract(store, dest, targets=None, host=HOST, overwrite=True)
     assert len(report.kept) == 9 and not marker.exists()
-    assert not any((dest / ".tcm-trash").iterdir())  # the replaced copies are deleted
+    trash = dest / ".tcm-trash"  # swapped in place (or through the trash): nothing left over
+    assert not trash.exists() or not any(trash.iterdir())
+    assert not list(dest.glob(".tcm-staging-*"))
 
 
 def test_an_empty_dir_left_by_a_triton_miss_does_not_block(image, tmp_path):

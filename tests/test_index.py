@@ -210,7 +210,7 @@ def test_newer_schema_is_refused(tmp_path):
 def test_corrupt_db_file_is_a_clear_error(tmp_path):
     path = tmp_path / "i.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(IndexDbError, match="rm "):
+    with pytest.raises(IndexDbError, match="tcm index --rebuild"):
         Index(path)
 
 

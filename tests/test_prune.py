@@ -10,6 +10,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -276,3 +277,20 @@ def test_a_staged_group_left_by_a_crash_is_harmless_and_cleaned(settled):
     assert [p.code for p in sick.problems] == ["tcm-leftover"]
     assert [r.action for r in repair(sick)] == ["removed-leftover"]
     assert not Path(staged.tmp).exists() and diagnose(scan_root(settled)) == []
+
+
+def test_a_reader_of_the_old_group_still_finds_its_files(settled):
+    """Triton reads a group, then every file it lists (CompiledKernel loads them all): a prune
+    that rewrites the group in between must not have deleted those files yet."""
+    entry = next(e for e in scan_root(settled) if e.kind == "kernel" and e.name)
+    grp = entry.path / f"__grp__{entry.name}.json"
+    old = json.loads(grp.read_text())["child_paths"]
+    assert any(p.endswith(".ttir") for p in old.values())
+    worker = threading.Thread(target=apply, args=(plan_ir([entry]),))
+    worker.start()
+    while json.loads(grp.read_text())["child_paths"] == old:  # wait for the rewrite...
+        time.sleep(0.001)
+    for path in old.values():  # ...then load what the old group listed, as Triton would
+        Path(path).read_bytes()
+    worker.join()
+    assert not any(Path(p).exists() for p in old.values() if p.endswith(".ttir"))

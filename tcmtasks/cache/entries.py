@@ -24,6 +24,7 @@ from ..errors import CacheError, GroupFormatError
 from ..targets import Target
 from .groups import (
     GROUP_PREFIX,
+    MAX_JSON,
     check_group,
     corrupt_group_crashes,
     kernel_name_of_group,
@@ -522,16 +523,19 @@ def _read_metadata(entry: Entry, meta_path: str, problems: list[Problem]) -> Non
     fname = os.path.basename(meta_path)
     try:
         with open(meta_path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_JSON + 1)
+        if len(text) > MAX_JSON:
+            raise ValueError(f"larger than {MAX_JSON >> 20} MiB")
         meta = json.loads(text)
     except OSError as exc:
         problems.append(Problem("unreadable", f"cannot read {fname}: {exc.strerror or exc}"))
         return
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         problems.append(
             Problem(
                 "bad-metadata",
-                f"{fname} is not valid JSON ({exc}); Triton fails "
+                f"{fname} is not valid JSON ({why}); Triton fails "
                 "when it loads this kernel: remove the entry",
             )
         )

@@ -16,6 +16,9 @@ from ..atomic import commit, stage_text
 from ..errors import GroupFormatError
 
 GROUP_PREFIX = "__grp__"
+#: Groups and metadata Triton writes are kilobytes; a file past this is not one, and is not
+#: read into memory whole.
+MAX_JSON = 16 << 20
 
 
 def group_filename(name: str) -> str:
@@ -55,7 +58,12 @@ def read_group(path: str | Path) -> dict[str, str]:
     """Return ``child_paths``; raise GroupFormatError for a file Triton could not use."""
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read())
+            raw = f.read(MAX_JSON + 1)
+        if len(raw) > MAX_JSON:
+            raise GroupFormatError(f"over {MAX_JSON >> 20} MiB: not a group Triton wrote")
+        data = json.loads(raw)
+    except RecursionError:
+        raise GroupFormatError("nested too deeply to be a group Triton wrote") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GroupFormatError(f"not valid JSON ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(data, dict):
@@ -67,6 +75,11 @@ def read_group(path: str | Path) -> dict[str, str]:
         if type(k) is not str or type(v) is not str:
             raise GroupFormatError("has no child_paths mapping of file name to path")
     return children
+
+
+def plain_name(child: str) -> bool:
+    """A child a group may name: a file name in the entry dir, never a path out of it."""
+    return bool(child) and "/" not in child and "\0" not in child and child not in (".", "..")
 
 
 @dataclass
@@ -102,6 +115,15 @@ def check_group(
     check = GroupCheck(lookup="miss")
     prefix = own + os.sep
     for child, path in children.items():
+        if not plain_name(child):
+            # a path for a name (``../../x``): whatever it reaches is not this entry's file
+            check.foreign.append(child)
+            exists = os.path.exists(path)
+            if exists:
+                resolved[child] = path
+            else:
+                check.missing.append(child)
+            continue
         if path == prefix + child and present is not None:
             inside, exists = True, child in present
         else:
@@ -136,6 +158,8 @@ def relocated_children(entry_dir: str | Path, children: dict[str, str]) -> dict[
     base = os.path.abspath(entry_dir)
     out: dict[str, str] = {}
     for child in children:
+        if not plain_name(child):
+            continue  # a child named like a path is never one of this entry's files
         own = os.path.join(base, child)
         if os.path.isfile(own):
             out[child] = own

@@ -132,7 +132,7 @@ def _rewrite_group(entry: Entry) -> Repair:
         return Repair(entry.key, "skipped", f"the entry has no {name}.json; remove it instead")
     try:
         json.loads((path / f"{name}.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return Repair(entry.key, "skipped", f"{name}.json is corrupt; remove the entry instead")
     if (
         check_group(path, name, new, binary_suffixes(entry.target), entry.triton_version).lookup

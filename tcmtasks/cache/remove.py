@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -28,6 +29,10 @@ from .groups import (
 )
 
 TRASH = ".tcm-trash"
+#: Seconds between rewriting a group and deleting the files it no longer lists. A Triton that
+#: read the old group just before the rewrite loads every file it listed right after (all of
+#: them, IR included, in ``CompiledKernel``); deleting at once made that load fail.
+UNLINK_GRACE = 1.0
 #: An entry with a file this young may still be being written by Triton: leave it alone.
 BUSY_SECONDS = 60.0
 _seq = itertools.count()
@@ -56,12 +61,35 @@ def busy(entry: Entry, now: float | None = None) -> str | None:
     return None
 
 
+def trash_dir(root: Path, *, create: bool = False) -> Path | None:
+    """``<root>/.tcm-trash``, made on demand; None if there is none. Something else at that
+    name (a symlink planted there, a file) is not tcm's trash: it is never followed, emptied
+    or moved into."""
+    trash = Path(root) / TRASH
+    try:
+        st = os.lstat(trash)
+    except FileNotFoundError:
+        if not create:
+            return None
+        try:
+            os.mkdir(trash, 0o755)
+        except FileExistsError:
+            return trash_dir(root, create=create)
+        return trash
+    if not stat.S_ISDIR(st.st_mode):
+        raise CacheError(
+            f"{trash} is {'a symbolic link' if stat.S_ISLNK(st.st_mode) else 'not a directory'}"
+            ", not tcm's trash: tcm never follows it; remove it and run this again"
+        )
+    return trash
+
+
 def remove_entry(entry: Entry) -> None:
     """Move the entry out of Triton's sight in one rename, then delete it. (A unit of an
     Inductor or vLLM cache, a dir or a file whose key is a relative path, goes the same way.)"""
-    trash = entry.root / TRASH
+    trash = trash_dir(entry.root, create=True)
+    assert trash is not None
     try:
-        trash.mkdir(exist_ok=True)
         dest = trash / f"{entry.key.replace('/', '%')}.{os.getpid()}.{next(_seq)}"
         os.rename(entry.path, dest)
     except FileNotFoundError:
@@ -79,7 +107,9 @@ def remove_entry(entry: Entry) -> None:
 
 def purge_trash(root: Path) -> int:
     """Delete what an interrupted removal left in the trash; return how many were there."""
-    trash = Path(root) / TRASH
+    trash = trash_dir(root)
+    if trash is None:
+        return 0
     try:
         items = list(trash.iterdir())
     except FileNotFoundError:
@@ -112,13 +142,18 @@ def remove_files_many(work: list[tuple[Entry, set[str]]]) -> list[int | CacheErr
             results.append(exc)
     if staged and hasattr(os, "sync"):
         os.sync()
+    committed: list[int] = []
     for i, group in staged:
-        entry, names = work[i]
+        entry, _names = work[i]
         try:
             commit_group(group)
+            committed.append(i)
         except OSError as exc:
             results[i] = CacheError(f"{entry.key}: cannot rewrite its group ({exc.strerror})")
-            continue
+    if committed:  # the last group rewritten gets the whole grace; earlier ones more
+        time.sleep(UNLINK_GRACE)
+    for i in committed:
+        entry, names = work[i]
         freed = 0
         for f in entry.files:
             if f.name in names:

@@ -64,6 +64,14 @@ def index_cmd(
             "--rescan", help="Re-read every entry, not only those whose directory changed."
         ),
     ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="The index is damaged: move it aside (kept as <db>.damaged-<time>) and build a "
+            "new one, keeping the tracked hits it can still read.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index cache roots into the SQLite database (incremental: unchanged entries are skipped).
@@ -71,10 +79,15 @@ def index_cmd(
     Without --cache-dir: the default locations and every root indexed before.
     """
     with progress_bars() as progress:
-        result = ops.index(cache_dir, rescan=rescan, db=db(), progress=progress)
+        result = ops.index(cache_dir, rescan=rescan, rebuild=rebuild, db=db(), progress=progress)
     if as_json:
         print_json(result.to_dict())
         return
+    if (rb := result.rebuilt) is not None:
+        out.print(
+            f"moved the damaged index to {esc(rb.backup)}; carried over the tracked use of "
+            f"{rb.salvaged} entries" + (f" ({esc(rb.lost)})" if rb.lost else "")
+        )
     for r in result.roots:
         group = f", {esc(r.group)}" if r.group else ""
         out.print(f"  {esc(r.path)}  [dim]({esc(r.origin)}{group})[/]")

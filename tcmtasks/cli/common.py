@@ -34,9 +34,19 @@ from ..targets import Target
 # Output that is not a terminal (| less, | grep, a log) is never wrapped: data (paths, keys,
 # JSON-looking values) stays on one line; tables take the width their content needs.
 NO_WRAP = 10_000
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else NO_WRAP)
+# emoji=False: data such as "oci:x:v1" or "cuda:100:" must never turn into emoji
+out = Console(
+    highlight=False,
+    emoji=False,
+    soft_wrap=True,
+    width=None if sys.stdout.isatty() else NO_WRAP,
+)
 err = Console(
-    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else NO_WRAP
+    stderr=True,
+    highlight=False,
+    emoji=False,
+    soft_wrap=True,
+    width=None if sys.stderr.isatty() else NO_WRAP,
 )
 
 state: dict[str, Any] = {"db": None}

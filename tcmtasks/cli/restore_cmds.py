@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import ops
-from ..errors import UsageError
+from ..errors import CheckFailed, UsageError
 from ..extract import RestoreReport
 from .app import app
 from .common import (
@@ -171,6 +171,12 @@ def restore_cmd(
         print_json(report.to_dict())
     else:
         _report(report)
+    failures = len(report.failed) + sum(len(p.failed) for p in report.parts)
+    if failures:
+        raise CheckFailed(
+            f"{failures} selected entr{'y was' if failures == 1 else 'ies were'} not installed "
+            "(listed above); the rest is in place"
+        )
 
 
 def _report(report: RestoreReport) -> None:
@@ -194,6 +200,11 @@ def _report(report: RestoreReport) -> None:
         kept = f", {p.existing} already there" if p.existing else ""
         out.print(
             f"{p.kind}: {verb} {p.installed} units ({p.files} files) into {esc(p.dest)}{kept}"
+        )
+    for item in report.failed:
+        err.print(
+            f"[red]failed[/] {esc(str(item.get('key'))[:12])} {esc(item.get('name'))}: "
+            f"{esc(item['reason'])}"
         )
     for reason, n in report.skip_reasons():
         out.print(f"[yellow]{n} skipped[/]: {esc(reason)}")

@@ -13,6 +13,7 @@ layers").
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ from typing import Any, BinaryIO
 from .. import __version__
 from ..cache.entries import Entry, EntryKind, FileKind
 from ..cache.groups import group_filename, read_group
-from ..errors import CacheError, MissingDependency, UsageError
+from ..errors import CacheError, MissingDependency, UsageError, os_error
 from ..parts import Part, unit_of
 
 CACHE_PREFIX = "io.triton.cache"
@@ -326,6 +327,8 @@ def _build_layer_or_explain(entries: list[Entry], out: BinaryIO, **kw: Any) -> t
     try:
         return build_layer(entries, out, **kw)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise os_error(exc, "write the layer", getattr(out, "name", None)) from None
         raise CacheError(
             f"cannot read {exc.filename or 'a cache file'} while packaging ({exc.strerror}); "
             "the cache changed under tcm: run tcm index and package again"

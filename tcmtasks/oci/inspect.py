@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ImageError, MissingDependency
 from .image import LABEL_COUNT, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY
-from .layout import parse_manifest
+from .layout import SafeTarInfo, check_doc_size, parse_manifest, read_doc
 
 MANIFEST_NAMES = ("io.triton.manifest/manifest.json",)
 
@@ -37,11 +37,21 @@ def read_labels(source: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     """(manifest, config, labels) of an image, without touching its layers."""
     data, _ = source.manifest()
     manifest = parse_manifest(data, f"manifest of {source.describe()}")
-    cdesc = manifest.get("config") or {}
+    cdesc = manifest.get("config")
+    if not isinstance(cdesc, dict) or not isinstance(cdesc.get("digest"), str):
+        raise ImageError(f"the manifest of {source.describe()} names no config: not an image")
+    check_doc_size(cdesc.get("size"), "the image config")
     with source.open_blob(cdesc["digest"], cdesc.get("size")) as f:
-        config = parse_manifest(f.read(), "image config")
-    labels = (config.get("config") or {}).get("Labels") or manifest.get("annotations") or {}
-    return manifest, config, labels
+        config = parse_manifest(read_doc(f, "the image config"), "image config")
+    inner = config.get("config")
+    labels = (inner.get("Labels") if isinstance(inner, dict) else None) or manifest.get(
+        "annotations"
+    )
+    # labels are strings to strings; anything else in them is ignored, never trusted
+    clean = {str(k): v for k, v in labels.items() if isinstance(v, str)} if isinstance(
+        labels, dict
+    ) else {}  # fmt: skip
+    return manifest, config, clean
 
 
 def read_entry_manifest(source: Any, manifest: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -62,7 +72,7 @@ def read_layer_manifest(source: Any, manifest: dict[str, Any]) -> Any:
         raw = source.open_blob(layer["digest"], layer.get("size"))
         try:
             stream = decompressed(raw, layer.get("mediaType", ""))
-            with tarfile.open(fileobj=stream, mode="r|") as tar:
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo) as tar:
                 for member in tar:
                     name = member.name.lstrip("./")
                     if name in MANIFEST_NAMES and member.isfile():
@@ -140,5 +150,5 @@ def json_label(value: str | None) -> Any:
         return None
     try:
         return json.loads(value)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..atomic import atomic_write_text
-from ..errors import DigestMismatch, ImageError
+from ..errors import DigestMismatch, ImageError, OversizeHeader
 from .image import MT_CONFIG, MT_INDEX, MT_MANIFEST, Blob, canonical
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -79,11 +79,51 @@ class VerifyingReader(io.RawIOBase):
             super().close()
 
 
+#: Registries and containers/image cap a manifest or config at 4 MiB (docs/cache-formats.md,
+#: "Sizes"): a larger one is refused before it is read, so it cannot fill memory.
+MAX_DOC = 4 << 20
+#: A tar header extension (PAX, GNU long name) tcm will read: real ones are a few hundred bytes;
+#: Python's tarfile would read a 2 GiB one into memory.
+MAX_TAR_HEADER = 1 << 20
+
+
+def check_doc_size(size: Any, what: str) -> None:
+    if isinstance(size, int) and size > MAX_DOC:
+        raise ImageError(f"{what} is {size} bytes, over the 4 MiB registries allow: refused")
+
+
+def read_doc(f: Any, what: str) -> bytes:
+    """A manifest, index or config, read up to the 4 MiB cap (and refused past it)."""
+    data = f.read(MAX_DOC + 1)
+    if len(data) > MAX_DOC:
+        raise ImageError(f"{what} is over the 4 MiB registries allow: refused")
+    return bytes(data)
+
+
+class SafeTarInfo(tarfile.TarInfo):
+    """tarfile's member header, with PAX and GNU long-name extensions capped: each is read
+    whole into memory by tarfile itself."""
+
+    def _proc_pax(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_header()
+        return super()._proc_pax(tarfile)  # type: ignore[misc,no-any-return]
+
+    def _proc_gnulong(self, tarfile: tarfile.TarFile) -> tarfile.TarInfo:
+        self._check_header()
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc,no-any-return]
+
+    def _check_header(self) -> None:
+        if self.size > MAX_TAR_HEADER:
+            raise OversizeHeader(
+                f"a tar header extension of {self.size} bytes (the cap is {MAX_TAR_HEADER})"
+            )
+
+
 def parse_manifest(data: bytes, what: str) -> dict[str, Any]:
     try:
         m = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise ImageError(f"{what} is not JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ImageError(f"{what} is not JSON: {str(exc)[:200]}") from None
     if not isinstance(m, dict):
         raise ImageError(f"{what} is not a JSON object")
     return m
@@ -181,20 +221,31 @@ class OciLayout:
     # -- manifests ------------------------------------------------------------------------------
 
     def _index(self) -> dict[str, Any]:
-        return parse_manifest((self.path / "index.json").read_bytes(), f"{self.path}/index.json")
+        what = f"{self.path}/index.json"
+        try:
+            with open(self.path / "index.json", "rb") as f:
+                return parse_manifest(read_doc(f, what), what)
+        except OSError as exc:
+            raise ImageError(f"cannot read {what}: {exc.strerror or exc}") from None
+
+    def _manifests(self) -> list[dict[str, Any]]:
+        found = self._index().get("manifests", [])
+        if not isinstance(found, list):
+            raise ImageError(f"{self.path}/index.json has no list of manifests: not an OCI layout")
+        return [m for m in found if isinstance(m, dict)]
 
     def tags(self) -> list[str]:
-        return [m.get("annotations", {}).get(REF_NAME, "") for m in self._index()["manifests"]]
+        return [str((m.get("annotations") or {}).get(REF_NAME, "")) for m in self._manifests()]
 
     def read_manifest_blob(self, desc: dict[str, Any]) -> bytes:
+        check_doc_size(desc.get("size"), f"manifest {desc.get('digest')}")
         with self.open_blob(desc["digest"], desc.get("size")) as f:
-            return f.read()
+            return read_doc(f, f"manifest {desc.get('digest')}")
 
     def manifest(self) -> tuple[bytes, str]:
-        for desc in self._index().get("manifests", []):
-            if desc.get("annotations", {}).get(REF_NAME) == self.tag:
-                with self.open_blob(desc["digest"], desc.get("size")) as f:
-                    data = f.read()
+        for desc in self._manifests():
+            if (desc.get("annotations") or {}).get(REF_NAME) == self.tag:
+                data = self.read_manifest_blob(desc)
                 return resolve_index(self, data, desc.get("mediaType", MT_MANIFEST))
         known = ", ".join(t for t in self.tags() if t) or "none"
         raise ImageError(f"no tag {self.tag!r} in {self.path} (tags: {known})")
@@ -295,9 +346,12 @@ class DockerArchive:
     def __init__(self, file: Path):
         self.file = Path(file)
         try:
-            self.tar = tarfile.open(self.file)  # noqa: SIM115 - read lazily for the image's life
-            manifest = json.load(self.tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-        except (tarfile.TarError, OSError, KeyError, json.JSONDecodeError) as exc:
+            # read lazily for the image's life
+            self.tar = tarfile.open(self.file, tarinfo=SafeTarInfo)  # noqa: SIM115
+            member = self.tar.getmember("manifest.json")
+            check_doc_size(member.size, f"{self.file}: manifest.json")
+            manifest = json.loads(read_doc(self.tar.extractfile(member), "manifest.json"))
+        except (tarfile.TarError, OSError, KeyError, ValueError, RecursionError) as exc:
             raise ImageError(f"{self.file} is not a docker save archive ({exc})") from None
         if not isinstance(manifest, list) or not manifest:
             raise ImageError(f"{self.file}: manifest.json lists no image")

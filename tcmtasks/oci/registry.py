@@ -34,6 +34,8 @@ from .layout import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     VerifyingReader,
+    check_doc_size,
+    read_doc,
     resolve_index,
 )
 
@@ -68,7 +70,7 @@ def credentials_for(host: str) -> tuple[str, str] | None:
     for path in _auth_files():
         try:
             auths = json.loads(path.read_text()).get("auths", {})
-        except (OSError, json.JSONDecodeError, AttributeError):
+        except (OSError, json.JSONDecodeError, RecursionError, AttributeError):
             continue
         for key, value in auths.items():
             name = re.sub(r"^https?://", "", key).split("/", 1)[0]
@@ -131,6 +133,11 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
             for name in CREDENTIAL_HEADERS:
                 out.remove_header(name)
         return out
+
+
+def _int_header(resp: Any, name: str) -> int | None:
+    value = resp.headers.get(name)
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 def _safe_url(url: str) -> str:
@@ -248,7 +255,7 @@ class Registry:
         try:
             detail = json.loads(exc.read() or b"{}").get("errors", [{}])[0]
             msg = f"{detail.get('code', '')} {detail.get('message', '')}".strip()
-        except (json.JSONDecodeError, AttributeError, IndexError, OSError):
+        except (json.JSONDecodeError, RecursionError, AttributeError, IndexError, OSError):
             msg = exc.reason
         cls = AuthError if exc.code in (401, 403) else RegistryError
         hint = {
@@ -295,7 +302,7 @@ class Registry:
                 raise AuthError(
                     f"token server of {self.host} refused ({exc.code}); check your credentials"
                 ) from None
-            except (urllib.error.URLError, json.JSONDecodeError) as exc:
+            except (urllib.error.URLError, json.JSONDecodeError, RecursionError) as exc:
                 raise AuthError(f"token server of {self.host} failed: {exc}") from None
             token = data.get("token") or data.get("access_token")
             if not token:
@@ -402,10 +409,9 @@ class Registry:
             scope=_scope(repo, "pull"),
             headers={"Accept": ACCEPT},
         )
+        check_doc_size(_int_header(resp, "Content-Length"), f"manifest {repo}:{ref}")
         with resp:
-            data = resp.read(4 << 20 + 1)
-        if len(data) > 4 << 20:
-            raise ImageError(f"manifest {repo}:{ref} is over 4 MiB")
+            data = read_doc(resp, f"manifest {repo}:{ref}")
         return data, resp.headers.get("Content-Type", MT_MANIFEST).split(";")[0]
 
     def open_blob(self, repo: str, digest: str, size: int | None) -> BinaryIO:

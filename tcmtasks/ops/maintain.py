@@ -20,7 +20,8 @@ from ..cache.lock import locked_all
 from ..cache.remove import purge_trash
 from ..cache.roots import Root
 from ..errors import UsageError
-from ..index import IndexStats
+from ..index import IndexStats, RebuildResult
+from ..index import rebuild as rebuild_index
 from ..progress import Progress, counter
 from ..prune import Plan, Result, apply, plan_dedup, plan_full, plan_gc, plan_ir
 from ..selection import Criteria, parse_age, parse_size, select
@@ -50,32 +51,42 @@ class IndexResult:
     entries: int  # in the whole index after the update
     roots: list[Root]
     tracked: int  # entries whose tracked hits/misses were merged from the spool
+    rebuilt: RebuildResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             **self.stats.__dict__,
             "db": str(self.db),
             "entries": self.entries,
             "roots": _roots_dict(self.roots),
             "tracked": self.tracked,
         }
+        if self.rebuilt is not None:
+            out["rebuilt"] = {k: str(v) if k == "backup" else v
+                              for k, v in self.rebuilt.__dict__.items()}  # fmt: skip
+        return out
 
 
 def index(
     cache_dirs: list[Path] | None = None,
     *,
     rescan: bool = False,
+    rebuild: bool = False,
     db: DbPath = None,
     progress: Progress | None = None,
 ) -> IndexResult:
     """Bring the index in line with the caches on disk (incremental unless ``rescan``), and
-    merge the hits and misses that processes tracked by environment variable spooled."""
+    merge the hits and misses that processes tracked by environment variable spooled.
+    ``rebuild`` first moves a damaged index aside and starts a new one with the tracked hits
+    it can still read."""
+    rebuilt = rebuild_index(db) if rebuild else None
     with open_index(db) as idx:
         roots = roots_for(idx, cache_dirs, remembered=True)
         stats = refresh(idx, roots, progress, rescan=rescan)
-        spooled = tracking.ingest(tracking.track_dir())
+        spooled, taken = tracking.take_spool(tracking.track_dir())
         tracked = idx.record_usage(spooled) if spooled.kernels else 0
-        return IndexResult(stats, idx.path, idx.count(), roots, tracked)
+        tracking.done_with(taken)  # only now: a kill before this loses nothing
+        return IndexResult(stats, idx.path, idx.count(), roots, tracked, rebuilt)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 from ..cache.entries import Entry, binary_suffixes
 from ..cache.groups import check_group, group_filename, read_group, relocated_children
 from ..cache.roots import Root
-from ..errors import CacheError, GroupFormatError, UsageError
+from ..errors import CacheError, GroupFormatError, UsageError, os_error
 from ..oci.image import MT_MANIFEST, Dest
 from ..oci.image import package as build_image
 from ..oci.inspect import ImageInfo
@@ -141,7 +141,7 @@ def read_producer_record(cache_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CacheError(
             f"producer record {path} is unreadable ({exc}); warm the cache again, or delete "
             "the file to package without a producer label"
@@ -250,6 +250,31 @@ def _package(
 ) -> PackageResult:
     local = dest.path if dest.transport in ("oci", "oci-archive") else None
     existed = local is not None and local.exists()
+    try:
+        return _write_package(
+            chosen, skipped, dest, registry, compression, level, mount_path, producer,
+            progress, parts, dests, builds, local, existed,
+        )  # fmt: skip
+    except OSError as exc:  # writing the image here (reading the cache is mapped below it)
+        raise os_error(exc, "write the image to", local or str(dest)) from None
+
+
+def _write_package(
+    chosen: list[Entry],
+    skipped: list[tuple[Entry, str]],
+    dest: ImageRef,
+    registry: RegistryOptions,
+    compression: str,
+    level: int | None,
+    mount_path: str | None,
+    producer: dict[str, Any] | None,
+    progress: Progress | None,
+    parts: list[Part],
+    dests: dict[str, list[Dest]] | None,
+    builds: dict[str, Any],
+    local: Path | None,
+    existed: bool,
+) -> PackageResult:
     staging = None
     try:
         if dest.transport == "docker":
