@@ -61,18 +61,37 @@ def _auth_files() -> list[Path]:
 
 
 def credentials_for(host: str) -> tuple[str, str] | None:
-    """(user, password) for a registry: TCM_REGISTRY_USER/TCM_REGISTRY_PASSWORD, else the
-    first auth file (REGISTRY_AUTH_FILE, containers auth.json, ~/.docker/config.json) with an
-    entry for the host. Credential helpers are not run."""
+    """(user, password) for a registry, found as skopeo and podman find them:
+    TCM_REGISTRY_USER/TCM_REGISTRY_PASSWORD when TCM_REGISTRY_HOST names this host (they go
+    to no other: a reference to any host must not receive them); else the first auth file
+    (REGISTRY_AUTH_FILE, containers auth.json, ~/.docker/config.json) with an entry for the
+    host: its credential helper (``credHelpers``, else ``credsStore``) when it names one, else
+    its inline ``auth``."""
     user, password = os.environ.get("TCM_REGISTRY_USER"), os.environ.get("TCM_REGISTRY_PASSWORD")
+    scope = {h.strip().lower() for h in os.environ.get("TCM_REGISTRY_HOST", "").split(",")}
     if user and password is not None:
-        return user, password
+        if host.lower() in scope:
+            return user, password
+        if not scope - {""}:
+            log.warning(
+                "TCM_REGISTRY_USER/TCM_REGISTRY_PASSWORD are set but TCM_REGISTRY_HOST is not: "
+                "they are not sent to %s (set TCM_REGISTRY_HOST=%s to use them there)",
+                host,
+                host,
+            )
     for path in _auth_files():
         try:
-            auths = json.loads(path.read_text()).get("auths", {})
-        except (OSError, json.JSONDecodeError, RecursionError, AttributeError):
+            config = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError, RecursionError):
             continue
-        for key, value in auths.items():
+        if not isinstance(config, dict):
+            continue
+        helper = (config.get("credHelpers") or {}).get(host) or config.get("credsStore")
+        if isinstance(helper, str) and helper:
+            found = _from_helper(helper, host)
+            if found is not None:
+                return found
+        for key, value in (config.get("auths") or {}).items():
             name = re.sub(r"^https?://", "", key).split("/", 1)[0]
             if name == host and isinstance(value, dict) and value.get("auth"):
                 try:
@@ -80,6 +99,26 @@ def credentials_for(host: str) -> tuple[str, str] | None:
                 except (ValueError, UnicodeDecodeError):
                     continue
                 return u, p
+    return None
+
+
+def _from_helper(helper: str, host: str) -> tuple[str, str] | None:
+    """``docker-credential-<helper> get``, the host on stdin (the protocol docker, podman and
+    skopeo use); None when the helper is missing or knows nothing for the host."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which(f"docker-credential-{helper}")
+    if exe is None:
+        log.info("credential helper docker-credential-%s is not installed", helper)
+        return None
+    try:
+        proc = subprocess.run([exe, "get"], input=host, capture_output=True, text=True, timeout=30)
+        data = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return None
+    if isinstance(data, dict) and data.get("Username") and data.get("Secret") is not None:
+        return str(data["Username"]), str(data["Secret"])
     return None
 
 
@@ -200,6 +239,7 @@ class Registry:
         """Send a request, answering auth challenges and retrying 5xx and dropped connections.
         ``body`` is bytes or a factory of fresh streams (so a retry can resend it)."""
         attempt = 0
+        refreshed = False
         while True:
             url = path_or_url if "://" in path_or_url else self.url(path_or_url)
             hdrs = dict(headers or {})
@@ -217,7 +257,10 @@ class Registry:
                     )
                 return resp
             except urllib.error.HTTPError as exc:
-                if exc.code == 401 and scope not in self._tokens:
+                if exc.code == 401 and (scope not in self._tokens or not refreshed):
+                    # first time: authorize; a 401 with a token: it expired mid-transfer
+                    # (tokens last minutes, a large push longer), so get a new one, once
+                    refreshed = scope in self._tokens
                     self._tokens[scope] = self._authorize(
                         exc.headers.get("WWW-Authenticate", ""), scope
                     )
@@ -231,9 +274,14 @@ class Registry:
                 raise self._http_error(method, url, exc) from None
             except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError) as exc:
                 reason = getattr(exc, "reason", exc)
-                if self.insecure and self.scheme == "https" and _looks_like_plain_http(reason):
-                    self.scheme = "http"  # an insecure host that speaks plain HTTP
-                    continue
+                if self.scheme == "https" and _looks_like_plain_http(reason):
+                    if self.insecure:
+                        self.scheme = "http"  # an insecure host that speaks plain HTTP
+                        continue
+                    raise RegistryError(
+                        f"{self.host} does not answer TLS (a plain-HTTP registry?): name it "
+                        f"with --insecure-host {self.host} if you trust this network"
+                    ) from None
                 if isinstance(reason, ssl.SSLCertVerificationError):
                     raise RegistryError(
                         f"TLS verification failed for {self.host}: {reason.verify_message}; "

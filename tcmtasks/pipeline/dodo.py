@@ -4,7 +4,7 @@
 
 Recipes come from ``pipelines=DIR`` on the command line, else ``./pipelines/`` when the
 current project has one, else the example recipes shipped with tcm. ``build=DIR`` moves the
-build dir (default ``./build``); ``registry=HOST[:PORT]`` pushes there; ``dry_run=1`` prints
+build dir (default ``./build``); ``registry=HOST[:PORT][/ORG]`` pushes there; ``dry_run=1`` prints
 what would run and runs nothing.
 """
 

@@ -23,6 +23,7 @@ from ..atomic import atomic_write_text
 from ..cache.entries import Entry
 from ..cache.groups import group_filename, read_group, write_group
 from ..errors import CacheError, GroupFormatError, UsageError
+from ..oci.refs import ImageRef, parse
 from ..oci.transfer import RegistryOptions
 from ..resources import kernel_set, model_dir
 from ..selection import Criteria
@@ -222,14 +223,26 @@ def package(recipe: Recipe, build: Path = BUILD) -> None:
     )
 
 
-def destination_ref(recipe: Recipe, destination: str | None, tag: str) -> tuple[str, bool]:
-    """Where push sends the image (None: nowhere), and whether that registry is insecure."""
+def destination_ref(
+    recipe: Recipe, destination: str | None, tag: str
+) -> tuple[ImageRef | str, bool]:
+    """Where push sends the image ("" : nowhere), and whether that registry is insecure.
+
+    A registry destination is ``docker://HOST[:PORT][/ORG...]``: HOST is a host whatever it
+    looks like (``myhost`` too: a destination names a registry, so docker's rule that a
+    dotless first component is a Docker Hub namespace does not apply), and the image's name
+    goes under ORG."""
     dest = destination or recipe.destination
     if not dest:
         return "", False
     if dest.startswith("docker://"):
-        host = dest[len("docker://") :].split("/", 1)[0]
-        return f"docker://{host}/{recipe.image_name}:{tag}", recipe.insecure
+        host, _, org = dest[len("docker://") :].strip("/").partition("/")
+        repo = f"{org}/{recipe.image_name}" if org else recipe.image_name
+        try:
+            ref = parse(f"docker://localhost/{repo}:{tag}")  # checks repo and tag as docker does
+        except UsageError as exc:
+            raise UsageError(f"destination {dest}: {exc}") from None
+        return ImageRef("docker", host=host, repo=ref.repo, tag=ref.tag), recipe.insecure
     return f"{dest.rstrip('/')}:{tag}", False
 
 
@@ -244,10 +257,10 @@ def push(recipe: Recipe, destination: str | None, build: Path = BUILD) -> None:
             "note": "no destination: the local OCI layout is the result",
         }
     else:
-        host = ref[len("docker://") :].split("/", 1)[0] if ref.startswith("docker://") else ""
+        host = ref.host if isinstance(ref, ImageRef) else ""
         opts = RegistryOptions(insecure_hosts=[host] if insecure else [])
         r = ops.push(packaged["reference"], ref, registry=opts)
-        result = {"destination": ref, "digest": r.digest, "copied": r.copied}
+        result = {"destination": str(ref), "digest": r.digest, "copied": r.copied}
     write_manifest(manifest_path(recipe.model, "push", build), result)
 
 

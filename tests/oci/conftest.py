@@ -194,6 +194,9 @@ class Proxy:
     ):  # fmt: skip
         self.upstream, self.mode, self.die_after = upstream, mode, die_after
         self.storage = storage
+        self.tokens_issued = 0
+        self.uses: dict[str, int] = {}
+        self.expire_after = 4
         self.uploads = 0
         self.token_requests: list[str] = []
         proxy = self
@@ -211,7 +214,8 @@ class Proxy:
                     good = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
                     if auth != good:
                         return self._reply(401, b'{"errors":[{"code":"DENIED"}]}')
-                    return self._reply(200, b'{"token":"tok-123"}')
+                    proxy.tokens_issued += 1
+                    return self._reply(200, f'{{"token":"tok-{proxy.tokens_issued}"}}'.encode())
                 basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
                 if proxy.mode == "redirect" and self.headers.get("Authorization") != basic:
                     return self._reply(
@@ -225,7 +229,13 @@ class Proxy:
                     return self._reply(307, b"", {"Location": where})
                 if proxy.mode == "loop" and blob_get:
                     return self._reply(307, b"", {"Location": self.path})
-                if proxy.mode == "bearer" and self.headers.get("Authorization") != "Bearer tok-123":
+                given = self.headers.get("Authorization", "")
+                valid = given.startswith("Bearer tok-") and given[len("Bearer tok-") :].isdigit()
+                if valid and proxy.mode == "bearer_expiring":  # each token serves a few requests
+                    proxy.uses[given] = proxy.uses.get(given, 0) + 1
+                    valid = proxy.uses[given] <= proxy.expire_after
+                bearer = proxy.mode in ("bearer", "bearer_expiring")
+                if bearer and not valid:
                     realm = f"http://{proxy.host}/token"
                     return self._reply(
                         401,

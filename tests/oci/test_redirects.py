@@ -36,7 +36,7 @@ def test_blob_redirect_drops_credentials_and_still_verifies(tcm, pushed, proxy, 
     ref = f"docker://{front.host}/tcm/cache:v1"
     result = json.loads(
         tcm("push", ref, f"oci:{out}:v1", "--insecure-host", front.host, "--json",
-            extra_env=CREDS).stdout
+            extra_env={**CREDS, "TCM_REGISTRY_HOST": front.host}).stdout
     )  # fmt: skip
     assert result["digest"] == built.digest  # every byte still checked against its digest
     assert bucket.seen, "the blobs came from storage, through the redirect"
@@ -45,7 +45,7 @@ def test_blob_redirect_drops_credentials_and_still_verifies(tcm, pushed, proxy, 
         assert PASSWORD not in json.dumps(headers)
     report = json.loads(
         tcm("pull", ref, "--all", "-c", tmp_path / "node", "--insecure-host", front.host,
-            "--json", extra_env=CREDS).stdout
+            "--json", extra_env={**CREDS, "TCM_REGISTRY_HOST": front.host}).stdout
     )  # fmt: skip
     assert len(report["kept"]) == 9
 

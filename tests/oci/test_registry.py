@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
-from tcmtasks.errors import AuthError, DigestMismatch
+from tcmtasks.errors import AuthError, DigestMismatch, UsageError
 from tcmtasks.oci.layout import OciLayout
 from tcmtasks.oci.registry import Registry, RegistryImage
 from tcmtasks.oci.transfer import RegistryOptions, copy_image, open_dest, open_source
@@ -84,17 +86,29 @@ def test_basic_auth(tcm, cache, image, tmp_path, start_registry, monkeypatch):
         "--insecure-host",
         reg.host,
         ok=3,
-        extra_env={"TCM_REGISTRY_USER": USER, "TCM_REGISTRY_PASSWORD": "nope"},
-    )
+        extra_env={
+            "TCM_REGISTRY_USER": USER, "TCM_REGISTRY_PASSWORD": "nope",
+            "TCM_REGISTRY_HOST": reg.host,
+        },
+    )  # fmt: skip
     assert "401" in wrong.stderr and "nope" not in wrong.stderr + wrong.stdout
+    unscoped = tcm(
+        "push", src, ref, "--insecure-host", reg.host, ok=3,
+        extra_env={"TCM_REGISTRY_USER": USER, "TCM_REGISTRY_PASSWORD": PASSWORD},
+    )  # fmt: skip
+    # without TCM_REGISTRY_HOST the variables go to no host: a reference could name any
+    assert "needs credentials" in unscoped.stderr and "TCM_REGISTRY_HOST" in unscoped.stderr
     ok = tcm(
         "push",
         src,
         ref,
         "--insecure-host",
         reg.host,
-        extra_env={"TCM_REGISTRY_USER": USER, "TCM_REGISTRY_PASSWORD": PASSWORD},
-    )
+        extra_env={
+            "TCM_REGISTRY_USER": USER, "TCM_REGISTRY_PASSWORD": PASSWORD,
+            "TCM_REGISTRY_HOST": reg.host,
+        },
+    )  # fmt: skip
     assert PASSWORD not in ok.stdout + ok.stderr
     auth = tmp_path / "auth.json"
     auth.write_text(
@@ -238,3 +252,60 @@ def test_open_helpers_pick_the_transport(image, tmp_path):
     assert isinstance(open_source(f"oci:{image[1].path}:v1"), OciLayout)
     dst = open_dest("docker://127.0.0.1:1/a/b:c", RegistryOptions(insecure_hosts=["127.0.0.1:1"]))
     assert isinstance(dst, RegistryImage) and dst.registry.insecure
+
+
+def test_an_expired_token_is_refreshed_mid_transfer(image, start_registry, proxy):
+    built, store = image
+    reg = start_registry()
+    p = proxy(reg.host, "bearer_expiring")  # every token dies after 4 requests
+    r = Registry(p.host, insecure=True, credentials=(USER, PASSWORD))
+    result = copy_image(store, RegistryImage(r, "tcm/cache", "v1"))
+    assert result.digest == built.digest
+    assert p.tokens_issued >= 2  # it expired at least once, and tcm asked for a new one
+
+
+def test_a_plain_http_registry_over_tls_names_the_flag(tcm, image, tmp_path, start_registry):
+    reg = start_registry()
+    proc = tcm("push", f"oci:{tmp_path / 'img'}:v1", f"docker://{reg.host}/tcm/cache:v1", ok=3)
+    assert f"--insecure-host {reg.host}" in proc.stderr and "does not answer TLS" in proc.stderr
+    assert "SSL" not in proc.stderr
+
+
+HELPER = """#!/bin/sh
+# a docker credential helper: the host on stdin, JSON on stdout
+read host
+[ "$host" = "$TCM_TEST_HOST" ] || exit 1
+printf '{"ServerURL":"%s","Username":"%s","Secret":"%s"}' "$host" "$TCM_TEST_USER" "$TCM_TEST_PW"
+"""
+
+
+def test_credentials_from_a_credential_helper(tcm, image, tmp_path, start_registry):
+    reg = start_registry("basic")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-tcmtest"
+    helper.write_text(HELPER)
+    helper.chmod(0o755)
+    cfg = tmp_path / "docker"
+    cfg.mkdir()
+    (cfg / "config.json").write_text(json.dumps({"credHelpers": {reg.host: "tcmtest"}}))
+    env = {
+        "DOCKER_CONFIG": str(cfg), "PATH": f"{bindir}:{os.environ['PATH']}",
+        "TCM_TEST_HOST": reg.host, "TCM_TEST_USER": USER, "TCM_TEST_PW": PASSWORD,
+    }  # fmt: skip
+    out = tcm("push", f"oci:{tmp_path / 'img'}:v1", f"docker://{reg.host}/tcm/cache:v1",
+              "--insecure-host", reg.host, "--json", extra_env=env)  # fmt: skip
+    assert json.loads(out.stdout)["copied"] == 2 and PASSWORD not in out.stdout + out.stderr
+
+
+def test_pipeline_destinations_are_registries_as_users_name_them():
+    from tcmtasks.pipeline.recipe import Recipe
+    from tcmtasks.pipeline.stages import destination_ref
+
+    recipe = Recipe(path=Path("x.yaml"), model="m", warm={}, image_name="tcm/m")
+    ref, _ = destination_ref(recipe, "docker://myhost", "v1")
+    assert (ref.host, ref.repo, ref.tag) == ("myhost", "tcm/m", "v1")  # a host, not Docker Hub
+    ref, _ = destination_ref(recipe, "docker://registry.example.com:5000/team/ml/", "v1")
+    assert (ref.host, ref.repo) == ("registry.example.com:5000", "team/ml/tcm/m")  # org kept
+    with pytest.raises(UsageError, match="destination docker://h/Bad"):
+        destination_ref(recipe, "docker://h/Bad", "v1")
