@@ -162,11 +162,20 @@ def _amd_targets(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
 
 def host_targets(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
     """The GPU targets of this machine (NVIDIA via nvidia-ml-py; AMD via amdsmi, else the KFD
-    sysfs topology), deduplicated, with the GPUs' names."""
+    sysfs topology), each once, paired with the names of its own devices ("NVIDIA H200 x2";
+    two kinds of device on one target: both names)."""
     targets, names = _nvml_targets()
     amd, amd_names = _amd_targets(kfd_nodes)
-    seen: list[Target] = []
-    for t in targets + amd:
-        if t not in seen:
-            seen.append(t)
-    return seen, names + amd_names
+    return pair_devices(targets + amd, names + amd_names)
+
+
+def pair_devices(targets: list[Target], names: list[str]) -> tuple[list[Target], list[str]]:
+    """One entry per distinct target, named after the devices that have it."""
+    by_target: dict[Target, dict[str, int]] = {}
+    for t, n in zip(targets, names, strict=True):
+        counts = by_target.setdefault(t, {})
+        counts[n] = counts.get(n, 0) + 1
+    return list(by_target), [
+        ", ".join(f"{n} x{c}" if c > 1 else n for n, c in counts.items())
+        for counts in by_target.values()
+    ]

@@ -362,3 +362,11 @@ def test_cli_pull_messages(tcm, image, tmp_path):
     assert "would keep 9 entries" in dry.stdout and not (tmp_path / "c").exists()
     out = tcm("extract", f"oci:{store.path}:v1", "-c", tmp_path / "c", "--target", "cuda:90")
     assert "installed 3 entries" in out.stdout and out.stdout.count("skip ") == 6
+
+
+def test_each_target_is_named_after_its_own_devices():
+    from tcmtasks.targets import pair_devices
+
+    h200, a100 = Target.parse("cuda:90"), Target.parse("cuda:80")
+    targets, names = pair_devices([h200, h200, a100], ["NVIDIA H200", "NVIDIA H200", "A100"])
+    assert list(zip(targets, names, strict=True)) == [(h200, "NVIDIA H200 x2"), (a100, "A100")]
