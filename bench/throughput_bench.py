@@ -1,0 +1,173 @@
+"""tcm against the plain tool on the same data, side by side in one run, as whole processes.
+
+    python bench/throughput_bench.py [--entries 2000] [--rows 20000] [--rounds 5]
+
+Each pair runs --rounds times, alternating (tcm, tool, tcm, tool...) so drift hits both; the
+medians and their ratio are printed, with peak RSS (``/usr/bin/time -f %M``) where memory is a
+target:
+
+* extract: ``tcm extract`` of a gzip image of an --entries cache (real copies of entries
+  compiled on the CPU) vs ``tar -xzf`` of the same layer blob;
+* package zstd: ``tcm package --compression zstd`` vs ``tar -c | zstd -3``;
+* package gzip: ``tcm package`` vs ``tar -czf``;
+* list --json: ``tcm list --json --no-refresh`` of an indexed --rows cache vs
+  ``sqlite3 -json`` of the same table;
+* dedup: ``tcm prune --dedup --dry-run`` of the --rows cache vs ``sha256sum`` of every binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index_bench import build  # noqa: E402
+
+TCM = [sys.executable, "-m", "tcmtasks.cli"]
+
+
+def run(cmd: list[str] | str, env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one process."""
+    shell = isinstance(cmd, str)
+    wrapped = (
+        f"/usr/bin/time -f %M -o {env['TIME_OUT']} sh -c {json.dumps(cmd)}"
+        if shell
+        else ["/usr/bin/time", "-f", "%M", "-o", env["TIME_OUT"], *cmd]
+    )
+    t = time.perf_counter()
+    proc = subprocess.run(
+        wrapped, shell=shell, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    secs = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(f"{cmd} failed:\n{proc.stderr[-2000:]}")
+    rss = int(Path(env["TIME_OUT"]).read_text().split()[-1])
+    return secs, rss
+
+
+def pair(name: str, ours, theirs, rounds: int, setup=None) -> dict:
+    a, b, ra, rb = [], [], [], []
+    for _ in range(rounds):
+        for fn, times, rss in ((ours, a, ra), (theirs, b, rb)):
+            if setup:
+                setup()
+            secs, kib = fn()
+            times.append(secs)
+            rss.append(kib)
+    row = {
+        "name": name,
+        "tcm_s": statistics.median(a),
+        "tool_s": statistics.median(b),
+        "ratio": statistics.median(a) / statistics.median(b),
+        "tcm_rss_mb": max(ra) / 1024,
+        "tool_rss_mb": max(rb) / 1024,
+    }
+    print(
+        f"  {name:<14} tcm {row['tcm_s']:7.3f} s  tool {row['tool_s']:7.3f} s  "
+        f"ratio {row['ratio']:5.2f}x   RSS tcm {row['tcm_rss_mb']:6.1f} MB, "
+        f"tool {row['tool_rss_mb']:6.1f} MB",
+        flush=True,
+    )
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--entries", type=int, default=2000)
+    ap.add_argument("--rows", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/tcm-throughput"))
+    ap.add_argument("--only", default="extract,zstd,gzip,list,dedup")
+    args = ap.parse_args()
+    w = args.workdir
+    w.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TCM_DB": str(w / "index.db"),
+           "TIME_OUT": str(w / "time.out"), "HOME": str(w)}  # fmt: skip
+    cache = build(w, args.entries, "copies", copy=True)
+    files = sum(len(fs) for _d, _s, fs in os.walk(cache))
+    size = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    print(
+        f"{platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{args.entries} entries, {files} files, {size / 1e6:.0f} MB; {args.rounds} rounds",
+        flush=True,
+    )
+    rows = []
+    only = args.only.split(",")
+    image = w / "img"
+    if not image.exists():
+        subprocess.run([*TCM, "package", str(cache), f"oci:{image}:v1"], env=env, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+    manifest = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--raw", f"oci:{image}:v1"], capture_output=True, text=True,
+        check=True).stdout)  # fmt: skip
+    layer = image / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    node_a, node_b = w / "node-tcm", w / "node-tar"
+
+    def clean_nodes() -> None:
+        for d in (node_a, node_b):
+            shutil.rmtree(d, ignore_errors=True)
+        node_b.mkdir()
+
+    if "extract" in only:
+        rows.append(pair(
+            "extract",
+            lambda: run([*TCM, "extract", f"oci:{image}:v1", "--all", "-c", str(node_a)], env),
+            lambda: run(["tar", "-xzf", str(layer), "-C", str(node_b)], env),
+            args.rounds, clean_nodes,
+        ))  # fmt: skip
+    out_a, out_b = w / "pkg-tcm", w / "pkg-tool.tar"
+
+    def clean_pkgs() -> None:
+        shutil.rmtree(out_a, ignore_errors=True)
+        out_b.unlink(missing_ok=True)
+
+    if "zstd" in only:
+        rows.append(pair(
+            "package zstd",
+            lambda: run([*TCM, "package", str(cache), f"oci:{out_a}:v1", "--compression",
+                         "zstd"], env),
+            lambda: run(f"tar -c -C {cache} . | zstd -3 -q -o {out_b}", env),
+            args.rounds, clean_pkgs,
+        ))  # fmt: skip
+    if "gzip" in only:
+        rows.append(pair(
+            "package gzip",
+            lambda: run([*TCM, "package", str(cache), f"oci:{out_a}:v1"], env),
+            lambda: run(["tar", "-czf", str(out_b), "-C", str(cache), "."], env),
+            args.rounds, clean_pkgs,
+        ))  # fmt: skip
+    if "list" in only or "dedup" in only:
+        big = build(w, args.rows)
+        subprocess.run([*TCM, "index", "-c", str(big)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        if "list" in only:
+            rows.append(pair(
+                "list --json",
+                lambda: run([*TCM, "list", "-c", str(big), "--json", "--no-refresh"], env),
+                lambda: run(["sqlite3", "-json", env["TCM_DB"], "SELECT * FROM entries"], env),
+                args.rounds,
+            ))  # fmt: skip
+        if "dedup" in only:
+            rows.append(pair(
+                "dedup dry-run",
+                lambda: run([*TCM, "prune", "-c", str(big), "--dedup", "--dry-run", "--json"],
+                            env),
+                lambda: run(f"find {big} -name '*.cubin' -o -name '*.hsaco' | xargs sha256sum",
+                            env),
+                args.rounds,
+            ))  # fmt: skip
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
