@@ -12,7 +12,9 @@ target:
 * package gzip: ``tcm package`` vs ``tar -czf``;
 * list --json: ``tcm list --json --no-refresh`` of an indexed --rows cache vs
   ``sqlite3 -json`` of the same table;
-* dedup: ``tcm prune --dedup --dry-run`` of the --rows cache vs ``sha256sum`` of every binary.
+* dedup: ``tcm prune --dedup --dry-run`` of the --rows cache vs ``sha256sum`` of every binary;
+* table: ``tcm list`` (the table, piped) and ``tcm list --json`` of a --table-rows cache, whose
+  target is absolute (<= 0.3 s), beside ``sqlite3 -column`` of the same rows.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/tcm-throughput"))
-    ap.add_argument("--only", default="extract,zstd,gzip,list,dedup")
+    ap.add_argument("--table-rows", type=int, default=10000)
+    ap.add_argument("--only", default="extract,zstd,gzip,list,dedup,table")
     args = ap.parse_args()
     w = args.workdir
     w.mkdir(parents=True, exist_ok=True)
@@ -164,6 +167,20 @@ def main() -> None:
                             env),
                 lambda: run(f"find {big} -name '*.cubin' -o -name '*.hsaco' | xargs sha256sum",
                             env),
+                args.rounds,
+            ))  # fmt: skip
+    if "table" in only:
+        small = build(w, args.table_rows)
+        subprocess.run([*TCM, "index", "-c", str(small)], env=env, check=True,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        sql = "SELECT e.key, e.name, e.backend, e.arch, e.size, e.mtime, e.lookup FROM entries e "
+        sql += f"JOIN roots r ON r.id = e.root_id WHERE r.path = '{small}' ORDER BY e.name"
+        for label, extra in (("list table", []), ("list --json", ["--json"])):
+            rows.append(pair(
+                f"{label} {args.table_rows // 1000}k",
+                lambda extra=extra: run(
+                    [*TCM, "list", "-c", str(small), "--no-refresh", *extra], env),
+                lambda: run(["sqlite3", "-column", env["TCM_DB"], sql], env),
                 args.rounds,
             ))  # fmt: skip
     print(json.dumps(rows))

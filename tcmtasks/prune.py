@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache.entries import PART_KINDS, Entry, EntryKind, FileKind
+from .cache.entries import PART_KINDS, Entry, EntryKind, FileKind, file_sha256
 from .cache.lock import locked_all
 from .cache.remove import busy, remove_entry, remove_files_many
 from .errors import CacheError
@@ -122,17 +122,19 @@ def plan_full(entries: Iterable[Entry], *, now: float | None = None) -> Plan:
 
 
 def binary_digest(e: Entry) -> str | None:
-    """sha256 of the entry's ``.cubin``/``.hsaco`` bytes (None when it has no binary)."""
-    binaries = sorted(f.name for f in e.files if f.kind == FileKind.BINARY)
+    """The sha256 of the entry's ``.cubin``/``.hsaco`` (of their sha256s, sorted by name, if
+    it has several); None when it has none or one cannot be read. The index keeps each
+    binary's hash from when the entry was last read (any change to an entry dir makes the
+    next refresh read it again), so only entries indexed before tcm stored hashes are read."""
+    binaries = sorted((f for f in e.files if f.kind == FileKind.BINARY), key=lambda f: f.name)
     if not binaries:
         return None
-    h = hashlib.sha256()
-    try:
-        for name in binaries:
-            h.update((e.path / name).read_bytes())
-    except OSError:
+    digests = [f.sha256 or file_sha256(e.path / f.name) for f in binaries]
+    if any(d is None for d in digests):
         return None
-    return h.hexdigest()
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256("".join(d or "" for d in digests).encode()).hexdigest()
 
 
 def compile_options(e: Entry) -> str:

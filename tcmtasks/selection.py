@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .cache.entries import Entry, EntryKind
+from .cache.entries import Entry, EntryFields, EntryKind
 from .errors import UsageError
 from .targets import normalize_arch, normalize_backend
 
@@ -26,6 +26,41 @@ SORT_KEYS = {
     "hits": lambda e: (e.hits, e.key),
     "used": lambda e: (e.last_used or 0.0, e.key),  # least recently used first
 }
+
+
+_NAME = "COALESCE(e.name, '')"
+#: SORT_KEYS as SQL terms over ``entries e``, giving the same order (UTF-8 compared bytewise
+#: orders as Python compares str), so a listing streams from the index without sorting in
+#: memory; tests/test_selection.py compares the two for every key, both directions.
+SQL_SORT = {
+    "name": [_NAME, "e.key"],
+    "key": ["e.key"],
+    "size": ["COALESCE(e.size, 0)", "e.key"],
+    "age": ["-COALESCE(e.mtime, 0)", "e.key"],
+    "mtime": ["COALESCE(e.mtime, 0)", "e.key"],
+    "backend": ["COALESCE(e.backend, '')", _NAME, "e.key"],
+    "arch": ["CASE WHEN COALESCE(e.backend, '') = '' THEN '' ELSE COALESCE(e.arch, '') END",
+             _NAME, "e.key"],
+    "version": ["COALESCE(e.triton_version, '')", _NAME, "e.key"],
+    "hits": ["COALESCE(e.hits, 0)", "e.key"],
+    "used": ["COALESCE(e.last_used, 0.0)", "e.key"],
+}  # fmt: skip
+
+
+def sort_key(sort: str) -> tuple[str, bool]:
+    """``-name`` -> ("name", reversed); an unknown key is a usage error."""
+    key = sort.lstrip("-")
+    if key not in SORT_KEYS:
+        raise UsageError(f"unknown sort key {key!r}; use one of: {', '.join(SORT_KEYS)}")
+    return key, sort.startswith("-")
+
+
+def sql_order(sort: str | None) -> list[str]:
+    """ORDER BY terms for a sort; ties stay in root, key order as in ``select``."""
+    if not sort:
+        return []
+    key, reverse = sort_key(sort)
+    return [t + (" DESC" if reverse else "") for t in SQL_SORT[key]]
 
 
 def parse_age(text: str) -> float:
@@ -76,7 +111,7 @@ class Criteria:
         self.backends = [normalize_backend(b) for b in self.backends]
         self.archs = [normalize_arch(a) for a in self.archs]
 
-    def matches(self, e: Entry, now: float | None = None) -> bool:
+    def matches(self, e: Entry | EntryFields, now: float | None = None) -> bool:
         if self.kinds and e.kind not in self.kinds:
             return False
         if self.names and not any(
@@ -113,9 +148,6 @@ def select(
     now = time.time() if now is None else now
     out = [e for e in entries if criteria.matches(e, now)]
     if sort:
-        reverse = sort.startswith("-")
-        key = sort.lstrip("-")
-        if key not in SORT_KEYS:
-            raise UsageError(f"unknown sort key {key!r}; use one of: {', '.join(SORT_KEYS)}")
+        key, reverse = sort_key(sort)
         out.sort(key=SORT_KEYS[key], reverse=reverse)
     return out

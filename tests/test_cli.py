@@ -108,12 +108,34 @@ def test_doctor_removes_stale_tmp(tcm, cache):
         (("list", "--older-than", "3 days"), "bad age", 2),
         (("list", "--backend", "tpu"), "unknown backend", 2),
         (("list", "--sort", "colour"), "unknown sort key", 2),
+        (("list", "-c", "{file}"), "is not a directory", 4),
+        (("package", "{cache}", "oci:{tmp}/img:v1", "--level", "99"), "use 0-9", 2),
+        (
+            ("package", "{cache}", "oci:{tmp}/img:v1", "--compression", "zstd", "--level", "0"),
+            "use 1-22",
+            2,
+        ),
+        (("extract", "oci:{tmp}/none:v1", "--all", "-c", "{file}"), "(-c DIR)", 2),
+        (
+            ("warm", "--backend", "triton", "--kernels", "tutorials", "-o", "{file}"),
+            "give a directory",
+            2,
+        ),
+        (
+            ("warm", "--backend", "torch", "--model", "opt-125m", "-o", "{tmp}/w", "--batch", "x"),
+            "--batch takes whole numbers",
+            2,
+        ),
     ],
 )
-def test_bad_input_is_one_clear_line(tcm, cache, args, message, code):
+def test_bad_input_is_one_clear_line(tcm, cache, tmp_path, args, message, code):
     tcm("index", "-c", cache)
-    proc = tcm(*args, ok=code)
+    (tmp_path / "a-file").write_text("not a dir")
+    values = {"file": tmp_path / "a-file", "cache": cache, "tmp": tmp_path}
+    proc = tcm(*(a.format(**values) for a in args), ok=code)
     assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "img").exists()  # a refused package leaves nothing
 
 
 def test_corrupt_db(tcm, cache, tmp_path):

@@ -294,3 +294,62 @@ def test_a_reader_of_the_old_group_still_finds_its_files(settled):
         Path(path).read_bytes()
     worker.join()
     assert not any(Path(p).exists() for p in old.values() if p.endswith(".ttir"))
+
+
+def _indexed(root, db):
+    with Index(db) as idx:
+        idx.update([Root(root, "explicit")])
+        return idx.entries([root], with_metadata=True), idx
+
+
+def test_dedup_uses_the_indexed_binary_hashes_and_they_follow_changes(settled, tmp_path):
+    """Binaries are hashed once, when indexed; an entry rewritten the way Triton writes
+    (a new dir renamed in) is re-read and re-hashed by the next refresh."""
+    import hashlib
+
+    originals = kernel_dirs(settled)
+    for d in originals:
+        age(d, 3600)  # the originals are the newest: they stay
+    clones = [clone_under_new_key(d, settled, 7200) for d in originals[:2]]
+    db = tmp_path / "i.db"
+    entries, _ = _indexed(settled, db)
+    binaries = [f for e in entries for f in e.files if f.kind == "binary"]
+    assert binaries and all(f.sha256 for f in binaries)
+    e0 = next(e for e in entries if e.key == clones[0].name)
+    b0 = next(f for f in e0.files if f.kind == "binary")
+    assert b0.sha256 == hashlib.sha256((e0.path / b0.name).read_bytes()).hexdigest()
+
+    # the plan is the one hashing every binary from disk gives
+    from_disk = plan_dedup(kernels(settled))
+    from_index = plan_dedup(entries)
+    assert sorted(a.entry.key for a in from_index.actions) == sorted(c.name for c in clones)
+    assert sorted(a.reason for a in from_index.actions) == sorted(
+        a.reason for a in from_disk.actions
+    )
+
+    # a clone whose binary changes (rewritten by rename, as Triton writes) is no longer a dup
+    new = clones[0].with_name(clones[0].name + ".tmp")
+    shutil.copytree(clones[0], new)
+    (new / b0.name).write_bytes(b"\x7fELF another kernel entirely")
+    shutil.rmtree(clones[0])
+    new.rename(clones[0])
+    age(clones[0], 7200)
+    entries, _ = _indexed(settled, db)
+    assert sorted(a.entry.key for a in plan_dedup(entries).actions) == [clones[1].name]
+
+
+def test_an_index_without_hashes_still_dedups_from_disk(settled, tmp_path):
+    """Rows indexed before tcm kept hashes (schema 3) have none: dedup reads the binaries."""
+    originals = kernel_dirs(settled)
+    for d in originals:
+        age(d, 3600)
+    clones = [clone_under_new_key(d, settled, 7200) for d in originals[:3]]
+    db = tmp_path / "i.db"
+    _indexed(settled, db)
+    with Index(db) as idx:
+        idx.conn.execute("UPDATE files SET sha256 = NULL")
+        entries = idx.entries([settled], with_metadata=True)
+    assert not any(f.sha256 for e in entries for f in e.files)
+    assert sorted(a.entry.key for a in plan_dedup(entries).actions) == sorted(
+        c.name for c in clones
+    )

@@ -24,7 +24,7 @@ ALL = ["cuda:80", "cuda:90", "hip:gfx942"]
 
 def report(stdout: str) -> dict:
     """tcm track's JSON, printed after the command's own output (JSON lines here)."""
-    return json.loads(stdout[stdout.index("{\n") :])
+    return json.loads(stdout.strip().splitlines()[-1])  # the workload prints first
 
 
 def tracked(tcm, cache, *targets, ok=True, flags=()):
@@ -244,7 +244,7 @@ def test_torch_compile_is_tracked_at_inductor_level(tracked_cold_warm, tcm, tmp_
         "tests.support.tiny_model",
         extra_env={"PYTHONPATH": str(REPO), "TORCHINDUCTOR_CACHE_DIR": str(copy)},
     )  # fmt: skip
-    warm = json.loads(proc.stdout[proc.stdout.rindex("\n{\n") :])
+    warm = json.loads(proc.stdout.strip().splitlines()[-1])
     assert warm["verdict"] == "compiled nothing: every lookup hit"
     assert (warm["inductor"]["fx_hits"], warm["inductor"]["aot_hits"]) == (1, 1)
     assert (warm["inductor"]["fx_misses"], warm["inductor"]["aot_misses"]) == (0, 0)

@@ -8,6 +8,7 @@ Nothing here raises for a bad entry: what is wrong goes into ``Entry.problems``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..atomic import TMP_SUFFIX
 from ..errors import CacheError, GroupFormatError
@@ -99,11 +100,39 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class FileInfo:
+class EntryFields:
+    """What ``Criteria.matches`` reads of an entry, without the rest of it."""
+
+    kind: str
+    name: str | None
+    target: Target | None
+    triton_version: str | None
+    hits: int
+    mtime: float
+
+
+class FileInfo(NamedTuple):
+    """One file of an entry. A named tuple, not a frozen dataclass: an index read makes ~8 per
+    entry, and a frozen dataclass's __init__ took a third of reading 20,000 entries."""
+
     name: str
     kind: str
     size: int
     mtime: float
+    #: a binary's content hash, as indexed (None: not hashed, or not a binary)
+    sha256: str | None = None
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str | None:
+    """The file's sha256, or None when it cannot be read (the entry is then not comparable)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 @dataclass
@@ -136,6 +165,9 @@ class Entry:
     misses: int = 0
     last_used: float | None = None
     metadata_text: str | None = field(default=None, repr=False, compare=False)
+    #: size and file count as indexed, for an entry read without its files (a listing)
+    indexed_size: int | None = field(default=None, repr=False, compare=False)
+    indexed_file_count: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def path(self) -> Path:
@@ -143,7 +175,15 @@ class Entry:
 
     @property
     def size(self) -> int:
+        if self.indexed_size is not None and not self.files:
+            return self.indexed_size
         return sum(f.size for f in self.files)
+
+    @property
+    def file_count(self) -> int:
+        if self.indexed_file_count is not None and not self.files:
+            return self.indexed_file_count
+        return len(self.files)
 
     def files_of(self, *kinds: str) -> list[FileInfo]:
         return [f for f in self.files if f.kind in kinds]
@@ -152,20 +192,21 @@ class Entry:
         """A JSON-ready view (the ``--json`` output of read commands)."""
         t = self.target
         out: dict[str, Any] = {
-            "key": self.key, "root": str(self.root), "path": str(self.path), "kind": self.kind,
+            "key": self.key, "root": str(self.root),
+            "path": os.path.join(self.root, self.key), "kind": self.kind,
             "key_format": self.key_format, "name": self.name, "target": str(t) if t else None,
             "backend": t.backend if t else None, "arch": t.arch if t else None,
             "warp_size": t.warp_size if t else None, "triton_version": self.triton_version,
             "num_warps": self.num_warps, "num_stages": self.num_stages,
             "num_ctas": self.num_ctas, "shared": self.shared, "size": self.size,
-            "file_count": len(self.files), "mtime": self.mtime, "lookup": self.lookup or None,
+            "file_count": self.file_count, "mtime": self.mtime, "lookup": self.lookup or None,
             "problems": [p.__dict__ for p in self.problems],
             "hits": self.hits,
             "misses": self.misses,
             "last_used": self.last_used,
         }  # fmt: skip
         if files:
-            out["files"] = [f.__dict__ for f in self.files]
+            out["files"] = [f._asdict() for f in self.files]
         if metadata:
             out["metadata"] = self.metadata
         return out

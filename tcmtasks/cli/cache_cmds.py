@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sys
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .. import ops
 from ..cache.entries import Entry, EntryKind
@@ -22,6 +25,7 @@ from .common import (
     JsonOpt,
     NameOpt,
     OlderOpt,
+    Table,
     VersionOpt,
     YesOpt,
     YoungerOpt,
@@ -35,8 +39,10 @@ from .common import (
     out,
     plural,
     print_json,
+    print_json_texts,
     progress_bars,
 )
+from .table import Cell, Column, colors_wanted, render
 
 
 def status(e: Entry) -> str:
@@ -77,6 +83,8 @@ def index_cmd(
     """Index cache roots into the SQLite database (incremental: unchanged entries are skipped).
 
     Without --cache-dir: the default locations and every root indexed before.
+
+    Examples: tcm index; tcm index -c ~/.triton/cache --rescan
     """
     with progress_bars() as progress:
         result = ops.index(cache_dir, rescan=rescan, rebuild=rebuild, db=db(), progress=progress)
@@ -129,52 +137,103 @@ def list_cmd(
     no_refresh: Annotated[
         bool, typer.Option("--no-refresh", help="Use the index as it is; do not look at the disk.")
     ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide",
+            "-w",
+            help="Every column and every value whole, whatever the "
+            "terminal's width (output that is not a terminal is always whole).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List cached kernels, filtered and sorted.
 
-    Refreshes the index first; that is cheap.
+    Refreshes the index first; that is cheap. Rows stream: tcm list | head returns at once.
+
+    Examples: tcm list --arch 90 --sort -size; tcm list --name 'triton_poi_*' --json
     """
     kinds = [] if all_kinds else (kind or [EntryKind.KERNEL])
     c = criteria(name, backend, arch, triton_version, older_than, younger_than, kinds)
     c.min_hits, c.max_hits = min_hits, max_hits
-    with progress_bars() as progress:
-        result = ops.list_entries(
-            cache_dir, criteria=c, sort=sort, refresh_index=not no_refresh, db=db(),
-            progress=progress,
-        )  # fmt: skip
-    if as_json:
-        print_json([e.to_dict(files=False) for e in result.entries])
-        return
-    _entry_table(result)
+    with contextlib.ExitStack() as stack:
+        with progress_bars() as progress:  # only while the index is refreshed
+            if as_json:
+                texts = stack.enter_context(
+                    ops.stream_json(
+                        cache_dir,
+                        criteria=c,
+                        sort=sort,
+                        refresh_index=not no_refresh,
+                        db=db(),
+                        progress=progress,
+                    )
+                )
+            else:
+                listing = stack.enter_context(
+                    ops.stream_entries(
+                        cache_dir,
+                        criteria=c,
+                        sort=sort,
+                        refresh_index=not no_refresh,
+                        with_files=False,
+                        db=db(),
+                        progress=progress,
+                    )
+                )
+        if as_json:
+            print_json_texts(texts.entries)
+        else:
+            _entry_table(listing, wide)
 
 
-def _entry_table(result: ops.ListResult) -> None:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col, just in (
-        ("KEY", "left"), ("NAME", "left"), ("TARGET", "left"), ("TRITON", "left"),
-        ("W/S", "right"), ("SIZE", "right"), ("AGE", "right"), ("HITS", "right"),
-        ("STATUS", "left"),
-    ):  # fmt: skip
-        table.add_column(col, justify=just, no_wrap=col != "NAME")  # type: ignore[arg-type]
-    multi_root = len({e.root for e in result.entries}) > 1
-    if multi_root:
-        table.add_column("ROOT", no_wrap=True)
-    for e in result.entries:
-        row = [
-            e.key[:12] + ("…" if len(e.key) > 12 else ""),
-            esc(e.name or "-"),
-            esc(e.target or "-"),
-            esc(e.triton_version or "-"),
-            f"{e.num_warps}/{e.num_stages}" if e.num_warps is not None else "",
-            human_size(e.size),
-            human_age(e.mtime, result.now),
-            f"{e.hits}/{e.misses}" if e.last_used else "",
-            status(e),
-        ]
-        table.add_row(*row, *([f"[dim]{esc(e.root)}[/]"] if multi_root else []))
-    out.print(table)
-    out.print(f"[dim]{len(result.entries)} of {result.total} entries, {human_size(result.size)}[/]")
+_LIST_COLUMNS = (
+    Column("KEY"), Column("NAME", min_width=12), Column("TARGET", drop=3),
+    Column("TRITON", drop=5), Column("W/S", right=True, drop=7),
+    Column("SIZE", right=True, drop=4), Column("AGE", right=True, drop=6),
+    Column("HITS", right=True, drop=8), Column("STATUS"),
+    Column("ROOT", min_width=10, cut_start=True, drop=2),
+)  # fmt: skip
+_LOOKUP_COLOR = {"hit": "green", "foreign-hit": "yellow", "miss": "red", "broken": "red"}
+
+
+def _entry_cells(e: Entry, now: float, multi_root: bool) -> list[Cell]:
+    worst = "red" if any(p.severity == "error" for p in e.problems) else "yellow"
+    state = e.lookup or e.kind
+    if e.problems:
+        state += f" ({plural(len(e.problems), 'problem')})"
+    return [
+        (e.key[:12] + ("…" if len(e.key) > 12 else ""), None),
+        (e.name or "-", None),
+        (str(e.target or "-"), None),
+        (e.triton_version or "-", None),
+        (f"{e.num_warps}/{e.num_stages}" if e.num_warps is not None else "", None),
+        (human_size(e.size), None),
+        (human_age(e.mtime, now), None),
+        (f"{e.hits}/{e.misses}" if e.last_used else "", None),
+        (state, worst if e.problems else _LOOKUP_COLOR.get(e.lookup)),
+        (str(e.root) if multi_root else "", "dim"),
+    ]
+
+
+def _entry_table(listing: ops.Listing[Entry], wide: bool) -> None:
+    """The plain renderer (cli/table.py): rows print as they stream from the index."""
+    multi_root = len(listing.roots) > 1
+    shown = size = 0
+
+    def rows() -> Iterator[list[Cell]]:
+        nonlocal shown, size
+        for e in listing.entries:
+            shown += 1
+            size += e.size
+            yield _entry_cells(e, listing.now, multi_root)
+
+    tty = sys.stdout.isatty()
+    width = None if wide or not tty else shutil.get_terminal_size().columns
+    render(_LIST_COLUMNS, rows(), sys.stdout.write, width=width, color=colors_wanted(sys.stdout))
+    sys.stdout.flush()
+    out.print(f"[dim]{shown} of {listing.total} entries, {human_size(size)}[/]")
 
 
 @app.command("show")
@@ -183,7 +242,10 @@ def show_cmd(
     cache_dir: CacheDirs = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one entry: its metadata, files and lookup verdict."""
+    """Show one entry: its metadata, files and lookup verdict.
+
+    Example: tcm show 2233EIRB (any unique start of a key, as tcm list prints them)
+    """
     e = ops.show(key, cache_dir, db=db())
     if as_json:
         print_json(e.to_dict(metadata=True))
@@ -233,6 +295,8 @@ def doctor_cmd(
     """Check every entry on disk for problems.
 
     Exits 1 when problems are found (or remain after --fix).
+
+    Examples: tcm doctor; tcm doctor -c ~/.triton/cache --fix
     """
     with progress_bars() as progress:
         result = ops.doctor(cache_dir, fix=fix, db=db(), progress=progress)
@@ -369,6 +433,8 @@ def prune_cmd(
     By default drops IR files (.ttir .ttgir .llir), which no cached launch reads, and
     rewrites each group to match; --full removes whole entries; --dedup removes duplicates.
     Entries are chosen with the same filters as tcm list.
+
+    Examples: tcm prune --dry-run; tcm prune --dedup --yes; tcm prune --full --older-than 30d
     """
     if full and dedup:
         raise UsageError("--full and --dedup are different modes: pick one")
@@ -400,6 +466,8 @@ def gc_cmd(
 
     Least recently used entries go first (tracked use when tcm track recorded it, else the
     newest file). Launcher modules and writes in progress are never removed.
+
+    Examples: tcm gc --max-size 20G --dry-run; tcm gc --max-age 30d --yes
     """
     _run_change(ops.gc, yes=yes, dry_run=dry_run, as_json=as_json, cache_dirs=cache_dir,
                 max_size=max_size, max_age=max_age)  # fmt: skip

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .. import ops
 from .app import app
@@ -20,6 +19,7 @@ from .common import (
     NameOpt,
     OlderOpt,
     PythonOpt,
+    Table,
     TargetsOpt,
     TritonOpt,
     VersionOpt,
@@ -140,6 +140,9 @@ def push_cmd(
 
     A registry, an OCI layout or an archive. Blobs the destination already has are skipped;
     every blob is verified as it streams.
+
+    Examples: tcm push oci:build/img:v1 docker://registry:5000/team/cache:v1;
+    tcm push docker://registry:5000/team/cache:v1 oci-archive:cache.tar
     """
     opts = registry_options(insecure_host, ca_cert, chunk_size)
     with progress_bars() as progress:
@@ -166,6 +169,9 @@ def inspect_cmd(
 
     Nothing is extracted: only the manifest, the config and the head of the layer are read.
     With --python or --triton, each entry says whether that runtime would hit it.
+
+    Examples: tcm inspect oci:build/img:v1; tcm inspect docker://registry:5000/team/cache:v1
+    --python /opt/venv/bin/python
     """
     info = ops.inspect(
         ref, registry=registry_options(insecure_host, ca_cert), python=python, triton=triton

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import ops
 from ..errors import CheckFailed, UsageError
-from ..extract import RestoreReport
 from .app import app
 from .common import (
     CaCertOpt,
@@ -29,6 +28,9 @@ from .common import (
     targets,
 )
 
+if TYPE_CHECKING:
+    from ..extract import RestoreReport
+
 
 @app.command("gpu")
 def gpu_cmd(python: PythonOpt = None, as_json: JsonOpt = False) -> None:
@@ -37,6 +39,8 @@ def gpu_cmd(python: PythonOpt = None, as_json: JsonOpt = False) -> None:
     Targets from nvidia-ml-py, amdsmi or the KFD sysfs, each with its device's name; the
     Triton version, Python ABI, triton_key() and ptxas that lookups will use: tcm's own, or
     those of the interpreter given with --python.
+
+    Examples: tcm gpu; tcm gpu --python /opt/venv/bin/python --json
     """
     info = ops.gpu(python=python)
     if as_json:
@@ -60,10 +64,15 @@ PULL_HELP = """Restore a cache image on this node.
 Checks the image against the host's GPUs and Triton before downloading, keeps the
 kernels that will load and hit here, extracts safely, rewrites group paths, installs
 each entry atomically, and reports what was skipped and why.
+
+Examples: tcm pull docker://registry:5000/team/cache:v1;
+tcm pull docker://registry:5000/team/cache:v1 --python /opt/venv/bin/python --dry-run
 """
 EXTRACT_HELP = """tcm pull for a local image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE.
 
 The same checks, selection and atomic install as tcm pull, with no registry involved.
+
+Examples: tcm extract oci:build/img:v1; tcm extract oci-archive:cache.tar -c /tmp/cache --all
 """
 
 
@@ -81,7 +90,8 @@ def restore_cmd(
         typer.Option(
             "--cache-dir",
             "-c",
-            help="Where to install [default: TRITON_CACHE_DIR, else ~/.triton/cache].",
+            help="The Triton cache to install into.",
+            show_default="TRITON_CACHE_DIR, else ~/.triton/cache",
         ),
     ] = None,
     target: TargetsOpt = None,
@@ -105,22 +115,25 @@ def restore_cmd(
     max_size: Annotated[
         str | None,
         typer.Option(
-            "--max-size", help="Refuse layers that unpack to more than SIZE [default 64G]."
+            "--max-size",
+            help="Refuse layers that unpack to more than SIZE (a guard against bombs).",
+            show_default="64G",
         ),
     ] = None,
     inductor_dir: Annotated[
         Path | None,
         typer.Option(
             "--inductor-dir",
-            help="Where an Inductor part goes [default: TORCHINDUCTOR_CACHE_DIR, else "
-            "/tmp/torchinductor_$USER].",
+            help="Where an Inductor part goes.",
+            show_default="TORCHINDUCTOR_CACHE_DIR, else /tmp/torchinductor_$USER",
         ),
     ] = None,
     vllm_dir: Annotated[
         Path | None,
         typer.Option(
             "--vllm-dir",
-            help="Where a vLLM part goes [default: VLLM_CACHE_ROOT, else ~/.cache/vllm].",
+            help="Where a vLLM part goes.",
+            show_default="VLLM_CACHE_ROOT, else ~/.cache/vllm",
         ),
     ] = None,
     same_paths: Annotated[

@@ -6,13 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from .. import ops
 from ..errors import CheckFailed
 from ..track import TrackStats
 from .app import app
-from .common import JsonOpt, db, err, esc, print_json
+from .common import JsonOpt, Table, db, err, esc, print_json
 
 
 @app.command("track", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -113,6 +113,9 @@ def warm_cmd(
     launches); command runs any command against the output; torch runs torch.compile of a
     transformers model from a config on this GPU; vllm runs vLLM in a container. Every warm
     writes a producer record (.tcm-producer.json) that tcm package puts in the image labels.
+
+    Examples: tcm warm --backend triton --kernels tutorials --target cuda:90 -o build/cache;
+    tcm warm --backend command --inductor -o build/inductor -- python train.py
     """
     if output is None:
         raise UsageError("give the output dir: -o DIR")

@@ -15,15 +15,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import os
-import queue
-import struct
-import tarfile
 import tempfile
-import threading
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,8 +27,10 @@ from typing import Any, BinaryIO
 from .. import __version__
 from ..cache.entries import Entry, EntryKind, FileKind
 from ..cache.groups import group_filename, read_group
-from ..errors import CacheError, MissingDependency, UsageError, os_error
+from ..errors import CacheError, UsageError, os_error
 from ..parts import Part, unit_of
+from .compress import LayerSink
+from .tarstream import TarStream
 
 CACHE_PREFIX = "io.triton.cache"
 MANIFEST_PATH = "io.triton.manifest/manifest.json"
@@ -101,115 +97,6 @@ class BuiltImage:
         return "sha256:" + hashlib.sha256(self.manifest).hexdigest()
 
 
-class _LayerSink(io.RawIOBase):
-    """Where the layer's tar stream goes: buffered here, then hashed (diff_id), compressed,
-    hashed again (digest) and written by a worker thread, as ``tar -czf`` runs gzip in a
-    second process. zlib, zstd and sha256 release the GIL on large buffers, so the tar side
-    (reading files, headers) and the compression run on two cores.
-
-    gzip output is byte-identical to ``gzip.GzipFile(mtime=0)``: the same 10-byte header, raw
-    deflate at the same level, CRC32 and size trailer.
-    """
-
-    BLOCK = 1 << 20
-
-    def __init__(self, out: BinaryIO, compression: str, level: int | None):
-        if compression not in MT_LAYER:
-            raise UsageError(f"unknown compression {compression!r}; use gzip, zstd or none")
-        self.out = out
-        self.compression = compression
-        self.diff_sha = hashlib.sha256()
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self._buf = bytearray()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._crc = 0
-        self._raw = 0
-        self._z: Any = None
-        if compression == "gzip":
-            lvl = 6 if level is None else level
-            self._z = zlib.compressobj(lvl, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0)
-            xfl = b"\002" if lvl == 9 else b"\004" if lvl == 1 else b"\000"
-            self._emit(b"\037\213\010\000" + b"\000\000\000\000" + xfl + b"\377")
-        elif compression == "zstd":
-            try:
-                import zstandard
-            except ImportError:
-                raise MissingDependency("zstandard (for --compression zstd)", "zstd") from None
-            self._z = zstandard.ZstdCompressor(level=3 if level is None else level).compressobj()
-        super().__init__()
-        self._thread = threading.Thread(target=self._work, name="tcm-layer", daemon=True)
-        self._thread.start()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        if self._error:
-            raise self._error
-        self._buf += data
-        if len(self._buf) >= self.BLOCK:
-            self._queue.put(bytes(self._buf))
-            self._buf.clear()
-        return len(data)
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self.sha.update(data)
-            self.size += len(data)
-            self.out.write(data)
-
-    def _work(self) -> None:
-        try:
-            while (chunk := self._queue.get()) is not None:
-                self.diff_sha.update(chunk)
-                if self.compression == "none":
-                    self._emit(chunk)
-                    continue
-                if self.compression == "gzip":
-                    self._crc = zlib.crc32(chunk, self._crc)
-                    self._raw += len(chunk)
-                self._emit(self._z.compress(chunk))
-        except BaseException as exc:  # surfaced to the writer
-            self._error = exc
-            while self._queue.get() is not None:
-                pass
-
-    def abort(self) -> None:
-        """Stop the worker after a failure on the tar side; the output is incomplete."""
-        if not self.closed:
-            self._queue.put(None)
-            self._thread.join()
-            super().close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        if self._buf:
-            self._queue.put(bytes(self._buf))
-            self._buf.clear()
-        self._queue.put(None)
-        self._thread.join()
-        if self._error:
-            raise self._error
-        if self._z is not None:
-            self._emit(self._z.flush())
-        if self.compression == "gzip":
-            self._emit(struct.pack("<II", self._crc & 0xFFFFFFFF, self._raw & 0xFFFFFFFF))
-        super().close()
-
-
-def _tarinfo(
-    name: str, size: int, mtime: int, mode: int, kind: bytes = tarfile.REGTYPE
-) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.mode, ti.type = size, mtime, mode, kind
-    ti.uid = ti.gid = 0
-    ti.uname = ti.gname = ""
-    return ti
-
-
 def entry_manifest_row(e: Entry) -> dict[str, Any]:
     """One entry of ``io.triton.manifest/manifest.json``: MCV's fields plus tcm's."""
     meta = e.metadata or {}
@@ -233,7 +120,8 @@ def group_for_image(e: Entry, mount_path: str | None) -> bytes:
     """The entry's group as shipped: no packer path. With ``mount_path`` the absolute paths of
     an image mounted read-only there; otherwise bare names, which extraction rewrites."""
     children = read_group(e.path / group_filename(e.name or ""))
-    kept = {c: c for c in children if (e.path / c).is_file()}
+    present = {f.name for f in e.files}  # as scanned; a file gone since fails when read
+    kept = {c: c for c in children if c in present}
     if mount_path:
         kept = {c: os.path.join(mount_path, e.key, c) for c in kept}
     return json.dumps({"child_paths": dict(sorted(kept.items()))}).encode()
@@ -275,28 +163,26 @@ def build_layer(
     """Write the layer to ``out``; return its blob (compressed digest) and diff_id."""
     mtime = source_date_epoch()
     parts = sorted(parts or [], key=lambda p: p.kind)
-    sink = _LayerSink(out, compression, level)
+    sink = LayerSink(out, compression, level)
     try:
-        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            tar.copybufsize = 1 << 20  # type: ignore[attr-defined]  # fewer, larger writes
-            manifest = layer_manifest(entries, parts, dests, builds)
-            for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):
-                tar.addfile(_tarinfo(d, 0, mtime, 0o755, tarfile.DIRTYPE))
-            tar.addfile(_tarinfo(MANIFEST_PATH, len(manifest), mtime, 0o644), io.BytesIO(manifest))
-            for e in sorted(entries, key=lambda e: e.key):
-                tar.addfile(_tarinfo(f"{CACHE_PREFIX}/{e.key}/", 0, mtime, 0o755, tarfile.DIRTYPE))
-                grp = group_filename(e.name or "")
-                for f in sorted(e.files, key=lambda f: f.name):
-                    name = f"{CACHE_PREFIX}/{e.key}/{f.name}"
-                    if f.name == grp:
-                        data = group_for_image(e, mount_path)
-                        tar.addfile(_tarinfo(name, len(data), mtime, 0o644), io.BytesIO(data))
-                        continue
-                    with open(e.path / f.name, "rb") as fh:
-                        size = os.fstat(fh.fileno()).st_size
-                        tar.addfile(_tarinfo(name, size, mtime, 0o644), fh)
-            for part in parts:
-                _add_part(tar, part, mtime)
+        tar = TarStream(sink, mtime)
+        manifest = layer_manifest(entries, parts, dests, builds)
+        for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):
+            tar.add_dir(d)
+        tar.add_bytes(MANIFEST_PATH, manifest)
+        for e in sorted(entries, key=lambda e: e.key):
+            tar.add_dir(f"{CACHE_PREFIX}/{e.key}/")
+            grp = group_filename(e.name or "")
+            base = str(e.path)
+            for f in sorted(e.files, key=lambda f: f.name):
+                name = f"{CACHE_PREFIX}/{e.key}/{f.name}"
+                if f.name == grp:
+                    tar.add_bytes(name, group_for_image(e, mount_path))
+                else:
+                    tar.add_file(name, os.path.join(base, f.name))
+        for part in parts:
+            _add_part(tar, part)
+        tar.close()
     except BaseException:
         sink.abort()
         raise
@@ -307,7 +193,7 @@ def build_layer(
     )
 
 
-def _add_part(tar: tarfile.TarFile, part: Part, mtime: int) -> None:
+def _add_part(tar: TarStream, part: Part) -> None:
     """The part's files under its prefix, each dir announced once, in sorted order."""
     made: set[str] = set()
     for f in sorted(part.files, key=lambda f: f.rel):
@@ -316,11 +202,9 @@ def _add_part(tar: tarfile.TarFile, part: Part, mtime: int) -> None:
             d = part.prefix + "".join(x + "/" for x in dirs[:i])
             if d not in made:
                 made.add(d)
-                tar.addfile(_tarinfo(d, 0, mtime, 0o755, tarfile.DIRTYPE))
-        with open(f.path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            mode = 0o755 if f.rel.endswith(".so") else 0o644
-            tar.addfile(_tarinfo(part.prefix + f.rel, size, mtime, mode), fh)
+                tar.add_dir(d)
+        mode = 0o755 if f.rel.endswith(".so") else 0o644
+        tar.add_file(part.prefix + f.rel, str(f.path), mode)
 
 
 def _build_layer_or_explain(entries: list[Entry], out: BinaryIO, **kw: Any) -> tuple[Blob, str]:

@@ -6,12 +6,13 @@ re-index after applying, so what was planned is what is applied.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .. import track as tracking
 from ..cache.entries import Entry, EntryKind, scan_root
@@ -20,11 +21,11 @@ from ..cache.lock import locked_all
 from ..cache.remove import purge_trash
 from ..cache.roots import Root
 from ..errors import UsageError
-from ..index import IndexStats, RebuildResult
+from ..index import Index, IndexStats, RebuildResult
 from ..index import rebuild as rebuild_index
 from ..progress import Progress, counter
 from ..prune import Plan, Result, apply, plan_dedup, plan_full, plan_gc, plan_ir
-from ..selection import Criteria, parse_age, parse_size, select
+from ..selection import Criteria, parse_age, parse_size, select, sql_order
 from ._common import DbPath, log, open_index, refresh, roots_for
 
 #: Asked before a change is applied, with the plan; False leaves everything as it is.
@@ -101,6 +102,89 @@ class ListResult:
         return sum(e.size for e in self.entries)
 
 
+T = TypeVar("T")
+
+
+@dataclass
+class Listing(Generic[T]):
+    """A listing as it is read: ``entries`` yields one entry (or its JSON) at a time, already
+    filtered and sorted by the index, so printing 100,000 rows takes no more memory than
+    printing ten."""
+
+    entries: Iterator[T]
+    total: int  # entries in the roots before filtering
+    roots: list[Root]
+    now: float
+
+
+@contextlib.contextmanager
+def stream_entries(
+    cache_dirs: list[Path] | None = None,
+    *,
+    criteria: Criteria | None = None,
+    sort: str = "name",
+    refresh_index: bool = True,
+    with_metadata: bool = False,
+    with_files: bool = True,
+    db: DbPath = None,
+    progress: Progress | None = None,
+) -> Iterator[Listing[Entry]]:
+    """``list_entries`` as a stream (the index stays open until the block ends). Without
+    ``with_files`` entries carry their indexed size and file count but no file list."""
+    crit = criteria if criteria is not None else Criteria(kinds=[EntryKind.KERNEL])
+    order = sql_order(sort)
+    with open_index(db) as idx:
+        roots, paths = _listed_roots(idx, cache_dirs, refresh_index, progress)
+        now = time.time()
+        rows = idx.iter_entries(
+            paths, with_metadata=with_metadata, with_files=with_files, order=order
+        )
+        try:
+            yield Listing((e for e in rows if crit.matches(e, now)), idx.count(paths), roots, now)
+        finally:
+            rows.close()
+
+
+@contextlib.contextmanager
+def stream_json(
+    cache_dirs: list[Path] | None = None,
+    *,
+    criteria: Criteria | None = None,
+    sort: str = "name",
+    refresh_index: bool = True,
+    db: DbPath = None,
+    progress: Progress | None = None,
+) -> Iterator[Listing[str]]:
+    """``stream_entries`` as each entry's ``to_dict(files=False)`` JSON text, made by SQLite
+    (what ``tcm list --json`` prints: 3x faster than building entries)."""
+    crit = criteria if criteria is not None else Criteria(kinds=[EntryKind.KERNEL])
+    order = sql_order(sort)
+    rest = dataclasses.replace(crit, kinds=[])  # the kinds are filtered in SQL
+    everything = rest == Criteria(kinds=[])
+    with open_index(db) as idx:
+        roots, paths = _listed_roots(idx, cache_dirs, refresh_index, progress)
+        now = time.time()
+        rows = idx.iter_entry_json(paths, kinds=crit.kinds, order=order, fields=not everything)
+        try:
+            texts = (
+                (text for _, text in rows)
+                if everything
+                else (text for fields, text in rows if fields and rest.matches(fields, now))
+            )
+            yield Listing(texts, idx.count(paths), roots, now)
+        finally:
+            rows.close()
+
+
+def _listed_roots(
+    idx: Index, cache_dirs: list[Path] | None, refresh_index: bool, progress: Progress | None
+) -> tuple[list[Root], list[Path]]:
+    roots = roots_for(idx, cache_dirs, remembered=True)
+    if refresh_index:
+        refresh(idx, roots, progress)
+    return roots, [r.path for r in roots]
+
+
 def list_entries(
     cache_dirs: list[Path] | None = None,
     *,
@@ -112,14 +196,11 @@ def list_entries(
     progress: Progress | None = None,
 ) -> ListResult:
     """Entries of the caches, filtered by ``criteria`` (kernels by default) and sorted."""
-    criteria = criteria if criteria is not None else Criteria(kinds=[EntryKind.KERNEL])
-    with open_index(db) as idx:
-        roots = roots_for(idx, cache_dirs, remembered=True)
-        if refresh_index:
-            refresh(idx, roots, progress)
-        entries = idx.entries([r.path for r in roots], with_metadata=with_metadata)
-    now = time.time()
-    return ListResult(select(entries, criteria, sort=sort, now=now), len(entries), roots, now)
+    with stream_entries(
+        cache_dirs, criteria=criteria, sort=sort, refresh_index=refresh_index,
+        with_metadata=with_metadata, db=db, progress=progress,
+    ) as listing:  # fmt: skip
+        return ListResult(list(listing.entries), listing.total, listing.roots, listing.now)
 
 
 def show(key: str, cache_dirs: list[Path] | None = None, *, db: DbPath = None) -> Entry:

@@ -129,6 +129,10 @@ def pull(
         dests.inductor = Path(inductor_dir)
     if vllm_dir is not None:
         dests.vllm = Path(vllm_dir)
+    for flag, where in (("-c", dests.triton), ("--inductor-dir", dests.inductor),
+                        ("--vllm-dir", dests.vllm)):  # fmt: skip
+        if where.exists() and not where.is_dir():
+            raise UsageError(f"{where} is a file, not a directory: give a directory ({flag} DIR)")
     limit = parse_size(max_size) if isinstance(max_size, str) else (max_size or MAX_TOTAL)
     source = open_source(parsed, registry)
 

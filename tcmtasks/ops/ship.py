@@ -14,6 +14,7 @@ from ..cache.entries import Entry, binary_suffixes
 from ..cache.groups import check_group, group_filename, read_group, relocated_children
 from ..cache.roots import Root
 from ..errors import CacheError, GroupFormatError, UsageError, os_error
+from ..oci.compress import check_level
 from ..oci.image import MT_MANIFEST, Dest
 from ..oci.image import package as build_image
 from ..oci.inspect import ImageInfo
@@ -171,6 +172,7 @@ def package(
     tcm builder: the same input gives the same digest (``SOURCE_DATE_EPOCH`` sets the
     timestamps); podman/docker build Triton-only images through their API."""
     dest = parse(ref) if isinstance(ref, str) else ref
+    check_level(compression, level)  # before any work
     if builder not in BUILDERS:
         raise UsageError(f"unknown builder {builder!r}; use tcm, podman or docker")
     dirs = [cache_dirs] if isinstance(cache_dirs, (str, Path)) else list(cache_dirs)

@@ -35,7 +35,7 @@ def test_command_backend_reports_only_new_entries(tcm, cache):
         "hip:gfx942",
         extra_env={"PYTHONPATH": str(REPO)},
     )
-    report = json.loads(proc.stdout[proc.stdout.index("{\n") :])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["existing_entries"] == 9 and report["new_entries"] == 0
     shutil.rmtree(cache)
     proc = tcm(
@@ -50,7 +50,7 @@ def test_command_backend_reports_only_new_entries(tcm, cache):
         "cuda:90",
         extra_env={"PYTHONPATH": str(REPO)},
     )
-    report = json.loads(proc.stdout[proc.stdout.index("{\n") :])
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["new_entries"] == 3 and set(report["new_keys"]) < before
     assert json.loads((cache / ".tcm-producer.json").read_text())["backend"] == "command"
 

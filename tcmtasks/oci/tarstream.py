@@ -1,0 +1,125 @@
+"""A reproducible tar stream, written without ``tarfile``'s per-member cost.
+
+A compile cache is tens of thousands of small files; ``tarfile.addfile`` spends ~40 us on each
+building a ``TarInfo`` header through generic code (pax checks, field encoders), which made
+``tcm package --compression zstd`` 6x slower than ``tar -c | zstd``. The members tcm writes are
+all alike (regular files and dirs, uid/gid 0, fixed mode and mtime), so their ustar header is a
+template with the name, size and checksum patched in. The bytes are exactly what ``tarfile``
+writes with ``PAX_FORMAT`` (tests/oci/test_tarstream.py compares them), and any member the
+template cannot hold (a name over 100 bytes or not ASCII, a size over 8 GiB) is written by
+``tarfile`` itself with its pax record, so layers keep their digests across this change.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from functools import lru_cache
+from typing import Protocol
+
+BLOCK = tarfile.BLOCKSIZE
+RECORD = tarfile.RECORDSIZE
+_MAX_SIZE = 8**11  # what 11 octal digits hold
+_READ = 1 << 20
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def _tarinfo(name: str, size: int, mtime: int, mode: int, kind: bytes) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mtime, ti.mode, ti.type = size, mtime, mode, kind
+    ti.uid = ti.gid = 0
+    ti.uname = ti.gname = ""
+    return ti
+
+
+@lru_cache(maxsize=32)
+def _template(mtime: int, mode: int, kind: bytes) -> tuple[bytes, int]:
+    """The header with an empty name and size 0, and its checksum without name and size."""
+    raw = bytearray(_tarinfo("", 0, mtime, mode, kind).tobuf(tarfile.PAX_FORMAT, "utf-8"))
+    raw[:100] = bytes(100)  # (a dir's empty name came out as "/")
+    raw[124:136] = bytes(12)
+    raw[148:156] = b" " * 8  # the checksum is summed over spaces in its own field
+    return bytes(raw), sum(raw)
+
+
+def header(name: str, size: int, mtime: int, mode: int, kind: bytes = tarfile.REGTYPE) -> bytes:
+    """The member's header block(s), as ``tarfile`` writes them in ``PAX_FORMAT``."""
+    if len(name) > 100 or not name.isascii() or size >= _MAX_SIZE or not 0 <= mtime < _MAX_SIZE:
+        return _tarinfo(name, size, mtime, mode, kind).tobuf(
+            tarfile.PAX_FORMAT, "utf-8", "surrogateescape"
+        )
+    tmpl, base = _template(mtime, mode, kind)
+    raw = name.encode("ascii")
+    digits = b"%011o\0" % size
+    buf = bytearray(tmpl)
+    buf[: len(raw)] = raw
+    buf[124:136] = digits
+    buf[148:156] = b"%06o\0 " % (base + sum(raw) + sum(digits))
+    return bytes(buf)
+
+
+def _pad(n: int) -> bytes:
+    return bytes(-n % BLOCK)
+
+
+class TarStream:
+    """Members appended in the caller's order to a binary stream, then the end-of-archive
+    blocks and the record padding ``tarfile``'s stream mode writes."""
+
+    def __init__(self, out: Writable, mtime: int):
+        self.out = out
+        self.mtime = mtime
+        self.offset = 0
+        self._pending: list[bytes] = []  # joined into ~1 MiB writes: one call per member is
+        self._held = 0  # most of the cost when members are a few KiB
+
+    def _write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._held += len(data)
+        self.offset += len(data)
+        if self._held >= _READ:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.out.write(b"".join(self._pending))
+            self._pending.clear()
+            self._held = 0
+
+    def add_dir(self, name: str) -> None:
+        self._write(header(name, 0, self.mtime, 0o755, tarfile.DIRTYPE))
+
+    def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._write(header(name, len(data), self.mtime, mode) + data + _pad(len(data)))
+
+    def add_file(self, name: str, path: str, mode: int = 0o644) -> None:
+        """The file's bytes as it is now; one that shrinks while read is an error (the header
+        already promised its size), one that grows is cut at the size it had when opened."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            if size <= _READ:
+                data = os.read(fd, size)
+                if len(data) != size:
+                    raise OSError(0, "file shrank while packaged", path)
+                self._write(header(name, size, self.mtime, mode) + data + _pad(size))
+                return
+            self._write(header(name, size, self.mtime, mode))
+            left = size
+            while left:
+                chunk = os.read(fd, min(_READ, left))
+                if not chunk:
+                    raise OSError(0, "file shrank while packaged", path)
+                self._write(chunk)
+                left -= len(chunk)
+            self._write(_pad(size))
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self._write(bytes(2 * BLOCK))
+        self._write(bytes(-self.offset % RECORD))
+        self.flush()
