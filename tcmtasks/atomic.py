@@ -52,6 +52,25 @@ def atomic_write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
     commit(stage_text(path, text, mode=mode, sync=True), path)
 
 
+def sync_filesystem(path: Path) -> None:
+    """Flush every write to the filesystem holding ``path`` in one call (Linux ``syncfs``; else
+    ``os.sync()``): the batch form of a per-file fsync, before renames make the files visible."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        os.sync()
+        return
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from . import parts as cache_parts
-from .atomic import exchange
+from .atomic import exchange, sync_filesystem
 from .cache.entries import Entry, EntryKind, binary_suffixes, scan_entry
 from .cache.groups import group_filename, read_group, write_group
 from .cache.lock import locked
@@ -307,6 +307,7 @@ def stream_into(
     returns bytes written. The layer's digest is checked at its end: on a mismatch everything
     staged is void."""
     total = 0
+    made: set[str] = set()
     part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
     for desc in manifest.get("layers", []):
         raw = source.open_blob(desc["digest"], desc.get("size"))
@@ -338,7 +339,7 @@ def stream_into(
                     if where is None:
                         total += m.size
                         continue
-                    _write_member(src, where)
+                    _write_member(src, where, made)
                     total += m.size
                     if progress:
                         progress(total)
@@ -365,20 +366,32 @@ def stream_into(
     return total
 
 
-def _write_member(src: Any, where: Path) -> None:
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _write_member(src: Any, where: Path, made: set[str]) -> None:
     """Copy one member to its staging path; a local failure (a full disk, permissions) is
-    this machine's, never reported as the image's fault."""
+    this machine's, never reported as the image's fault. ``made``: the dirs already created
+    (a mkdir per file, and Python's buffered open, were half of extract's system calls)."""
     try:
-        where.parent.mkdir(parents=True, exist_ok=True)
-        with open(where, "xb") as out:
+        parent = os.path.dirname(where)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        fd = os.open(where, _WRITE_FLAGS, 0o644)
+        try:
             while True:
                 chunk = src.read(CHUNK)  # a read error here is the layer's: raised as is
                 if not chunk:
                     break
                 try:
-                    out.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
                 except OSError as exc:
                     raise os_error(exc, "write", where.parent.parent) from None
+        finally:
+            os.close(fd)
     except FileExistsError:
         raise
     except (IsADirectoryError, NotADirectoryError) as exc:
@@ -455,7 +468,8 @@ def _finish(entry: Entry, final_dir: Path) -> str | None:
         return "incomplete: the group does not list the metadata"
     if not any(c.endswith(binary_suffixes(entry.target)) for c in present):
         return "incomplete: no kernel binary"
-    write_group(entry.path, entry.name, {c: str(final_dir / c) for c in sorted(present)})
+    children = {c: str(final_dir / c) for c in sorted(present)}
+    write_group(entry.path, entry.name, children, sync=False)  # synced with the batch
     return None
 
 
@@ -707,16 +721,38 @@ def _stream_and_install(
     )
     for staged in staged_keys.values():  # all checked before anything is installed
         _check_group_names(staged)
+    ready: list[_Ready] = []
     for key in sorted(staged_keys):
-        _install_triton(key, staged_keys[key], layout, staging, dests, targets, host, overwrite,
-                        report, force)  # fmt: skip
+        ready += _prepare_triton(key, staged_keys[key], layout, staging, dests, targets, host,
+                                 overwrite, report, force)  # fmt: skip
+    # Everything staged is made durable at once, before the renames that publish it: an entry
+    # Triton can see never has a file still in flight (one syncfs, not an fsync per entry).
+    for d in staging.dirs.values():
+        sync_filesystem(d)
+    for r in ready:
+        failed = _install(r.staged, r.final, overwrite)
+        if failed is not None:
+            report.failed.append({**r.item, "dest": str(r.final.parent), "reason": failed})
+            continue
+        report.kept.append({**r.item, "dest": str(r.final.parent)})
+        report.bytes += r.size
     for plan in layout.parts.values():
         if not plan.skipped:
             staged = staging.dir_for(dests.kind_root(plan.kind)) / plan.prefix.rstrip("/")
             _install_part(plan, staged, overwrite, report)
 
 
-def _install_triton(
+@dataclass
+class _Ready:
+    """A staged entry, finished for its place, waiting for the sync and its rename."""
+
+    item: dict[str, Any]
+    staged: Path
+    final: Path
+    size: int
+
+
+def _prepare_triton(
     key: str,
     staged: Path,
     layout: _Layout,
@@ -727,21 +763,24 @@ def _install_triton(
     overwrite: bool,
     report: RestoreReport,
     force: bool,
-) -> None:
+) -> list[_Ready]:
+    """Judge a staged entry for this node and finish a copy for each root it goes to."""
     entry = scan_entry(staged.parent, key)
     item = {"key": key, "name": entry.name, "target": str(entry.target) if entry.target else None}
     build = layout.builds.get(key, {})
     why = why_skip(entry.target, entry.triton_version, targets, host, build, force)
     if why is not None:
         report.skipped.append({**item, "reason": why})
-        return
+        return []
     roots = list(dict.fromkeys(dests.root_for(d) for d in layout.dests.get(key, [TRITON])))
     copies = [staged]
     for root in roots[1:]:  # the same kernel for another root (a vLLM rank): a copy of its own
         copies.append(staging.dir_for(root) / key)
         shutil.copytree(staged, copies[-1])
+    ready = []
     for root, here in zip(roots, copies, strict=True):
-        entry = scan_entry(here.parent, key)
+        if here != staged:
+            entry = scan_entry(here.parent, key)
         final = root / key
         reason = "already in the cache (--overwrite replaces it)" if (
             _occupied(final) and not overwrite
@@ -749,12 +788,8 @@ def _install_triton(
         if reason is not None:
             report.skipped.append({**item, "dest": str(root), "reason": reason})
             continue
-        failed = _install(here, final, overwrite)
-        if failed is not None:
-            report.failed.append({**item, "dest": str(root), "reason": failed})
-            continue
-        report.kept.append({**item, "dest": str(root)})
-        report.bytes += entry.size
+        ready.append(_Ready(item, here, final, entry.size))
+    return ready
 
 
 def _install_part(plan: PartPlan, staged: Path, overwrite: bool, report: RestoreReport) -> None:
@@ -764,17 +799,22 @@ def _install_part(plan: PartPlan, staged: Path, overwrite: bool, report: Restore
     for rel in _files_under(staged):
         units.setdefault(cache_parts.unit_of(rel), []).append(rel)
     old_root, new_root = _producer_root(plan.source, plan.mount), _kind_root(plan)
+    moved = os.path.normpath(old_root) != os.path.normpath(new_root)
+    ready = []
     for unit, rels in sorted(units.items()):
         final = plan.dest / unit
         if _occupied(final) and not overwrite:
             plan.existing += 1
             continue
-        moved = os.path.normpath(old_root) != os.path.normpath(new_root)
         reasons = [mod.relocate(staged / rel, rel, old_root, new_root) for rel in rels if moved]
         why = next((r for r in reasons if r is not None), None)
         if why is not None:
             plan.failed.append(f"{unit}: {why}")
             continue
+        ready.append((unit, rels, final))
+    if ready:
+        sync_filesystem(staged)  # the units' files and fixed paths, durable before published
+    for unit, rels, final in ready:
         final.parent.mkdir(parents=True, exist_ok=True)
         failed = _install(staged / unit, final, overwrite, trash=staged.parent)
         if failed is not None:

@@ -166,13 +166,15 @@ def relocated_children(entry_dir: str | Path, children: dict[str, str]) -> dict[
     return out
 
 
-def write_group(entry_dir: Path, name: str, children: dict[str, str]) -> Path:
+def write_group(entry_dir: Path, name: str, children: dict[str, str], *, sync: bool = True) -> Path:
     """Write a group atomically and durably, in the exact shape Triton writes (``put_group``).
 
     The old group's mtime is kept: an entry's age is the age of its files, and repairing or
     pruning a kernel must not make it look freshly used to ``--older-than`` or an LRU budget.
+    ``sync=False`` is for a caller that syncs the whole batch itself before anyone can see it
+    (extract: entries in a staging dir, one syncfs, then the renames that publish them).
     """
-    staged = stage_group(entry_dir, name, children, sync=True)
+    staged = stage_group(entry_dir, name, children, sync=sync)
     commit_group(staged)
     return staged.path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import os
@@ -71,6 +72,12 @@ def _main(
     verbose: Annotated[
         int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
     ] = 0,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress bars and no log lines: results and errors only."
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -79,7 +86,10 @@ def _main(
     ] = False,
 ) -> None:
     state["db"] = db
+    state["quiet"] = quiet
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if quiet:
+        level = logging.ERROR
     logging.basicConfig(
         level=level,
         format="%(message)s",
@@ -94,12 +104,13 @@ _METAVARS = {
     "ca_cert": "FILE", "older_than": "AGE", "younger_than": "AGE", "max_age": "AGE",
     "max_size": "SIZE", "insecure_host": "HOST[:PORT]", "level": "N", "batch": "N",
     "jobs": "N", "python": "PYTHON", "triton_version": "VERSION", "mount_path": "PATH",
+    "min_hits": "N", "max_hits": "N", "seq": "N,...", "chunk_size": "SIZE",
 }  # fmt: skip
 
 
 def _name_values(cmd: Any) -> None:
-    """Give every parameter a metavar that says what to type. typer 0.29 shows Python types
-    otherwise (``<list[str]>``, ``<bool>``); a flag takes no value and shows none."""
+    """Give every parameter a metavar that says what to type: typer shows its type names
+    otherwise (``<path>``, ``TEXT``); a flag takes no value and shows none."""
     make_help = cmd.get_help_option
 
     def get_help_option(ctx: Any) -> Any:  # made anew for each --help: a flag, no value
@@ -117,7 +128,9 @@ def _name_values(cmd: Any) -> None:
             continue
         p.metavar = _METAVARS.get(p.name or "") or (p.name or "value").upper().replace("_", "-")
         if not hasattr(p, "is_flag"):  # an argument: its name column says it already
-            p.display_type_rich = lambda ctx: None
+            p.metavar += "..." if p.nargs != 1 else ""
+            p.type = copy.copy(p.type)  # (types are shared between parameters)
+            p.type.get_metavar = lambda *args, **kwargs: ""
     for sub in getattr(cmd, "commands", {}).values():
         _name_values(sub)
 

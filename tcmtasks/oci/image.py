@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,13 +159,16 @@ def build_layer(
     compression: str = "gzip",
     level: int | None = None,
     mount_path: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Blob, str]:
-    """Write the layer to ``out``; return its blob (compressed digest) and diff_id."""
+    """Write the layer to ``out``; return its blob (compressed digest) and diff_id.
+    ``progress(done, total)`` hears the tar bytes written against the files' total."""
     mtime = source_date_epoch()
     parts = sorted(parts or [], key=lambda p: p.kind)
     sink = LayerSink(out, compression, level)
+    total = sum(e.size for e in entries) + sum(p.bytes for p in parts)
     try:
-        tar = TarStream(sink, mtime)
+        tar = TarStream(sink, mtime, (lambda n: progress(n, total)) if progress else None)
         manifest = layer_manifest(entries, parts, dests, builds)
         for d in ("io.triton.manifest/", f"{CACHE_PREFIX}/"):
             tar.add_dir(d)
@@ -265,6 +268,7 @@ def package(
     parts: list[Part] | None = None,
     dests: dict[str, list[Dest]] | None = None,
     builds: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BuiltImage:
     """Build the image's blobs into ``store`` (anything with ``add_blob_file``)."""
     chosen = sorted(
@@ -293,6 +297,7 @@ def package(
                 compression=compression,
                 level=level,
                 mount_path=mount_path,
+                progress=progress,
             )
         store.add_blob_file(Path(tmp), layer.digest)
     finally:

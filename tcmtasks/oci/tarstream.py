@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Protocol
 
@@ -69,9 +70,10 @@ class TarStream:
     """Members appended in the caller's order to a binary stream, then the end-of-archive
     blocks and the record padding ``tarfile``'s stream mode writes."""
 
-    def __init__(self, out: Writable, mtime: int):
+    def __init__(self, out: Writable, mtime: int, progress: Callable[[int], None] | None = None):
         self.out = out
         self.mtime = mtime
+        self.progress = progress  # told the bytes written, at each ~1 MiB write
         self.offset = 0
         self._pending: list[bytes] = []  # joined into ~1 MiB writes: one call per member is
         self._held = 0  # most of the cost when members are a few KiB
@@ -88,6 +90,8 @@ class TarStream:
             self.out.write(b"".join(self._pending))
             self._pending.clear()
             self._held = 0
+            if self.progress is not None:
+                self.progress(self.offset)
 
     def add_dir(self, name: str) -> None:
         self._write(header(name, 0, self.mtime, 0o755, tarfile.DIRTYPE))

@@ -295,6 +295,7 @@ def _write_package(
                 parts=parts,
                 dests=dests,
                 builds=builds,
+                progress=counter(progress, "packaging", "bytes"),
             )
             store.put_manifest(built.manifest, MT_MANIFEST)
             store.commit()

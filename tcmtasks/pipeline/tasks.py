@@ -72,9 +72,9 @@ def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dic
     dest = f"docker://{registry}" if registry else None
     if wanted and wanted not in recipes:
         raise InvalidCommand(f"unknown model {wanted!r}; known: {', '.join(sorted(recipes))}")
-    selected = [wanted] if wanted else sorted(recipes)
+    selected, left = ([wanted], []) if wanted else runnable_here(recipes)
     if get_var("dry_run", None):
-        return {"task_warm_and_ship": _dry_run(recipes, selected, dest, build)}
+        return {"task_warm_and_ship": _dry_run(recipes, selected, dest, build, left)}
 
     def per_model(stage: str, doc: str, make: Callable[[Recipe], TaskDict]) -> Any:
         def creator() -> Iterator[TaskDict]:
@@ -106,8 +106,14 @@ def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dic
         return t
 
     def task_warm_and_ship() -> TaskDict:
-        """Warm, index, dedup, prune, package and push (model=NAME for one; all by default)."""
-        return {"actions": None, "task_dep": [f"push:{x}" for x in selected]}
+        """Warm, index, dedup, prune, package and push (model=NAME for one; by default every
+        model whose warm can run on this machine)."""
+        note = [_left_note(left)] if left else []
+        return {
+            "actions": [(print_plan, [note])] if note else None,
+            "task_dep": [f"push:{x}" for x in selected],
+            "verbosity": 2,
+        }
 
     return {
         "task_warm": per_model("warm", "warm the cache", warm),
@@ -132,10 +138,42 @@ def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dic
     }
 
 
+#: warm backends that compile on this machine's GPU (triton cross-compiles; command is the
+#: user's own and may not need one)
+GPU_BACKENDS = ("torch", "vllm")
+
+
+def runnable_here(recipes: dict[str, Recipe]) -> tuple[list[str], list[str]]:
+    """The models a bare ``doit`` runs here, and those it leaves (their warm needs a GPU and
+    this machine has none): a CPU-only machine ships what it can instead of stopping at the
+    first model it cannot warm."""
+    names = sorted(recipes)
+    if not any(recipes[m].warm.get("backend") in GPU_BACKENDS for m in names):
+        return names, []
+    from ..targets import host_targets
+
+    if host_targets()[0]:
+        return names, []
+    left = [m for m in names if recipes[m].warm.get("backend") in GPU_BACKENDS]
+    return [m for m in names if m not in left], left
+
+
+def _left_note(left: list[str]) -> str:
+    return (
+        f"not run here: {', '.join(left)} (their warm compiles on a GPU, and this machine has "
+        f"none); on a GPU machine: doit warm_and_ship model={left[0]}"
+    )
+
+
 def _dry_run(
-    recipes: dict[str, Recipe], selected: list[str], dest: str | None, build: Path
+    recipes: dict[str, Recipe],
+    selected: list[str],
+    dest: str | None,
+    build: Path,
+    left: list[str],
 ) -> Callable[[], TaskDict]:
     lines = [line for m in selected for line in stages.describe(recipes[m], dest, build)]
+    lines += [_left_note(left)] if left else []
 
     def task_warm_and_ship() -> TaskDict:
         """What warm_and_ship would do (dry_run=1): nothing runs."""

@@ -100,7 +100,12 @@ def test_changing_operations_take_the_lock_themselves(held, tmp_path, db):
 
 def test_progress_reaches_the_callback(cache, tmp_path, db):
     image = f"oci:{tmp_path / 'img'}:v1"
-    ops.package(cache, image)
+    packing: list[ops.ProgressEvent] = []
+    built = ops.package(cache, image, progress=packing.append)
+    packed = [e for e in packing if e.task == "packaging"]
+    assert packed and {e.unit for e in packed} == {"bytes"}
+    assert packed[-1].total == sum(e.size for e in built.entries)
+    assert packed[-1].done >= packed[-1].total  # the tar's headers on top of the files
     events: list[ops.ProgressEvent] = []
     report = ops.extract(
         image, cache_dir=tmp_path / "node", all_targets=True, progress=events.append

@@ -180,3 +180,27 @@ def test_the_warm_stage_and_tcm_warm_produce_the_same_cache(project, tmp_path):
     record = json.loads((stage / ".tcm-producer.json").read_text())
     assert record == json.loads((cli / ".tcm-producer.json").read_text())
     assert record["backend"] == "triton" and record["triton_version"] == "3.6.0"
+
+
+GPU_RECIPE = """model: gpu-model
+warm:
+  backend: torch
+  model: opt-125m
+image:
+  name: tcm/gpu-model
+"""
+
+
+def test_bare_doit_runs_what_this_machine_can_and_names_the_rest(project):
+    """A CPU-only machine: the torch recipe is left out of a bare run, with what to run."""
+    from tcmtasks.targets import host_targets
+
+    if host_targets()[0]:
+        pytest.skip("this machine has a GPU: every recipe runs")
+    (project / "pipelines" / "gpu-model.yaml").write_text(GPU_RECIPE)
+    plan = doit(project, "dry_run=1").stdout
+    assert "build/mini/warm" in plan and "build/gpu-model" not in plan
+    assert "not run here: gpu-model" in plan
+    assert "doit warm_and_ship model=gpu-model" in plan
+    explicit = doit(project, "warm_and_ship", "model=gpu-model", "dry_run=1").stdout
+    assert "build/gpu-model/warm" in explicit  # named, it is planned (and fails clearly)
