@@ -110,10 +110,10 @@ def main() -> None:
     if not image.exists():
         subprocess.run([*TCM, "package", str(cache), f"oci:{image}:v1"], env=env, check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
-    manifest = json.loads(subprocess.run(
-        ["skopeo", "inspect", "--raw", f"oci:{image}:v1"], capture_output=True, text=True,
-        check=True).stdout)  # fmt: skip
-    layer = image / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    blobs = image / "blobs" / "sha256"
+    top = json.loads((image / "index.json").read_text())["manifests"][0]["digest"]
+    manifest = json.loads((blobs / top.split(":")[1]).read_text())
+    layer = blobs / manifest["layers"][0]["digest"].split(":")[1]
     node_a, node_b = w / "node-tcm", w / "node-tar"
 
     def clean_nodes() -> None:
