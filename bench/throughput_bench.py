@@ -102,7 +102,8 @@ def main() -> None:
     args = ap.parse_args()
     w = args.workdir
     w.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TCM_DB": str(w / "index.db"),
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "TCM_DB": str(w / "index.db"),
            "TIME_OUT": str(w / "time.out"), "HOME": str(w)}  # fmt: skip
     cache = build(w, args.entries, "copies", copy=True)
     files = sum(len(fs) for _d, _s, fs in os.walk(cache))
