@@ -10,7 +10,7 @@ import typer
 from .. import ops
 from ..errors import UsageError
 from .app import app
-from .common import JsonOpt, esc, out, print_json, progress_bars, targets
+from .common import JsonOpt, err, esc, out, print_json, progress_bars, targets
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -158,11 +158,14 @@ def _report(result: ops.WarmResult) -> None:
     }
     if result.tarball is not None:
         shown["tarball"] = str(result.tarball)
-    verb = f"the command exited with {result.returncode}; " if result.returncode else ""
-    out.print(
-        f"{verb}warmed {esc(result.output)} ({result.backend}): "
-        + esc(", ".join(f"{k} {v}" for k, v in shown.items()))
-        + f", {result.seconds:.1f} s"
-    )
+    shown.pop("returncode", None)
+    facts = esc(", ".join(f"{k} {v}" for k, v in shown.items())) + f", {result.seconds:.1f} s"
+    if result.returncode:  # said once, on stderr, as a failure: not "warmed"
+        err.print(
+            f"[red]error:[/] the warm command exited with {result.returncode}; "
+            f"{esc(result.output)} keeps what it wrote ({facts}): fix the command and warm again"
+        )
+        return
+    out.print(f"warmed {esc(result.output)} ({result.backend}): {facts}")
     for run in result.details.get("runs", []):
         out.print(f"  {esc(run)}")
