@@ -31,6 +31,14 @@ INDEX_TYPES = (MT_INDEX, DOCKER_LIST)
 CHUNK = 1 << 20
 
 
+def readable(path: str | Path) -> None:
+    """A file made with mkstemp is 0600: give it the mode any other file here gets (0644 less
+    the umask), so another user's podman or skopeo can read the layout tcm wrote."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o644 & ~mask)
+
+
 class VerifyingReader(io.RawIOBase):
     """Reads through ``raw`` and raises DigestMismatch at EOF unless digest and size match."""
 
@@ -177,6 +185,7 @@ class OciLayout:
         return p.is_file() and (size is None or p.stat().st_size == size)
 
     def add_blob_file(self, src: Path, digest: str) -> None:
+        readable(src)
         os.replace(src, self.blob_path(digest))
 
     def add_blob_bytes(self, data: bytes, media_type: str) -> Blob:
@@ -185,6 +194,7 @@ class OciLayout:
             fd, tmp = tempfile.mkstemp(prefix=".blob-", dir=self.tmp_dir())
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            readable(tmp)
             os.replace(tmp, self.blob_path(blob.digest))
         return blob
 
@@ -205,6 +215,7 @@ class OciLayout:
                     f.write(chunk)
                     if progress:
                         progress(len(chunk))
+            readable(tmp)
             os.replace(tmp, self.blob_path(desc["digest"]))
         finally:
             if os.path.exists(tmp):
@@ -319,6 +330,7 @@ class OciArchive(OciLayout):
                             tar.addfile(ti, fh)
                     else:
                         tar.addfile(ti)
+            readable(tmp)
             os.replace(tmp, self.file)
         finally:
             if os.path.exists(tmp):

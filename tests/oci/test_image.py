@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import tarfile
 
@@ -208,3 +209,16 @@ def test_a_file_vanishing_mid_package_is_a_clear_error_and_leaves_nothing(cache,
         package(entries, store)
     assert list((tmp_path / "img" / "blobs" / "sha256").iterdir()) == []
     assert store.tags() == []
+
+
+def test_layout_files_are_readable_by_others(cache, tmp_path):
+    """mkstemp makes 0600 files: blobs must get the usual mode, or another user's podman or
+    skopeo cannot read a layout tcm wrote."""
+    old = os.umask(0o022)
+    try:
+        build(cache, tmp_path / "img")
+    finally:
+        os.umask(old)
+    blobs = list((tmp_path / "img" / "blobs" / "sha256").iterdir())
+    assert len(blobs) == 3  # layer, config, manifest
+    assert {b.stat().st_mode & 0o777 for b in blobs} == {0o644}
