@@ -40,12 +40,41 @@ def python_tag() -> str:
 
 
 def detect(*, with_key: bool = True) -> Producer:
-    """This process's Triton build and toolchain (fields stay None where nothing is known)."""
+    """This process's Triton build and toolchain (fields stay None where nothing is known).
+
+    The Triton part is cached (``$XDG_CACHE_HOME/tcm/triton-build.json``) under a stamp of
+    every file of the installed Triton package and of the ptxas setting: ``triton_key()``
+    hashes Triton's sources and libraries and ptxas runs as a subprocess, 0.3-1.2 s that every
+    pull, extract and inspect paid. Any change to the install (a reinstall, an edited source
+    file) changes the stamp."""
     p = Producer(python=python_tag())
+    stamp = _triton_stamp()
+    if stamp is None:
+        return p
+    cached = _read_build_cache().get(stamp)
+    if cached is not None and (cached.get("triton_key") or not with_key):
+        p.triton_version = cached.get("triton_version")
+        p.triton_key = cached.get("triton_key") if with_key else None
+        p.ptxas = cached.get("ptxas")
+    else:
+        _detect_triton(p, with_key)
+        if with_key:
+            _write_build_cache(stamp, p)
+    # torch's version from its metadata: importing torch costs seconds, and this runs on
+    # every pull; ROCm's version is only known when the process has torch loaded already
+    with contextlib.suppress(Exception):
+        p.torch = importlib.metadata.version("torch")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        p.rocm = getattr(getattr(torch, "version", None), "hip", None)
+    return p
+
+
+def _detect_triton(p: Producer, with_key: bool) -> None:
     try:
         import triton
     except ImportError:
-        return p
+        return
     p.triton_version = getattr(triton, "__version__", None)
     if with_key:
         try:
@@ -62,14 +91,69 @@ def detect(*, with_key: bool = True) -> Producer:
         p.ptxas = m.group(1) if m else text.strip().splitlines()[-1]
     except Exception:
         pass
-    # torch's version from its metadata: importing torch costs seconds, and this runs on
-    # every pull; ROCm's version is only known when the process has torch loaded already
-    with contextlib.suppress(Exception):
-        p.torch = importlib.metadata.version("torch")
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        p.rocm = getattr(getattr(torch, "version", None), "hip", None)
-    return p
+
+
+def _triton_stamp() -> str | None:
+    """A hash of what ``triton_key()`` and ptxas depend on, without importing Triton: each
+    file's path, size and mtime under the package (~10 ms), the interpreter and the ptxas
+    variables. None when Triton is not installed."""
+    import importlib.util
+    import os
+
+    try:
+        spec = importlib.util.find_spec("triton")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    h = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
+    for var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH", "PATH"):
+        h.update(f"\0{var}={os.environ.get(var, '')}".encode())
+    for top in spec.submodule_search_locations:
+        for dirpath, dirs, names in os.walk(top):
+            dirs.sort()
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for name in sorted(names):
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                h.update(f"\0{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _build_cache_path() -> Any:
+    import os
+    from pathlib import Path
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tcm" / "triton-build.json"
+
+
+def _read_build_cache() -> dict[str, dict[str, Any]]:
+    import json
+
+    try:
+        data = json.loads(_build_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_build_cache(stamp: str, p: Producer) -> None:
+    """Best effort: a cache that cannot be written costs the next run its time, nothing else."""
+    import json
+
+    from .atomic import atomic_write_text
+
+    entries = _read_build_cache()
+    entries[stamp] = {"triton_version": p.triton_version, "triton_key": p.triton_key,
+                      "ptxas": p.ptxas}  # fmt: skip
+    keep = dict(list(entries.items())[-8:])  # a few installs (venvs) at most
+    with contextlib.suppress(OSError):
+        path = _build_cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(keep))
 
 
 def host_producer() -> Producer:

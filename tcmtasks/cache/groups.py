@@ -166,6 +166,11 @@ def relocated_children(entry_dir: str | Path, children: dict[str, str]) -> dict[
     return out
 
 
+def group_text(children: dict[str, str]) -> str:
+    """A group file's content, as Triton's ``put_group`` writes it."""
+    return json.dumps({"child_paths": children})
+
+
 def write_group(entry_dir: Path, name: str, children: dict[str, str], *, sync: bool = True) -> Path:
     """Write a group atomically and durably, in the exact shape Triton writes (``put_group``).
 
@@ -197,7 +202,7 @@ def stage_group(
         times = (st.st_atime_ns, st.st_mtime_ns)
     except FileNotFoundError:
         times = None
-    tmp = stage_text(path, json.dumps({"child_paths": children}), sync=sync)
+    tmp = stage_text(path, group_text(children), sync=sync)
     return StagedGroup(path, tmp, times)
 
 

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 from .. import __version__
 from ..cache.entries import Entry, EntryKind, FileKind
-from ..cache.groups import group_filename, read_group
+from ..cache.groups import group_filename, group_text, read_group
 from ..errors import CacheError, UsageError, os_error
 from ..parts import Part, unit_of
 from .compress import LayerSink
@@ -124,7 +124,7 @@ def group_for_image(e: Entry, mount_path: str | None) -> bytes:
     kept = {c: c for c in children if c in present}
     if mount_path:
         kept = {c: os.path.join(mount_path, e.key, c) for c in kept}
-    return json.dumps({"child_paths": dict(sorted(kept.items()))}).encode()
+    return group_text(dict(sorted(kept.items()))).encode()
 
 
 def layer_manifest(
