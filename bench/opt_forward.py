@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--json-out", type=Path, help="also write the result there")
     ap.add_argument("--device", default=os.environ.get("TCM_BENCH_DEVICE", "cuda"))
+    ap.add_argument("--model", type=Path, default=CONFIG, help="a dir with config.json")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
@@ -36,7 +37,7 @@ def main() -> None:
 
     if args.mega_load:
         torch.compiler.load_cache_artifacts(args.mega_load.read_bytes())
-    cfg = transformers.AutoConfig.from_pretrained(str(CONFIG))
+    cfg = transformers.AutoConfig.from_pretrained(str(args.model))
     torch.manual_seed(0)
     dev = args.device  # cpu: a smoke test of this script where there is no GPU
     dtype = torch.float16 if dev == "cuda" else torch.float32

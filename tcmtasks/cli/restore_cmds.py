@@ -33,15 +33,41 @@ if TYPE_CHECKING:
 
 
 @app.command("gpu")
-def gpu_cmd(python: PythonOpt = None, as_json: JsonOpt = False) -> None:
+def gpu_cmd(
+    python: PythonOpt = None,
+    save_profile: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-profile",
+            metavar="FILE",
+            help="Record GPU 0 as the workload's torch and Triton see it (properties, "
+            "capability, Triton target, attention kernel choices, torch/Triton/Python "
+            "builds) into FILE, for tcm warm --gpu-profile on machines without it.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Show this host's GPU targets and Triton build.
 
     Targets from nvidia-ml-py, amdsmi or the KFD sysfs, each with its device's name; the
     Triton version, Python ABI, triton_key() and ptxas that lookups will use: tcm's own, or
-    those of the interpreter given with --python.
+    those of the interpreter given with --python. --save-profile records a GPU profile
+    (check it into your repo; CI then warms torch.compile caches for this GPU without one).
 
-    Examples: tcm gpu; tcm gpu --python /opt/venv/bin/python --json
+    Examples: tcm gpu; tcm gpu --python /opt/venv/bin/python --json;
+    tcm gpu --python /opt/venv/bin/python --save-profile h200.json
     """
+    if save_profile is not None:
+        profile = ops.save_gpu_profile(save_profile, python=python)
+        if as_json:
+            print_json(profile.to_dict())
+        else:
+            out.print(
+                f"recorded {esc(profile.label)}, Triton {esc(profile.triton)}, "
+                f"{esc(profile.python)}, {len(profile.sdp_choices)} attention cases "
+                f"-> {esc(save_profile)}"
+            )
+        return
     info = ops.gpu(python=python)
     if as_json:
         print_json(info.to_dict())

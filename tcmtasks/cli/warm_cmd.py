@@ -76,6 +76,14 @@ def warm_cmd(
     batch: Annotated[str, typer.Option(help="torch: batch sizes, comma-separated.")] = "1",
     seq: Annotated[str, typer.Option(help="torch: sequence lengths, comma-separated.")] = "128",
     dtype: Annotated[str, typer.Option(help="torch: dtypes (fp16, bf16, fp32).")] = "fp16",
+    gpu_profile: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="torch: compile for the GPU this profile describes (tcm gpu --save-profile) "
+            "on a machine without it; needs the profile's torch build, Triton and Python.",
+        ),
+    ] = None,
     image: Annotated[str, typer.Option(help="vllm: container image.")] = (
         "docker.io/vllm/vllm-openai:latest"
     ),
@@ -111,14 +119,18 @@ def warm_cmd(
 
     Backends: triton compiles a kernel set for named GPUs without one (keys match real
     launches); command runs any command against the output; torch runs torch.compile of a
-    transformers model from a config on this GPU; vllm runs vLLM in a container. Every warm
+    transformers model from a config on this GPU, or with --gpu-profile for that GPU on a
+    machine without one; vllm runs vLLM in a container. Every warm
     writes a producer record (.tcm-producer.json) that tcm package puts in the image labels.
 
     Examples: tcm warm --backend triton --kernels tutorials --target cuda:90 -o build/cache;
-    tcm warm --backend command --inductor -o build/inductor -- python train.py
+    tcm warm --backend command --inductor -o build/inductor -- python train.py;
+    tcm warm --backend torch --model opt-125m --gpu-profile h200.json -o build/opt
     """
     if output is None:
         raise UsageError("give the output dir: -o DIR")
+    if gpu_profile is not None and backend != "torch":
+        raise UsageError("--gpu-profile is for the torch backend (--backend torch)")
     spec: ops.WarmSpec
     if backend == "triton":
         if not kernels:
@@ -130,8 +142,9 @@ def warm_cmd(
         raise UsageError(f"the {backend} backend needs --model (e.g. --model opt-125m)")
     elif backend == "torch":
         spec = ops.TorchWarm(
-            str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(","), python
-        )
+            str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(","), python,
+            gpu_profile=gpu_profile,
+        )  # fmt: skip
     elif backend == "vllm":
         spec = ops.VllmWarm(
             str(model), image=image, engine=engine, token_file=hf_token_file,

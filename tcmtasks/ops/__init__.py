@@ -56,6 +56,7 @@ _EXPORTS = {
     "prune": ".maintain",
     "pull": ".restore",
     "push": ".ship",
+    "save_gpu_profile": ".restore",
     "show": ".maintain",
     "stream_entries": ".maintain",
     "stream_json": ".maintain",
@@ -100,6 +101,7 @@ __all__ = [
     "prune",
     "pull",
     "push",
+    "save_gpu_profile",
     "show",
     "stream_entries",
     "stream_json",
@@ -141,7 +143,7 @@ if TYPE_CHECKING:
         stream_entries,
         stream_json,
     )
-    from .restore import HostInfo, default_cache_dir, extract, gpu, pull
+    from .restore import HostInfo, default_cache_dir, extract, gpu, pull, save_gpu_profile
     from .ship import PackageResult, PushResult, inspect, package, push
     from .tracking import TrackResult, track
     from .warming import CommandWarm, TorchWarm, TritonWarm, WarmResult, WarmSpec, warm

@@ -11,6 +11,7 @@ from ..cache.roots import discover
 from ..errors import NoGpu, UsageError
 from ..extract import MAX_TOTAL, RestoreReport, default_destinations
 from ..extract import extract as extract_image
+from ..gpuprofile import GpuProfile, save
 from ..oci.refs import ImageRef, parse
 from ..oci.transfer import RegistryOptions, open_source
 from ..producer import Producer, detect
@@ -45,6 +46,24 @@ def gpu(*, python: str | Path | None = None) -> HostInfo:
         return HostInfo(targets, names, detect())
     rt = resolve(python=python)
     return HostInfo(targets, names, rt.producer, rt.source)
+
+
+def save_gpu_profile(path: Path, *, python: str | Path | None = None) -> GpuProfile:
+    """Record GPU 0 as the workload's torch and Triton see it (``python``, else tcm's own
+    interpreter) into ``path``: what ``tcm warm --gpu-profile`` compiles for elsewhere."""
+    from ..warm.child import run_child
+
+    env = {k: v for k, v in os.environ.items()}
+    lines = run_child(
+        "tcmtasks.warm.profile_child", [], env, what="recording the GPU profile",
+        python=str(python) if python else None,
+    )  # fmt: skip
+    if not lines:
+        raise UsageError("recording the GPU profile gave no result")
+    profile = GpuProfile.from_dict(lines[-1], "the recorded profile")
+    profile.recorded_by = f"tcm gpu --save-profile{f' --python {python}' if python else ''}"
+    save(profile, path)
+    return profile
 
 
 def workload_runtime(

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..cache.entries import iter_dirs, scan_root
 from ..errors import UsageError, map_os_error
+from ..gpuprofile import load as load_profile
 from ..producer import host_producer, write_record
 from ..progress import Progress, ProgressEvent
 from ..runtime import probe_python
@@ -47,13 +48,16 @@ class CommandWarm:
 @dataclass
 class TorchWarm:
     """torch.compile a transformers model built from a config (random weights) on this GPU,
-    once per dtype x batch x sequence length; the output is the whole Inductor cache."""
+    once per dtype x batch x sequence length; the output is the whole Inductor cache. With
+    ``gpu_profile`` (tcm gpu --save-profile) it compiles for that GPU on a machine without
+    one (tcmtasks/warm/gpuless.py)."""
 
     model: str
     batch: list[int] = field(default_factory=lambda: [1])
     seq: list[int] = field(default_factory=lambda: [128])
     dtype: list[str] = field(default_factory=lambda: ["fp16"])
     python: str | None = None  # compile with this interpreter's torch and Triton
+    gpu_profile: Path | None = None
 
 
 WarmSpec = TritonWarm | CommandWarm | TorchWarm | VllmWarm
@@ -107,6 +111,10 @@ def warm(
         own = probe_python(python)
         own.gpus, own.targets = producer.gpus, producer.targets
         producer = own
+    profile = getattr(spec, "gpu_profile", None)
+    if profile is not None:  # compiled for the profile's GPU, not for this host's (none)
+        gp = load_profile(profile)
+        producer.gpus, producer.targets = [gp.name], [str(gp.triton_target)]
     extra: dict[str, Any] = {"backend": backend}
     if isinstance(spec, VllmWarm):
         extra["image"] = spec.image  # the Triton that compiled is the image's, not this host's
@@ -138,8 +146,14 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
     if isinstance(spec, TorchWarm):
         from ..warm.torch_backend import warm_model
 
-        runs = warm_model(spec.model, output, spec.batch, spec.seq, spec.dtype, python=spec.python)
-        return {"model": spec.model, "runs": runs}
+        runs = warm_model(
+            spec.model, output, spec.batch, spec.seq, spec.dtype,
+            python=spec.python, gpu_profile=spec.gpu_profile,
+        )  # fmt: skip
+        out: dict[str, Any] = {"model": spec.model, "runs": runs}
+        if spec.gpu_profile is not None:
+            out["gpu_profile"] = str(spec.gpu_profile)
+        return out
     from ..warm.vllm_backend import run_vllm
 
     return run_vllm(spec, output)

@@ -6,7 +6,8 @@ is the whole Inductor cache (fxgraph, aotautograd, generated code and ``triton/<
 with only its Triton part warm, a first forward saves little.
 
 Runs as ``python -m tcmtasks.warm.torch_backend`` with ``TORCHINDUCTOR_CACHE_DIR`` set, so that
-torch and Inductor start clean in a process of their own.
+torch and Inductor start clean in a process of their own. With a GPU profile it compiles for
+that GPU without one (gpuless.py): the same program, on FakeTensors.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingDependency, NoGpu, UsageError
+from ..gpuprofile import load as load_profile
+from ..gpuprofile import runtime_mismatch
 from ..resources import model_dir
 from .child import child_main, run_child
 
@@ -41,8 +44,16 @@ def warm_model(
     dtypes: list[str],
     *,
     python: str | None = None,
+    gpu_profile: Path | None = None,
 ) -> list[dict[str, Any]]:
     cfg = model_dir(model)
+    if gpu_profile is not None:
+        load_profile(gpu_profile)  # a bad file is refused here, before torch starts
+        if len(batches) * len(seqs) > 1:
+            raise UsageError(
+                "without a GPU, warm one shape per run (one --batch, one --seq): a second "
+                "shape recompiles with dynamic shapes, which needs the GPU"
+            )
     for d in dtypes:
         if d not in DTYPES:
             raise UsageError(f"unknown dtype {d!r}; use fp16, bf16 or fp32")
@@ -54,15 +65,26 @@ def warm_model(
     env.pop("TRITON_CACHE_DIR", None)  # Inductor puts Triton's cache inside its own
     args = ["--config", str(cfg), "--batch", ",".join(map(str, batches))]
     args += ["--seq", ",".join(map(str, seqs)), "--dtype", ",".join(dtypes)]
+    if gpu_profile is not None:
+        args += ["--gpu-profile", str(Path(gpu_profile).resolve())]
     return run_child("tcmtasks.warm.torch_backend", args, env, what="the torch warm", python=python)
 
 
-def _child(config: str, batches: list[int], seqs: list[int], dtypes: list[str]) -> None:
+def _child(
+    config: str,
+    batches: list[int],
+    seqs: list[int],
+    dtypes: list[str],
+    gpu_profile: str | None = None,
+) -> None:
     try:
         import torch
         import transformers
     except ImportError as exc:
         raise MissingDependency(f"{exc.name} (the torch warm backend)", "torch") from None
+    if gpu_profile is not None:
+        _child_without_gpu(torch, transformers, config, batches, seqs, dtypes, gpu_profile)
+        return
     if not torch.cuda.is_available():
         raise NoGpu(
             "the torch backend compiles for the GPU it runs on: no CUDA/ROCm GPU "
@@ -94,12 +116,83 @@ def _child(config: str, batches: list[int], seqs: list[int], dtypes: list[str]) 
                 )
 
 
+def _child_without_gpu(
+    torch: Any,
+    transformers: Any,
+    config: str,
+    batches: list[int],
+    seqs: list[int],
+    dtypes: list[str],
+    profile_path: str,
+) -> None:
+    """The GPU warm's program, for the profile's GPU, on FakeTensors (gpuless.py)."""
+    import triton
+    from torch._dynamo.utils import counters
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from ..producer import detect
+    from . import gpuless
+
+    profile = load_profile(profile_path)
+    gpuless.check_supported(str(torch.__version__), torch.version.cuda)
+    own = detect()
+    mismatch = runtime_mismatch(
+        profile, str(torch.__version__), triton.__version__, str(own.python), own.triton_key
+    )
+    if mismatch:
+        raise UsageError(mismatch)
+    if torch.cuda.is_available():
+        raise UsageError(
+            "a GPU is visible here: warm on it without --gpu-profile, or hide it "
+            "(CUDA_VISIBLE_DEVICES=) to compile for the profile's GPU"
+        )
+    cfg_inductor = torch._inductor.config
+    if cfg_inductor.max_autotune or cfg_inductor.max_autotune_gemm:
+        raise UsageError("max-autotune benchmarks on the GPU while compiling: warm on the GPU")
+    cfg = transformers.AutoConfig.from_pretrained(config)
+    with gpuless.patched(profile):
+        for dtype_name in dtypes:
+            dtype = getattr(torch, DTYPES[dtype_name])
+            with torch.device("meta"):
+                model = transformers.AutoModelForCausalLM.from_config(cfg)
+            model = model.to(dtype).eval()
+            mode = FakeTensorMode()
+            gpuless.fake_module(torch, model, mode)
+            compiled = torch.compile(model)
+            for b in batches:
+                for s in seqs:
+                    with mode:
+                        ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
+                    counters.clear()
+                    t = time.perf_counter()
+                    with torch.no_grad():
+                        compiled(input_ids=ids)
+                    seen = {k: dict(v) for k, v in counters.items()}
+                    print(
+                        json.dumps(
+                            {
+                                "dtype": dtype_name,
+                                "batch": b,
+                                "seq": s,
+                                "gpu": profile.label,
+                                "compile_s": time.perf_counter() - t,
+                                "fx_graphs": seen.get("inductor", {}).get("fxgraph_cache_miss", 0),
+                                "aot_graphs": seen.get("aot_autograd", {}).get(
+                                    "autograd_cache_saved", 0
+                                ),
+                            }
+                        ),
+                        flush=True,
+                    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
     ap.add_argument("--batch", default="1")
     ap.add_argument("--seq", default="128")
     ap.add_argument("--dtype", default="fp16")
+    ap.add_argument("--gpu-profile")
     a = ap.parse_args()
     child_main(
         lambda: _child(
@@ -107,6 +200,7 @@ def main() -> None:
             [int(x) for x in a.batch.split(",")],
             [int(x) for x in a.seq.split(",")],
             a.dtype.split(","),
+            a.gpu_profile,
         )
     )
 
