@@ -66,6 +66,12 @@ class RecipeError(UsageError):
 # -- 3: images and registries -------------------------------------------------------------------
 
 
+class NeedsGpu(UsageError, RuntimeError):
+    """Warming without a GPU met what only the GPU can answer (a kernel choice, a benchmark,
+    a device allocation): warm that model on the GPU. Also a RuntimeError, as torch's own "no
+    NVIDIA driver" is, so torch's handlers see no change when a patch raises it."""
+
+
 class ImageError(TcmError):
     """An image cannot be read, written or used: missing, malformed or incompatible."""
 

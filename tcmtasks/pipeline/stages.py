@@ -74,6 +74,23 @@ def content_manifest(directory: Path) -> list[list[Any]]:
     ]
 
 
+def gpu_profile_path(recipe: Recipe) -> Path | None:
+    """The recipe's ``gpu_profile:``, relative to the recipe file."""
+    name = recipe.warm.get("gpu_profile")
+    return (recipe.path.parent / name).resolve() if name else None
+
+
+def gpu_profile_here(recipe: Recipe) -> Path | None:
+    """The profile to compile for, when this machine has no GPU; on a GPU machine the warm
+    compiles for its own GPU, as without a profile."""
+    path = gpu_profile_path(recipe)
+    if path is None:
+        return None
+    from ..targets import host_targets
+
+    return None if host_targets()[0] else path
+
+
 def warm_spec(recipe: Recipe) -> ops.WarmSpec:
     """The recipe's ``warm:`` section as the spec ``tcm warm`` would build from its flags."""
     w = recipe.warm
@@ -90,7 +107,7 @@ def warm_spec(recipe: Recipe) -> ops.WarmSpec:
     if backend == "torch":
         return ops.TorchWarm(
             w["model"], w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"]),
-            w.get("python"),
+            w.get("python"), gpu_profile=gpu_profile_here(recipe),
         )  # fmt: skip
     return ops.VllmWarm(
         w["model"],

@@ -9,6 +9,7 @@ fails with a tcm error fails its task with tcm's one-line message, not a traceba
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,11 @@ def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dic
         return out
 
     def warm(r: Recipe) -> TaskDict:
-        t = task(r, "warm", r.warm | {"targets": r.targets})
+        params = r.warm | {"targets": r.targets}
+        profile = stages.gpu_profile_path(r)
+        if profile is not None:  # a re-recorded profile is new input: warm again
+            params["gpu_profile_sha256"] = _file_digest(profile)
+        t = task(r, "warm", params)
         t["uptodate"].append(WarmUnchanged(stages.stage_dir(r.model, "warm", build)))
         return t
 
@@ -154,8 +159,19 @@ def runnable_here(recipes: dict[str, Recipe]) -> tuple[list[str], list[str]]:
 
     if host_targets()[0]:
         return names, []
-    left = [m for m in names if recipes[m].warm.get("backend") in GPU_BACKENDS]
+    left = [
+        m
+        for m in names
+        if recipes[m].warm.get("backend") in GPU_BACKENDS and not recipes[m].warm.get("gpu_profile")
+    ]
     return [m for m in names if m not in left], left
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise RecipeError(f"cannot read GPU profile {path}: {exc.strerror or exc}") from None
 
 
 def _left_note(left: list[str]) -> str:

@@ -23,17 +23,11 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import NeedsGpu, UsageError
 from ..gpuprofile import GpuProfile, sdp_key
 
 #: torch releases (major.minor) whose internals these patches were written and tested against.
 SUPPORTED = ("2.11", "2.14")
-
-
-class DeviceTouched(RuntimeError):
-    """The compile asked for the real GPU: a path these patches do not cover.
-
-    A RuntimeError, as torch's own "no NVIDIA driver" is, so torch's handlers see no change."""
 
 
 def check_supported(torch_version: str, cuda: str | None) -> None:
@@ -103,7 +97,7 @@ def _install(torch: Any, profile: GpuProfile, p: _Patches) -> None:
     cap = profile.capability
 
     def device_touched() -> None:
-        raise DeviceTouched(
+        raise NeedsGpu(
             "the GPU-less compile tried to initialise CUDA: this model uses a path tcm's "
             "replay does not cover; warm it on the GPU"
         )
@@ -285,7 +279,7 @@ def _verify(profile: GpuProfile) -> None:
     system = CacheBase.get_system()
     name = (system.get("device") or {}).get("name")
     if name != profile.name:
-        raise DeviceTouched(
+        raise NeedsGpu(
             f"Inductor's key would name device {name!r}, not {profile.name!r}: the replay "
             f"does not cover this torch build"
         )
@@ -346,10 +340,10 @@ def _standin_driver(torch: Any, profile: GpuProfile) -> Any:
             return "void*"
 
         def get_benchmarker(self) -> Any:
-            raise DeviceTouched("benchmarking needs the GPU (max-autotune is out of scope)")
+            raise NeedsGpu("benchmarking needs the GPU (max-autotune is out of scope)")
 
         def get_empty_cache_for_benchmark(self) -> Any:
-            raise DeviceTouched("benchmarking needs the GPU (max-autotune is out of scope)")
+            raise NeedsGpu("benchmarking needs the GPU (max-autotune is out of scope)")
 
         def clear_cache(self, cache: Any) -> None:
             pass
@@ -440,7 +434,7 @@ def _sdpa_as_on(torch: Any, profile: GpuProfile, sdpa: Any) -> Callable[..., Any
             bool(is_causal), grad, dropout_p > 0, query.shape[-2] == key.shape[-2],
         )  # fmt: skip
         if enable_gqa or value.shape[-1] != query.shape[-1] or case not in profile.sdp_choices:
-            raise UsageError(
+            raise NeedsGpu(
                 f"attention ({case.replace('|', ', ')}{', gqa' if enable_gqa else ''}) is not "
                 f"a case the GPU profile recorded: torch's kernel choice for it is unknown "
                 f"without the GPU; warm this model on the GPU"
@@ -488,7 +482,7 @@ def _sdpa_as_on(torch: Any, profile: GpuProfile, sdpa: Any) -> Callable[..., Any
                 query, key, value, attn_mask, lse, dropout_p, is_causal, scale=scale
             )
             return out[0]
-        raise UsageError(
+        raise NeedsGpu(
             f"on {profile.name} torch picks attention backend {backend} for this model, "
             f"which tcm cannot replay without the GPU; warm it on the GPU"
         )

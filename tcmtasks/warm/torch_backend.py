@@ -13,10 +13,12 @@ that GPU without one (gpuless.py): the same program, on FakeTensors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +167,7 @@ def _child_without_gpu(
                         ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
                     counters.clear()
                     t = time.perf_counter()
-                    with torch.no_grad():
+                    with torch.no_grad(), _our_errors_unwrapped():
                         compiled(input_ids=ids)
                     seen = {k: dict(v) for k, v in counters.items()}
                     print(
@@ -184,6 +186,23 @@ def _child_without_gpu(
                         ),
                         flush=True,
                     )
+
+
+@contextlib.contextmanager
+def _our_errors_unwrapped() -> Iterator[None]:
+    """Dynamo wraps what a patch raises mid-trace (BackendCompilerFailed, a graph break);
+    tcm's own refusal, innermost, is what the user should read."""
+    try:
+        yield
+    except Exception as exc:
+        seen: set[int] = set()
+        e: BaseException | None = exc
+        while e is not None and id(e) not in seen:
+            seen.add(id(e))
+            if isinstance(e, UsageError):  # NeedsGpu included
+                raise type(e)(str(e)) from None
+            e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
+        raise
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -45,8 +46,9 @@ def doit(root: Path, *args: str, ok: int = 0) -> subprocess.CompletedProcess:
         cwd=root,
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(root), "PYTHONPATH": str(REPO)},
-    )
+        env={"PATH": "/usr/bin:/bin", "HOME": str(root), "PYTHONPATH": str(REPO),
+             **{k: v for k, v in os.environ.items() if k == "TCM_CI"}},
+    )  # fmt: skip
     assert proc.returncode == ok, proc.stdout + proc.stderr
     return proc
 
@@ -154,6 +156,24 @@ def test_schema_error_classes(tmp_path, text, message):
     assert f"{path}:" in str(info.value) or "must match" in str(info.value)
 
 
+def test_example_recipes_are_valid_and_their_profiles_exist():
+    from tcmtasks.gpuprofile import load
+    from tcmtasks.pipeline.stages import gpu_profile_path
+
+    recipe = load_recipe(REPO / "examples" / "pipelines" / "opt-125m-h200.yaml")
+    profile = gpu_profile_path(recipe)
+    assert profile is not None and load(profile).name == "NVIDIA H200"
+
+
+def test_gpu_profile_is_only_for_the_torch_backend(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(
+        "model: x\nwarm: {backend: triton, kernels: k, gpu_profile: p.json}\nimage: {name: a}\n"
+    )
+    with pytest.raises(RecipeError, match="torch"):
+        load_recipe(path)
+
+
 def test_shipped_recipes_are_valid():
     shipped = sorted(builtin_recipes().glob("*.yaml"))
     assert len(shipped) >= 3
@@ -204,3 +224,31 @@ def test_bare_doit_runs_what_this_machine_can_and_names_the_rest(project):
     assert "doit warm_and_ship model=gpu-model" in plan
     explicit = doit(project, "warm_and_ship", "model=gpu-model", "dry_run=1").stdout
     assert "build/gpu-model/warm" in explicit  # named, it is planned (and fails clearly)
+
+
+def test_a_gpu_profile_recipe_warms_and_ships_without_a_gpu(project, tmp_path):
+    """doit warm_and_ship of a torch recipe on this GPU-less machine: compiled for the
+    profile's GPU, shipped whole (Inductor part included); a rerun does nothing, a
+    re-recorded profile warms again. A bare run includes it (it can run here)."""
+    from tcmtasks.gpuprofile import load, save
+    from tests.support.profiles import h200_profile_for, runtime_of
+    from tests.support.tools import require_cuda_python
+
+    python = require_cuda_python()
+    profile = h200_profile_for(runtime_of(python), project / "pipelines" / "h200.json")
+    (project / "pipelines" / "tiny.yaml").write_text(
+        "model: tiny\nwarm:\n  backend: torch\n  model: tiny-opt\n"
+        f"  python: {python}\n  gpu_profile: h200.json\n"
+        "image:\n  name: tcm/tiny\n"
+    )
+    assert "build/tiny/warm" in doit(project, "dry_run=1").stdout
+    first = doit(project, "warm_and_ship", "model=tiny")
+    assert ran(first) == ["warm", "index", "dedup", "prune", "package", "push"]
+    pkg = json.loads((project / "build/tiny/package.json").read_text())
+    # the whole Inductor cache (FX graph, AOTAutograd, code units) beside Triton's kernels
+    assert pkg["parts"]["inductor"] >= 3 and pkg["entries"] > pkg["parts"]["inductor"]
+    assert ran(doit(project, "warm_and_ship", "model=tiny")) == []
+    again = load(profile)
+    again.recorded_by = "recorded again"
+    save(again, profile)
+    assert ran(doit(project, "warm_and_ship", "model=tiny"))[:1] == ["warm"]

@@ -28,3 +28,13 @@ def require_modules(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         _missing("the Python module " + ", ".join(missing))
+
+
+def require_cuda_python() -> str:
+    """The interpreter with a CUDA build of torch that the GPU-less warm tests compile with:
+    ``TCM_CUDA_PYTHON`` (.ci/run makes one: torch 2.14.1 from this machine's disk, 5.5 GB,
+    kept out of the test extra). This machine has no GPU, which is what those tests need."""
+    python = os.environ.get("TCM_CUDA_PYTHON")
+    if not python or not os.access(python, os.X_OK):
+        _missing("an interpreter with CUDA torch (TCM_CUDA_PYTHON)")
+    return str(python)

@@ -1,0 +1,37 @@
+"""The H200 profile that ships with tcm, re-targeted at a test interpreter's runtime: its
+device facts are the H200's, its torch/Triton/Python those of the CUDA torch under test (a
+profile names the runtime it must be replayed with, or every key would miss)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from tcmtasks.gpuprofile import load, save
+
+REPO = Path(__file__).resolve().parents[2]
+H200 = next((REPO / "examples" / "gpu-profiles").glob("nvidia-h200-*.json"))
+_RUNTIME = (
+    "import json, torch, triton; from tcmtasks.producer import detect; d = detect(); "
+    "print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
+    "'triton': triton.__version__, 'python': d.python, 'triton_key': d.triton_key, "
+    "'available': torch.cuda.is_available()}))"
+)
+
+
+def runtime_of(python: str) -> dict:
+    out = subprocess.run(
+        [python, "-c", _RUNTIME],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def h200_profile_for(runtime: dict, dest: Path) -> Path:
+    p = load(H200)
+    p.torch, p.torch_cuda, p.triton = runtime["torch"], runtime["cuda"], runtime["triton"]
+    p.python, p.triton_key = runtime["python"], runtime["triton_key"]
+    return save(p, dest)

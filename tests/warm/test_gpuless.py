@@ -1,0 +1,222 @@
+"""Warming torch.compile for a GPU on this machine, which has none (tcmtasks/warm/gpuless.py).
+
+The producer side runs for real: the CUDA build of torch in ``TCM_CUDA_PYTHON`` compiles
+tiny-opt for the H200 profile that ships with tcm (its device part, with this interpreter's
+runtime: a profile names the runtime it must be replayed with). That the GPU then hits what
+this writes is shown on the GPU machine (bench/gpu_proof_gpuless.py, bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tcmtasks import ops
+from tcmtasks.cache.entries import EntryKind, scan_root
+from tcmtasks.errors import UsageError
+from tcmtasks.gpuprofile import load, save
+from tcmtasks.targets import Target
+from tests.support.profiles import H200, REPO, h200_profile_for, runtime_of
+from tests.support.tools import require_cuda_python
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def cuda_python() -> str:
+    return require_cuda_python()
+
+
+@pytest.fixture(scope="module")
+def runtime(cuda_python: str) -> dict:
+    found = runtime_of(cuda_python)
+    assert found["cuda"] and not found["available"], "these tests need CUDA torch and no GPU"
+    return found
+
+
+@pytest.fixture(scope="module")
+def profile(runtime: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The H200's device facts with the test interpreter's runtime."""
+    return h200_profile_for(runtime, tmp_path_factory.mktemp("profile") / "h200-here.json")
+
+
+@pytest.fixture(scope="module")
+def warmed(cuda_python: str, profile: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("gpuless") / "inductor"
+    result = ops.warm(ops.TorchWarm("tiny-opt", python=cuda_python, gpu_profile=profile), out)
+    return out, result
+
+
+def test_writes_fx_graph_aot_and_sm90_kernels(warmed) -> None:
+    out, result = warmed
+    (run,) = result.details["runs"]
+    assert run["fx_graphs"] == 1 and run["aot_graphs"] == 1
+    assert run["gpu"].startswith("NVIDIA H200 (sm_90")
+    assert len([p for p in out.glob("fxgraph/*/*") if p.is_dir()]) == 1
+    assert len([p for p in out.glob("aotautograd/*") if p.is_dir()]) == 1
+    kernels = [e for e in scan_root(out / "triton" / "0") if e.kind == EntryKind.KERNEL]
+    assert kernels, "no Triton kernel was compiled"
+    assert {e.target for e in kernels} == {Target("cuda", "90", 32)}
+    assert all(any(f.name.endswith(".cubin") for f in e.files) for e in kernels)
+
+
+def test_attention_takes_the_kernel_the_gpu_chose(warmed) -> None:
+    """Without the replay, torch decomposes attention into matmuls (its no-device answer);
+    the H200 picked cuDNN attention for fp16 (the profile records it), so must the graph."""
+    out, _ = warmed
+    code = "\n".join(p.read_text() for p in out.glob("*/*.py") if "def call(" in p.read_text())
+    assert "_scaled_dot_product_cudnn_attention" in code
+    assert "extern_kernels.bmm" not in code
+
+
+def test_the_record_names_the_profile_gpu_not_this_host(warmed, runtime: dict) -> None:
+    out, result = warmed
+    record = json.loads((out / ".tcm-producer.json").read_text())
+    assert record["gpus"] == ["NVIDIA H200"] and record["targets"] == ["cuda:90"]
+    assert record["triton_version"] == runtime["triton"]
+    assert result.to_dict()["gpu_profile"]
+
+
+def test_patches_are_undone_even_after_an_error(cuda_python: str, profile: Path) -> None:
+    code = f"""
+import json, torch
+from torch._dynamo import device_interface as di
+from torch._inductor import codecache, compile_fx, constant_folding
+from torch._inductor.runtime import triton_heuristics, triton_helpers
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental import proxy_tensor
+from triton.runtime.driver import driver
+from tcmtasks.gpuprofile import load
+from tcmtasks.warm import gpuless
+
+sdpa = torch.ops.aten.scaled_dot_product_attention.default
+def snapshot():
+    return [id(x) for x in (
+        torch.cuda._lazy_init, torch.cuda.get_device_properties, torch.cuda.current_device,
+        di.caching_worker_device_properties, driver._active, triton_helpers.set_driver_to_gpu,
+        proxy_tensor.unset_fake_temporarily, constant_folding.ConstantFolder.run,
+        codecache.extract_tensor_metadata_for_cache_key, compile_fx.compile_fx,
+        triton_heuristics.CachingAutotuner._make_launchers,
+    )] + sorted(map(str, sdpa.py_kernels)) + [
+        repr(di.CudaInterface.__dict__.get(k)) for k in ("is_available", "get_device_properties")
+    ] + [id(FakeTensorMode.__dict__.get("avoid_device_init"))]
+
+before = snapshot()
+try:
+    with gpuless.patched(load({str(profile)!r})) as names:
+        inside = {{
+            "name": torch.cuda.get_device_name(), "cap": list(torch.cuda.get_device_capability()),
+            "available": torch.cuda.is_available(), "interface": di.CudaInterface.is_available(),
+            "patches": len(names),
+        }}
+        raise KeyboardInterrupt
+except KeyboardInterrupt:
+    pass
+after = snapshot()
+try:
+    torch.cuda.get_device_name()
+    name_after = "answered"
+except Exception as exc:
+    name_after = type(exc).__name__
+print(json.dumps({{"inside": inside, "restored": before == after, "name_after": name_after}}))
+"""
+    out = subprocess.run(
+        [cuda_python, "-c", code], env=_env(), capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["inside"]["name"] == "NVIDIA H200" and r["inside"]["cap"] == [9, 0]
+    # torch keeps saying there is no GPU (FakeTensorMode's no-device path); Dynamo's
+    # interface, which gates Triton codegen, says there is
+    assert r["inside"]["available"] is False and r["inside"]["interface"] is True
+    assert r["inside"]["patches"] >= 20
+    assert r["restored"], "a patch outlived the block"
+    assert r["name_after"] == "RuntimeError"  # back to: no driver here
+
+
+def _tcm(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tcmtasks.cli", *args],
+        env={**_env(), **env}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_a_profile_of_another_torch_build_is_refused_before_compiling(
+    cuda_python: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "o"
+    p = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(H200),
+              "--python", cuda_python, "-o", str(out)])  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and "recorded with torch 2.11.0+cu130" in err[0], p.stderr
+    assert "every key would miss" in err[0]
+    assert not list(out.glob("fxgraph/*"))
+
+
+def test_attention_the_profile_did_not_record_is_refused(
+    cuda_python: str, profile: Path, tmp_path: Path
+) -> None:
+    p = load(profile)
+    p.sdp_choices = {}
+    partial = save(p, tmp_path / "partial.json")
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(partial),
+              "--python", cuda_python, "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "not a case the GPU profile recorded" in r.stderr
+    assert "warm this model on the GPU" in r.stderr
+
+
+def test_max_autotune_needs_the_gpu(cuda_python: str, profile: Path, tmp_path: Path) -> None:
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(profile),
+              "--python", cuda_python, "-o", str(tmp_path / "o")],
+             TORCHINDUCTOR_MAX_AUTOTUNE="1")  # fmt: skip
+    assert r.returncode == 2 and "max-autotune" in r.stderr, r.stderr
+
+
+def test_two_shapes_are_refused_before_torch_starts(tmp_path: Path) -> None:
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(H200),
+              "--batch", "1,2", "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2 and "dynamic shapes" in r.stderr, r.stderr
+
+
+def test_a_cpu_only_torch_is_refused(tmp_path: Path) -> None:
+    """tcm's own test interpreter has the CPU build: its version never matches a node's."""
+    pytest.importorskip("transformers")
+    import torch
+
+    if torch.version.cuda is not None:
+        pytest.skip("this interpreter's torch is a CUDA build")
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(H200),
+              "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2 and "CPU-only build" in r.stderr, r.stderr
+
+
+def test_gpu_profile_is_for_the_torch_backend(tmp_path: Path) -> None:
+    r = _tcm(["warm", "--backend", "triton", "--kernels", "tutorials", "--gpu-profile",
+              str(H200), "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2 and "--gpu-profile is for the torch backend" in r.stderr
+
+
+def test_recording_a_profile_needs_the_gpu(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    target = tmp_path / "p.json"
+    r = _tcm(["gpu", "--save-profile", str(target)])
+    assert r.returncode == 5, r.stderr
+    assert "recorded on the GPU it describes" in r.stderr
+    assert not target.exists()
+
+
+def test_a_bad_profile_file_is_refused_before_torch_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(UsageError, match="not JSON"):
+        ops.warm(ops.TorchWarm("tiny-opt", gpu_profile=bad), tmp_path / "o")
+    assert not (tmp_path / "o" / "fxgraph").exists()
