@@ -43,6 +43,9 @@ class GpuProfile:
     triton: str | None
     python: str  # "cp312"
     triton_key: str | None = None  # tcm's hash of triton_key(): equal builds, equal hash
+    #: the model library's version ({"transformers": "5.17.0"}): its code is the graph, so
+    #: another version can trace another graph (seen: OPT's attention mask, 5.17 vs 5.24)
+    libraries: dict[str, str] = field(default_factory=dict)
     #: "dtype|head_dim|mask|causal|grad|dropout|square" -> torch's SDPBackend name
     sdp_choices: dict[str, str] = field(default_factory=dict)
     recorded_by: str = ""
@@ -85,6 +88,7 @@ class GpuProfile:
                 triton=data.get("triton"),
                 python=str(data["python"]),
                 triton_key=data.get("triton_key"),
+                libraries={str(k): str(v) for k, v in (data.get("libraries") or {}).items()},
                 sdp_choices={str(k): str(v) for k, v in (data.get("sdp_choices") or {}).items()},
                 recorded_by=str(data.get("recorded_by") or ""),
             )
@@ -133,6 +137,7 @@ def runtime_mismatch(
     triton: str | None,
     python: str,
     triton_key: str | None = None,
+    libraries: dict[str, str | None] | None = None,
 ) -> str | None:
     """The first difference between the profile's runtime and the producer's, as one line
     for the user, or None. Any difference changes every key."""
@@ -146,6 +151,14 @@ def runtime_mismatch(
                 f"the GPU profile was recorded with {what} {theirs}, this interpreter has "
                 f"{what} {ours or 'none'}: every key would miss on the GPU; warm with the "
                 f"node's build (--python PATH to an interpreter that has it)"
+            )
+    for name, ours_lib in (libraries or {}).items():
+        theirs_lib = profile.libraries.get(name)
+        if theirs_lib and theirs_lib != ours_lib:
+            return (
+                f"the GPU profile was recorded with {name} {theirs_lib}, this interpreter has "
+                f"{name} {ours_lib or 'none'}: the model's code is the graph, so another "
+                f"version can trace another graph and miss; install {name}=={theirs_lib}"
             )
     if profile.triton_key and triton_key and profile.triton_key != triton_key:
         return (

@@ -78,6 +78,10 @@ def test_runtime_mismatch_names_the_first_difference() -> None:
     assert py and "Python cp312" in py and "Python cp311" in py
     build = runtime_mismatch(p, "2.11.0+cu130", "3.6.0", "cp312", "0000000000000000")
     assert build and "another build" in build
+    lib = runtime_mismatch(p, "2.11.0+cu130", "3.6.0", "cp312", None, {"transformers": "5.24.0"})
+    assert lib and "transformers 5.17.0" in lib and "transformers 5.24.0" in lib
+    same = {"transformers": "5.17.0"}
+    assert runtime_mismatch(p, "2.11.0+cu130", "3.6.0", "cp312", None, same) is None
 
 
 def test_profile_label_says_gpu_arch_and_torch() -> None:

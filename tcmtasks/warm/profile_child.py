@@ -6,6 +6,7 @@ build and Triton are what the profile must name) and prints the profile as one J
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from typing import Any
@@ -84,6 +85,11 @@ def record() -> GpuProfile:
     cap = torch.cuda.get_device_capability(0)
     t = driver.active.get_current_target()
     producer = detect()
+    libraries = {}
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        libraries["transformers"] = str(transformers.__version__)
     return GpuProfile(
         name=str(props.get("name")),
         capability=(int(cap[0]), int(cap[1])),
@@ -96,6 +102,7 @@ def record() -> GpuProfile:
         triton=str(triton.__version__),
         python=str(producer.python),
         triton_key=producer.triton_key,
+        libraries=libraries,
         sdp_choices=record_sdp_choices(torch),
     )
 

@@ -139,8 +139,9 @@ def _child_without_gpu(
     gpuless.check_supported(str(torch.__version__), torch.version.cuda)
     own = detect()
     mismatch = runtime_mismatch(
-        profile, str(torch.__version__), triton.__version__, str(own.python), own.triton_key
-    )
+        profile, str(torch.__version__), triton.__version__, str(own.python), own.triton_key,
+        {"transformers": str(transformers.__version__)},
+    )  # fmt: skip
     if mismatch:
         raise UsageError(mismatch)
     if torch.cuda.is_available():

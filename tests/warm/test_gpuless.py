@@ -161,6 +161,20 @@ def test_a_profile_of_another_torch_build_is_refused_before_compiling(
     assert not list(out.glob("fxgraph/*"))
 
 
+def test_another_transformers_is_refused(cuda_python: str, profile: Path, tmp_path: Path) -> None:
+    """The model's code is the graph: transformers 5.17 passes OPT a boolean mask where 5.24
+    says is_causal (seen on the GPU machine and here), so the versions must match too."""
+    p = load(profile)
+    if p.libraries.get("transformers") == "5.17.0":
+        pytest.skip("the test interpreter has transformers 5.17.0 itself")
+    p.libraries = {"transformers": "5.17.0"}
+    other = save(p, tmp_path / "other.json")
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(other),
+              "--python", cuda_python, "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "recorded with transformers 5.17.0" in r.stderr
+
+
 def test_attention_the_profile_did_not_record_is_refused(
     cuda_python: str, profile: Path, tmp_path: Path
 ) -> None:
