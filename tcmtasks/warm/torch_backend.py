@@ -81,6 +81,11 @@ def _child(
 ) -> None:
     try:
         import torch
+
+        if gpu_profile is not None:  # an unusable torch build is named before anything else
+            from . import gpuless
+
+            gpuless.check_supported(str(torch.__version__), torch.version.cuda)
         import transformers
     except ImportError as exc:
         raise MissingDependency(f"{exc.name} (the torch warm backend)", "torch") from None

@@ -202,14 +202,13 @@ def test_two_shapes_are_refused_before_torch_starts(tmp_path: Path) -> None:
 
 
 def test_a_cpu_only_torch_is_refused(tmp_path: Path) -> None:
-    """tcm's own test interpreter has the CPU build: its version never matches a node's."""
-    pytest.importorskip("transformers")
+    """tcm's own test interpreter has the CPU build (the test extra's torch): its version
+    never matches a node's. Refused before transformers is even imported."""
     import torch
 
-    if torch.version.cuda is not None:
-        pytest.skip("this interpreter's torch is a CUDA build")
+    assert torch.version.cuda is None, "the test extra installs the CPU build of torch"
     r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(H200),
-              "-o", str(tmp_path / "o")])  # fmt: skip
+              "--python", sys.executable, "-o", str(tmp_path / "o")])  # fmt: skip
     assert r.returncode == 2 and "CPU-only build" in r.stderr, r.stderr
 
 
