@@ -9,10 +9,12 @@ The model's parameters and inputs are FakeTensors on ``cuda`` (shapes and dtypes
 
 This depends on torch internals that change between releases, so it runs only on the torch
 versions in ``SUPPORTED`` (each patch below names the source it stands in for, as
-``file:line`` in torch 2.14.1 / 2.11.0), is applied only inside :func:`patched`, and is undone
-when that block ends. ``torch.cuda.is_available()`` stays False throughout: FakeTensorMode
-then keeps to its no-device path. Out of scope, refused by the caller: training graphs,
-dynamic shapes, max-autotune (each needs the GPU while compiling).
+``file:line`` in torch 2.14.1, then after " / " the line in 2.11.0 where it was read on the GPU
+machine), is applied only inside :func:`patched`, and is undone when that block ends.
+``torch.cuda.is_available()`` stays False throughout: FakeTensorMode then keeps to its
+no-device path. Out of scope, refused by the caller: training graphs, dynamic shapes,
+max-autotune (each needs the GPU while compiling). docs/gpu-less-warm.md says why each patch
+exists and what the H200 showed.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def _install(torch: Any, profile: GpuProfile, p: _Patches) -> None:
         )
 
     # Any real CUDA use would otherwise fail later with "no NVIDIA driver", far from its cause.
-    p.set(torch.cuda, "_lazy_init", device_touched, "cuda/__init__.py:563 / :378")
+    p.set(torch.cuda, "_lazy_init", device_touched, "cuda/__init__.py:563")
 
     # The FX-graph key's system info: device name and CUDA version; on error it silently
     # becomes {} and every key differs from the GPU's (codecache.py:332 / :180-213).
@@ -132,7 +134,8 @@ def _install(torch: Any, profile: GpuProfile, p: _Patches) -> None:
 
     # Dynamo's device interface binds torch.cuda's functions as staticmethods at import, and
     # has_triton() / the scheduler's Triton check ask its is_available()
-    # (_dynamo/device_interface.py:209 / :218-229, _inductor/scheduler.py / :5900).
+    # (_dynamo/device_interface.py:209 / :218-229, utils/_triton.py:209, _inductor/scheduler.py:9312
+    # / :5900).
     from torch._dynamo import device_interface as di
 
     interface = {
