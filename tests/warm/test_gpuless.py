@@ -76,6 +76,25 @@ def test_attention_takes_the_kernel_the_gpu_chose(warmed) -> None:
     assert "extern_kernels.bmm" not in code
 
 
+def test_keys_do_not_depend_on_the_run_or_the_output_path(
+    warmed, cuda_python: str, profile: Path, tmp_path: Path
+) -> None:
+    """A second warm, another process and another dir: the same FX-graph, AOTAutograd and
+    kernel keys (the node restores to its own path; nothing of this run may be in a key)."""
+    first, _ = warmed
+    second = tmp_path / "elsewhere" / "inductor"
+    ops.warm(ops.TorchWarm("tiny-opt", python=cuda_python, gpu_profile=profile), second)
+
+    def keys(d: Path) -> dict[str, set[str]]:
+        return {
+            "fx": {p.name for p in d.glob("fxgraph/*/*")},
+            "aot": {p.name for p in d.glob("aotautograd/*")},
+            "kernels": {p.name for p in d.glob("triton/0/*")},
+        }
+
+    assert keys(first) == keys(second) and all(keys(first).values())
+
+
 def test_the_record_names_the_profile_gpu_not_this_host(warmed, runtime: dict) -> None:
     out, result = warmed
     record = json.loads((out / ".tcm-producer.json").read_text())
