@@ -76,10 +76,15 @@ def record() -> GpuProfile:
         from triton.runtime.driver import driver
     except ImportError as exc:
         raise MissingDependency(f"{exc.name} (recording a GPU profile)", "torch") from None
-    if not torch.cuda.is_available() or torch.version.cuda is None:
+    if torch.version.cuda is None:
         raise NoGpu(
-            "a GPU profile is recorded on the GPU it describes, with a CUDA build of torch: "
-            "no CUDA GPU is visible to this interpreter"
+            f"GPU profiles cover NVIDIA GPUs, recorded with a CUDA build of torch; this "
+            f"interpreter has torch {torch.__version__} (a CPU or ROCm build)"
+        )
+    if not torch.cuda.is_available():
+        raise NoGpu(
+            "a GPU profile is recorded on the GPU it describes: no CUDA GPU is visible to "
+            "this interpreter (CUDA_VISIBLE_DEVICES, driver)"
         )
     props = _plain(torch.cuda.get_device_properties(0))
     cap = torch.cuda.get_device_capability(0)

@@ -237,13 +237,22 @@ def test_gpu_profile_is_for_the_torch_backend(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--gpu-profile is for the torch backend" in r.stderr
 
 
-def test_recording_a_profile_needs_the_gpu(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+def test_recording_a_profile_needs_the_gpu(cuda_python: str, tmp_path: Path) -> None:
     target = tmp_path / "p.json"
-    r = _tcm(["gpu", "--save-profile", str(target)])
+    r = _tcm(["gpu", "--save-profile", str(target), "--python", cuda_python])
     assert r.returncode == 5, r.stderr
     assert "recorded on the GPU it describes" in r.stderr
     assert not target.exists()
+
+
+def test_recording_a_profile_needs_a_cuda_build(tmp_path: Path) -> None:
+    import torch
+
+    assert torch.version.cuda is None, "the test extra installs the CPU build of torch"
+    target = tmp_path / "p.json"
+    r = _tcm(["gpu", "--save-profile", str(target)])
+    assert r.returncode == 5, r.stderr
+    assert "CPU or ROCm build" in r.stderr and not target.exists()
 
 
 def test_a_bad_profile_file_is_refused_before_torch_starts(tmp_path: Path) -> None:
