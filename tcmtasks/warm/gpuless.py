@@ -236,11 +236,11 @@ def _install(torch: Any, profile: GpuProfile, p: _Patches) -> None:
           "_inductor/codecache.py:625")  # fmt: skip
 
     # Attention: without the device, torch's C++ decomposition of scaled_dot_product_attention
-    # finds "no CUDA device" and takes the math path, where the GPU takes flash or
-    # memory-efficient kernels: another graph, another key. Tracing runs with the Python
-    # dispatcher on, so a Python kernel for the composite op is used there; it asks the
-    # profile which backend the GPU chose and calls the same aten ops as
-    # aten/src/ATen/native/transformers/attention.cpp (scaled_dot_product_attention).
+    # finds "no CUDA device" and takes the math path, where the GPU takes cuDNN, flash or
+    # memory-efficient kernels (the H200: cuDNN for fp16/bf16): another graph, another key.
+    # Tracing runs with the Python dispatcher on, so a Python kernel for the composite op is
+    # used there; it asks the profile which backend the GPU chose and calls the same aten ops
+    # as aten/src/ATen/native/transformers/attention.cpp (scaled_dot_product_attention).
     sdpa = torch.ops.aten.scaled_dot_product_attention.default
     key = torch._C.DispatchKey.CompositeImplicitAutograd
     had = sdpa.py_kernels.get(key)
