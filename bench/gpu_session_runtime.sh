@@ -3,12 +3,7 @@
 # order rotated and a whole-dir copy as the upper bound; then the runtime proof on an image
 # warmed on the CPU machine for Python 3.11 and 3.12 (carried in .proof/two-pythons).
 #   bash bench/gpu_session_runtime.sh OUTDIR
-set -uo pipefail
-out=${1:-/tmp/out}
-mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+. "$(dirname "$0")/gpu_env.sh" "$@"
 python3 bench/gpu_proof_runtime.py "oci:$PWD/.proof/two-pythons:v1" > "$out/runtime.json" 2>&1
 echo "runtime: exit $?"; tail -n 1 "$out/runtime.json"
 python3 bench/gpu_proof_whole_cache.py --rounds 2 --scenarios local,restored,copied,mega \

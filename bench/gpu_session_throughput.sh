@@ -3,12 +3,7 @@
 # proof (cold run, package, pull, restored run: the pull's share of a restore), then the
 # throughput pairs that need no sqlite3 CLI (extract, package zstd, package gzip).
 #   bash bench/gpu_session_throughput.sh OUTDIR
-set -uo pipefail
-out=${1:-/tmp/out}
-mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+. "$(dirname "$0")/gpu_env.sh" "$@"
 nproc; df -h /tmp | tail -n 1
 python3 bench/gpu_proof_restore.py > "$out/restore.json" 2> "$out/restore.err"
 echo "restore: exit $?"; tail -n 1 "$out/restore.json"

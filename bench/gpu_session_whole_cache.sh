@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
 # The GPU machine's session for the whole-cache and tracking proofs (bench/RESULTS.md):
 #   bash bench/gpu_session_whole_cache.sh OUTDIR
-# The machine has torch, Triton and transformers; tcm's other needs travel as wheels in .whl/.
-set -uo pipefail
-out=${1:-/tmp/out}
-mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# The machine has torch, Triton and transformers; tcm's other needs travel as wheels in .whl/
+# (installed by bench/gpu_env.sh).
+. "$(dirname "$0")/gpu_env.sh" "$@"
 python3 -c 'import torch, triton, transformers, sys; print(sys.version.split()[0], torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())'
 python3 bench/gpu_proof_whole_cache.py --rounds 3 > "$out/whole_cache.json" 2> "$out/whole_cache.err"
 echo "whole cache: exit $?"; tail -n 1 "$out/whole_cache.json"

@@ -252,6 +252,15 @@ class Index:
         )
         return int(cur.lastrowid or 0)
 
+    def _known(self, root_id: int) -> dict[str, tuple[int, str]]:
+        """A root's indexed entries: key -> (row id, fingerprint)."""
+        return {
+            key: (entry_id, fp)
+            for key, entry_id, fp in self.conn.execute(
+                "SELECT key, id, fingerprint FROM entries WHERE root_id = ?", (root_id,)
+            )
+        }
+
     def _update_part(self, root: Root, stats: IndexStats, now: float, rescan: bool) -> None:
         """An Inductor or vLLM cache's units: few (tens to thousands), read whole each time;
         a unit whose (size, newest mtime) is unchanged keeps its row."""
@@ -261,12 +270,7 @@ class Index:
         stats.seen += len(units)
         with self._transaction():
             root_id = self._root_id(root)
-            known = {
-                key: (entry_id, fp)
-                for key, entry_id, fp in self.conn.execute(
-                    "SELECT key, id, fingerprint FROM entries WHERE root_id = ?", (root_id,)
-                )
-            }
+            known = self._known(root_id)
             rows: list[Row] = []
             for e in units:
                 e.fingerprint = f"{e.size}:{e.mtime}"
@@ -307,12 +311,7 @@ class Index:
             # One transaction per root: readers see the old index or the new, never half.
             with self._transaction():
                 root_id = self._root_id(root)
-                known = {
-                    key: (entry_id, fp)
-                    for key, entry_id, fp in self.conn.execute(
-                        "SELECT key, id, fingerprint FROM entries WHERE root_id = ?", (root_id,)
-                    )
-                }
+                known = self._known(root_id)
                 todo: Listing = []
                 seen: set[str] = set()
                 for name, st, error in listing:

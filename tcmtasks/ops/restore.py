@@ -53,9 +53,8 @@ def save_gpu_profile(path: Path, *, python: str | Path | None = None) -> GpuProf
     interpreter) into ``path``: what ``tcm warm --gpu-profile`` compiles for elsewhere."""
     from ..warm.child import run_child
 
-    env = {k: v for k, v in os.environ.items()}
     lines = run_child(
-        "tcmtasks.warm.profile_child", [], env, what="recording the GPU profile",
+        "tcmtasks.warm.profile_child", [], dict(os.environ), what="recording the GPU profile",
         python=str(python) if python else None,
     )  # fmt: skip
     if not lines:

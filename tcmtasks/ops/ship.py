@@ -13,7 +13,7 @@ from typing import Any
 from ..cache.entries import Entry, binary_suffixes
 from ..cache.groups import check_group, group_filename, read_group, relocated_children
 from ..cache.roots import Root
-from ..errors import CacheError, GroupFormatError, UsageError, os_error
+from ..errors import CacheError, GroupFormatError, UsageError, map_os_error
 from ..oci.compress import check_level
 from ..oci.image import MT_MANIFEST, Dest
 from ..oci.image import package as build_image
@@ -252,72 +252,49 @@ def _package(
 ) -> PackageResult:
     local = dest.path if dest.transport in ("oci", "oci-archive") else None
     existed = local is not None and local.exists()
-    try:
-        return _write_package(
-            chosen, skipped, dest, registry, compression, level, mount_path, producer,
-            progress, parts, dests, builds, local, existed,
-        )  # fmt: skip
-    except OSError as exc:  # writing the image here (reading the cache is mapped below it)
-        raise os_error(exc, "write the image to", local or str(dest)) from None
-
-
-def _write_package(
-    chosen: list[Entry],
-    skipped: list[tuple[Entry, str]],
-    dest: ImageRef,
-    registry: RegistryOptions,
-    compression: str,
-    level: int | None,
-    mount_path: str | None,
-    producer: dict[str, Any] | None,
-    progress: Progress | None,
-    parts: list[Part],
-    dests: dict[str, list[Dest]] | None,
-    builds: dict[str, Any],
-    local: Path | None,
-    existed: bool,
-) -> PackageResult:
-    staging = None
-    try:
-        if dest.transport == "docker":
-            staging = tempfile.TemporaryDirectory(prefix="tcm-package-")
-            store: Any = OciLayout(Path(staging.name), dest.tag, create=True)
-        else:
-            store = open_dest(dest, registry)
+    # an OSError here is writing the image (reading the cache is mapped below this)
+    with map_os_error("write the image to", local or str(dest)):
+        staging = None
         try:
-            built = build_image(
-                chosen,
-                store,
-                compression=compression,
-                level=level,
-                mount_path=mount_path,
-                producer=producer,
-                parts=parts,
-                dests=dests,
-                builds=builds,
-                progress=counter(progress, "packaging", "bytes"),
-            )
-            store.put_manifest(built.manifest, MT_MANIFEST)
-            store.commit()
-            if staging is not None:
-                copy_image(
+            if dest.transport == "docker":
+                staging = tempfile.TemporaryDirectory(prefix="tcm-package-")
+                store: Any = OciLayout(Path(staging.name), dest.tag, create=True)
+            else:
+                store = open_dest(dest, registry)
+            try:
+                built = build_image(
+                    chosen,
                     store,
-                    open_dest(dest, registry),
-                    progress=counter(progress, "pushing", "bytes"),
+                    compression=compression,
+                    level=level,
+                    mount_path=mount_path,
+                    producer=producer,
+                    parts=parts,
+                    dests=dests,
+                    builds=builds,
+                    progress=counter(progress, "packaging", "bytes"),
                 )
+                store.put_manifest(built.manifest, MT_MANIFEST)
+                store.commit()
+                if staging is not None:
+                    copy_image(
+                        store,
+                        open_dest(dest, registry),
+                        progress=counter(progress, "pushing", "bytes"),
+                    )
+            finally:
+                if hasattr(store, "close"):
+                    store.close()
+        except BaseException:
+            if local is not None and dest.transport == "oci":
+                discard_new_layout(local, existed)
+            raise
         finally:
-            if hasattr(store, "close"):
-                store.close()
-    except BaseException:
-        if local is not None and dest.transport == "oci":
-            discard_new_layout(local, existed)
-        raise
-    finally:
-        if staging is not None:
-            staging.cleanup()
-    return PackageResult(
-        str(dest), built.digest, chosen, skipped, built.layer.size, built.labels, "tcm", parts
-    )
+            if staging is not None:
+                staging.cleanup()
+        return PackageResult(
+            str(dest), built.digest, chosen, skipped, built.layer.size, built.labels, "tcm", parts
+        )
 
 
 def _package_with_engine(

@@ -427,11 +427,10 @@ def _sdpa_as_on(torch: Any, profile: GpuProfile, sdpa: Any) -> Callable[..., Any
     names = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
     def choice(query: Any, key: Any, value: Any, attn_mask: Any, dropout_p: float,
-               is_causal: bool, enable_gqa: bool) -> str:  # fmt: skip
+               is_causal: bool, enable_gqa: bool, grad: bool) -> str:  # fmt: skip
         mask = (
             "none" if attn_mask is None else ("bool" if attn_mask.dtype == torch.bool else "float")
         )
-        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
         case = sdp_key(
             names.get(query.dtype, str(query.dtype)), int(query.shape[-1]), mask,
             bool(is_causal), grad, dropout_p > 0, query.shape[-2] == key.shape[-2],
@@ -458,7 +457,9 @@ def _sdpa_as_on(torch: Any, profile: GpuProfile, sdpa: Any) -> Callable[..., Any
         args = (query, key, value, attn_mask, dropout_p, is_causal)
         if query.device.type != "cuda":
             return sdpa.decompose(*args, scale=scale, enable_gqa=enable_gqa)
-        backend = choice(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa)
+        # grad: torch's should_compute_logsumexp, which both the choice and the kernels take
+        lse = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+        backend = choice(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa, lse)
         if backend == SDP_MATH:  # the C++ decomposition without a device takes this path too
             return sdpa.decompose(*args, scale=scale, enable_gqa=enable_gqa)
         if attn_mask is not None and attn_mask.dtype == torch.bool:
@@ -466,7 +467,6 @@ def _sdpa_as_on(torch: Any, profile: GpuProfile, sdpa: Any) -> Callable[..., Any
             fill = -65504.0 if backend == SDP_CUDNN else -math.inf
             neg = aten.scalar_tensor.default(fill, dtype=query.dtype, device=attn_mask.device)
             attn_mask = aten.where.ScalarSelf(attn_mask, 0.0, neg)
-        lse = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
         if backend == SDP_CUDNN:
             out = aten._scaled_dot_product_cudnn_attention.default(
                 query, key, value, attn_mask, lse, dropout_p, is_causal, False, scale=scale

@@ -140,8 +140,7 @@ def _child_without_gpu(
     from ..producer import detect
     from . import gpuless
 
-    profile = load_profile(profile_path)
-    gpuless.check_supported(str(torch.__version__), torch.version.cuda)
+    profile = load_profile(profile_path)  # the torch build was checked by _child
     own = detect()
     mismatch = runtime_mismatch(
         profile, str(torch.__version__), triton.__version__, str(own.python), own.triton_key,
