@@ -14,10 +14,12 @@ On the GPU machine, through ``tcmtasks.ops`` and the ``tcm`` CLI:
    d. (b) packaged and pulled into a fresh dir at another path, with the GPU visible;
    e. rounds of first forwards, side by side in rotated order: local warm vs restored,
       with Inductor's counters;
-   f. one more restore run inside ``tcm track``: nothing may compile.
+   f. one more restore run inside ``tcm track``: nothing may compile; the same on a copy of (a),
+      the control (before tcm set torch's ptxas for its warms, a GPU warm itself left 2 kernels
+      of tiny-opt to compile on every run: keyed with Triton's ptxas, looked up with torch's).
 
 Prints every figure as JSON and ``PROOF PASSED`` when, for both models, the keys are equal,
-every restored run hits the FX-graph and AOTAutograd caches with no miss, the tracked run
+every restored run hits the FX-graph and AOTAutograd caches with no miss, both tracked runs
 compiled nothing, and the restored first forward is within 1.2x of the local warm one.
 """
 
@@ -89,7 +91,23 @@ def keys(inductor: Path) -> dict[str, list[str]]:
         "fxgraph": sorted(p.name for p in inductor.glob("fxgraph/*/*") if p.is_dir()),
         "aotautograd": sorted(p.name for p in inductor.glob("aotautograd/*") if p.is_dir()),
         "cubins": sorted(p.name for p in inductor.glob("triton/*/*/*.cubin")),
+        "triton": sorted(p.name for p in inductor.glob("triton/*/*") if p.is_dir()),
     }
+
+
+def triton_kernels(inductor: Path) -> dict:
+    """Each Triton cache entry's kernel name and launch config, and the autotuner's choices
+    (``*.best_config``): what to diff when a restored run compiles."""
+    entries = {}
+    for meta in inductor.glob("triton/*/*/*.json"):
+        if meta.name.startswith("__grp__"):
+            continue
+        m = json.loads(meta.read_text())
+        entries[meta.parent.name] = [m.get("name"), m.get("num_warps"), m.get("num_stages"),
+                                     m.get("shared"), m.get("constants")]  # fmt: skip
+    best = {str(f.relative_to(inductor)): f.read_text()[:300]
+            for f in inductor.rglob("*.best_config")}  # fmt: skip
+    return {"entries": dict(sorted(entries.items())), "best_configs": best}
 
 
 def forward(inductor: Path, model: str) -> dict:
@@ -100,6 +118,18 @@ def forward(inductor: Path, model: str) -> dict:
         raise SystemExit(f"forward failed:\n{proc.stderr[-4000:]}")
     line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith("{"))
     return {**json.loads(line), "process_s": time.perf_counter() - t}
+
+
+def tracked_run(inductor: Path, model: str) -> dict:
+    """One first forward inside ``tcm track`` on ``inductor``; kernels by name and key."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
+    try:
+        track = ops.track([*FORWARD, "--model", str(model_dir(model))], record=False).to_dict()
+    finally:
+        del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    track["kernels"] = [[k["name"], k["key"], k.get("hits"), k.get("misses"), k.get("stores")]
+                        for k in track.get("kernels", [])]  # fmt: skip
+    return track
 
 
 def sdpa_graphs(hidden: bool, profile: Path, out: Path) -> str:
@@ -157,7 +187,11 @@ def main() -> None:
     shutil.rmtree(w, ignore_errors=True)
     w.mkdir(parents=True)
     os.environ["TCM_DB"] = str(w / "index.db")
-    summary: dict = {"driver_libraries_hidden": driver_libraries()}
+    from tcmtasks.producer import detect, torch_ptxas
+
+    own = detect()  # Triton's own ptxas and torch's: the warms' keys hold torch's
+    summary: dict = {"driver_libraries_hidden": driver_libraries(), "ptxas": own.ptxas,
+                     "torch_ptxas": own.torch_ptxas, "torch_ptxas_path": torch_ptxas()}  # fmt: skip
 
     profile = w / "h200.json"
     summary["profile"] = tcm(["gpu", "--save-profile", str(profile)], clean_env())
@@ -204,13 +238,21 @@ def main() -> None:
                     for f in d.rglob("*"):
                         if f.is_file() and "triton" not in f.parts and f.stat().st_size < 4 << 20:
                             tar.add(f, arcname=f"{name}/{f.relative_to(d)}")
-        if args.keys_only or not all(m["keys_equal"].values()):  # misses: rounds would compile
+        graphs_equal = m["keys_equal"]["fxgraph"] and m["keys_equal"]["aotautograd"]
+        if args.out:
+            (args.out / f"{model}-triton.json").write_text(json.dumps(
+                {"local_warm": triton_kernels(local), "gpuless_warm": triton_kernels(gpuless)},
+                indent=1, default=str))  # fmt: skip
+        if args.keys_only or not graphs_equal:  # graph misses: every round would recompile
             m["passed"] = all(m["keys_equal"].values())
             ok = ok and m["passed"]
             summary[model] = m
             if args.out:
                 (args.out / f"{model}.json").write_text(json.dumps(m, indent=2, default=str))
             continue
+        # the local warm as it was written: rounds run on copies, since a run may add to a cache
+        pristine = w / model / "local-pristine"
+        shutil.copytree(local, pristine, symlinks=True)
         image = f"oci:{w / model / 'image'}:v1"
         m["package"] = ops.package(gpuless, image).to_dict().get("digest")
         rows: dict[str, list[dict]] = {"local": [], "restored": []}
@@ -225,17 +267,26 @@ def main() -> None:
                 "parts": [p.to_dict() for p in report.parts],
             }
             order = ["local", "restored"] if i % 2 == 0 else ["restored", "local"]
+            own = w / model / f"local{i}" / "inductor"
+            shutil.copytree(pristine, own, symlinks=True)
             for name in order:
-                r = forward(local if name == "local" else node, model)
+                r = forward(own if name == "local" else node, model)
                 if name == "restored":
                     r["pull"] = pull
                 rows[name].append(r)
         tracked = w / model / "tracked" / "inductor"
         ops.pull(image, inductor_dir=tracked)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tracked)
-        track = ops.track([*FORWARD, "--model", str(model_dir(model))], record=False).to_dict()
-        del os.environ["TORCHINDUCTOR_CACHE_DIR"]
-        track.pop("kernels", None)
+        track = tracked_run(tracked, model)
+        # the control: the same tracked run on a copy of the local warm (what a GPU warm gives)
+        tracked_local = w / model / "tracked-local" / "inductor"
+        shutil.copytree(pristine, tracked_local, symlinks=True)
+        m["track_local"] = tracked_run(tracked_local, model)
+        if args.out:
+            (args.out / f"{model}-triton.json").write_text(json.dumps({
+                name: triton_kernels(d) for name, d in (
+                    ("local_warm", pristine), ("gpuless_warm", gpuless),
+                    ("restored_after_track", tracked), ("local_after_track", tracked_local))
+            }, indent=1, default=str))  # fmt: skip
         med = {k: statistics.median(r["first_forward_s"] for r in v) for k, v in rows.items()}
         m.update(rounds=rows, median_first_forward_s=med, track=track,
                  restored_over_local=med["restored"] / med["local"])  # fmt: skip
@@ -248,7 +299,7 @@ def main() -> None:
         )
         m["passed"] = bool(
             all(m["keys_equal"].values()) and hits and track.get("compiled_nothing")
-            and m["restored_over_local"] <= 1.2
+            and m["track_local"].get("compiled_nothing") and m["restored_over_local"] <= 1.2
         )  # fmt: skip
         ok = ok and m["passed"]
         summary[model] = m

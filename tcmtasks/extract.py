@@ -57,7 +57,7 @@ from .errors import (
 from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
 from .oci.layout import CHUNK, SafeTarInfo
-from .producer import Producer, mismatches
+from .producer import Producer, host_ptxas, mismatches
 from .targets import Target
 
 CACHE_PREFIX = "io.triton.cache/"
@@ -867,8 +867,9 @@ def why_skip(
             f"built by another Triton build (triton_key {key}); the workload's is "
             f"{host.triton_key} (a miss)"
         )
-    if target and target.backend == "cuda" and host.ptxas and ptxas and ptxas != host.ptxas:
-        return f"compiled with ptxas {ptxas}; the workload's Triton uses {host.ptxas} (a miss)"
+    usable = host_ptxas(host)
+    if target and target.backend == "cuda" and usable and ptxas and ptxas not in usable:
+        return f"compiled with ptxas {ptxas}; the workload uses {' or '.join(usable)} (a miss)"
     return None
 
 

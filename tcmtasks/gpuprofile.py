@@ -43,6 +43,8 @@ class GpuProfile:
     triton: str | None
     python: str  # "cp312"
     triton_key: str | None = None  # tcm's hash of triton_key(): equal builds, equal hash
+    #: the ptxas Inductor compiles with there (torch's own where its build ships one): in every key
+    ptxas: str | None = None
     #: the model library's version ({"transformers": "5.17.0"}): its code is the graph, so
     #: another version can trace another graph (seen: OPT's attention mask, 5.17 vs 5.24)
     libraries: dict[str, str] = field(default_factory=dict)
@@ -88,6 +90,7 @@ class GpuProfile:
                 triton=data.get("triton"),
                 python=str(data["python"]),
                 triton_key=data.get("triton_key"),
+                ptxas=data.get("ptxas"),
                 libraries={str(k): str(v) for k, v in (data.get("libraries") or {}).items()},
                 sdp_choices={str(k): str(v) for k, v in (data.get("sdp_choices") or {}).items()},
                 recorded_by=str(data.get("recorded_by") or ""),
@@ -138,6 +141,7 @@ def runtime_mismatch(
     python: str,
     triton_key: str | None = None,
     libraries: dict[str, str | None] | None = None,
+    ptxas: str | None = None,
 ) -> str | None:
     """The first difference between the profile's runtime and the producer's, as one line
     for the user, or None. Any difference changes every key."""
@@ -165,5 +169,11 @@ def runtime_mismatch(
             f"the GPU profile's Triton {profile.triton} is another build than this one "
             f"(triton_key {profile.triton_key} vs {triton_key}): every kernel key would "
             f"miss; install the node's Triton wheel"
+        )
+    if profile.ptxas and ptxas and profile.ptxas != ptxas:
+        return (
+            f"the GPU profile's torch compiles with ptxas {profile.ptxas}, this interpreter's "
+            f"with {ptxas}: every kernel key would miss; use the node's torch build, or set "
+            f"TRITON_PTXAS_PATH to a ptxas {profile.ptxas}"
         )
     return None

@@ -1,6 +1,7 @@
 """Where a cache came from, and what this host would compile with: the parts of Triton's key that no
 entry shows (docs/cache-formats.md, "The key"): the Triton build (version, Python ABI, and a hash of
-``triton_key()`` itself), and the CUDA backend's ptxas version."""
+``triton_key()`` itself), and the CUDA backend's ptxas version: torch's own where its build ships
+one (``use_workload_ptxas``), else Triton's."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ class Producer:
     triton_version: str | None = None
     python: str | None = None  # "cp312": the same Triton version per ABI gives other keys
     triton_key: str | None = None  # sha256 of triton_key()[:16]: equal builds, equal prefix
-    ptxas: str | None = None  # CUDA backend part of the key
+    ptxas: str | None = None  # CUDA backend part of the key, as Triton alone resolves it
+    torch_ptxas: str | None = None  # the one torch's build ships: Inductor's compiles use it
     rocm: str | None = None
     torch: str | None = None
     gpus: list[str] = field(default_factory=list)  # device names: Inductor's keys hold them
@@ -56,6 +58,7 @@ def detect(*, with_key: bool = True) -> Producer:
         p.triton_version = cached.get("triton_version")
         p.triton_key = cached.get("triton_key") if with_key else None
         p.ptxas = cached.get("ptxas")
+        p.torch_ptxas = cached.get("torch_ptxas")
     else:
         _detect_triton(p, with_key)
         if with_key:
@@ -70,7 +73,57 @@ def detect(*, with_key: bool = True) -> Producer:
     return p
 
 
+#: Where torch builds that ship a ptxas keep it, as their Inductor looks for it (2.14:
+#: ``torch/bin``; 2.13: ``torch/_inductor/bin``).
+TORCH_PTXAS = ("bin/ptxas", "_inductor/bin/ptxas")
+
+
+def torch_ptxas() -> str | None:
+    """The ptxas this interpreter's torch ships, found without importing torch (seconds)."""
+    import importlib.util
+    import os
+
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    for top in (spec.submodule_search_locations or []) if spec else []:
+        for rel in TORCH_PTXAS:
+            path = os.path.join(top, rel)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return path
+    return None
+
+
+def use_workload_ptxas() -> str | None:
+    """Point Triton at the ptxas a torch workload compiles with; return it (None: Triton's own).
+
+    Inductor sets ``TRITON_PTXAS_PATH`` to torch's ptxas (when unset) right before it compiles,
+    and only on some paths, while Triton keeps the first ptxas version a process reads. On the
+    H200 machine (torch 2.11.0+cu130 ships ptxas 13.0.88, Triton 3.6.0 bundles 12.8.93) a warm
+    keyed every kernel with 12.8.93 and the workload's FX-graph hit, which compiles the kernels
+    it cannot launch from the bundle after the setting, looked them up with 13.0.88 and missed.
+    So the torch warm and profile children make the setting first; ``detect`` reports both
+    (``ptxas``, ``torch_ptxas``); a plain Triton warm keeps Triton's own, as its workloads do."""
+    import os
+
+    if os.environ.get("TRITON_PTXAS_PATH"):
+        return os.environ["TRITON_PTXAS_PATH"]
+    path = torch_ptxas()
+    if path is not None:
+        os.environ["TRITON_PTXAS_PATH"] = path
+    return path
+
+
+def _ptxas_version(text: str) -> str:
+    m = re.search(r"\bV(\d+\.\d+\.\d+)", text)  # "... release 12.8, V12.8.93"
+    return m.group(1) if m else text.strip().splitlines()[-1]
+
+
 def _detect_triton(p: Producer, with_key: bool) -> None:
+    import os
+    import subprocess
+
     try:
         import triton
     except ImportError:
@@ -86,11 +139,16 @@ def _detect_triton(p: Producer, with_key: bool) -> None:
     try:
         from triton.backends.nvidia.compiler import get_ptxas_version
 
-        text = str(get_ptxas_version())
-        m = re.search(r"\bV(\d+\.\d+\.\d+)", text)  # "... release 12.8, V12.8.93"
-        p.ptxas = m.group(1) if m else text.strip().splitlines()[-1]
+        p.ptxas = _ptxas_version(str(get_ptxas_version()))
     except Exception:
         pass
+    shipped = None if os.environ.get("TRITON_PTXAS_PATH") else torch_ptxas()
+    if shipped is not None:  # what a torch workload's compiles use (use_workload_ptxas)
+        with contextlib.suppress(Exception):
+            text = subprocess.run(
+                [shipped, "--version"], capture_output=True, text=True, timeout=60, check=True
+            ).stdout
+            p.torch_ptxas = _ptxas_version(text)
 
 
 def _triton_stamp() -> str | None:
@@ -109,6 +167,10 @@ def _triton_stamp() -> str | None:
     h = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
     for var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH", "PATH"):
         h.update(f"\0{var}={os.environ.get(var, '')}".encode())
+    ptxas = torch_ptxas()
+    if ptxas is not None:
+        st = os.stat(ptxas)
+        h.update(f"\0{ptxas}:{st.st_size}:{st.st_mtime_ns}".encode())
     for top in spec.submodule_search_locations:
         for dirpath, dirs, names in os.walk(top):
             dirs.sort()
@@ -148,7 +210,7 @@ def _write_build_cache(stamp: str, p: Producer) -> None:
 
     entries = _read_build_cache()
     entries[stamp] = {"triton_version": p.triton_version, "triton_key": p.triton_key,
-                      "ptxas": p.ptxas}  # fmt: skip
+                      "ptxas": p.ptxas, "torch_ptxas": p.torch_ptxas}  # fmt: skip
     keep = dict(list(entries.items())[-8:])  # a few installs (venvs) at most
     with contextlib.suppress(OSError):
         path = _build_cache_path()
@@ -175,12 +237,19 @@ def mismatches(image: Producer | None, host: Producer) -> list[str]:
         ("triton_version", "Triton"),
         ("python", "Python ABI"),
         ("triton_key", "Triton build (triton_key)"),
-        ("ptxas", "ptxas"),
     ):
         a, b = getattr(image, name), getattr(host, name)
         if a and b and a != b:
             out.append(f"{label}: image {a}, host {b}")
+    if image.ptxas and host.ptxas and image.ptxas not in host_ptxas(host):
+        out.append(f"ptxas: image {image.ptxas}, host {' or '.join(host_ptxas(host))}")
     return out
+
+
+def host_ptxas(host: Producer) -> list[str]:
+    """The ptxas builds a host's workloads key with: Triton's own, and torch's where its build
+    ships one (Inductor's compiles, use_workload_ptxas)."""
+    return [v for v in (host.ptxas, host.torch_ptxas) if v]
 
 
 RECORD = ".tcm-producer.json"

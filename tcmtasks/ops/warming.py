@@ -111,6 +111,8 @@ def warm(
         own = probe_python(python)
         own.gpus, own.targets = producer.gpus, producer.targets
         producer = own
+    if isinstance(spec, TorchWarm) and producer.torch_ptxas:  # its child compiled with it
+        producer.ptxas = producer.torch_ptxas
     profile = getattr(spec, "gpu_profile", None)
     if profile is not None:  # compiled for the profile's GPU, not for this host's (none)
         gp = load_profile(profile)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import MissingDependency, NoGpu
 from ..gpuprofile import SDP_DTYPES, SDP_HEAD_DIMS, SDP_MASKS, GpuProfile, sdp_key
-from ..producer import detect
+from ..producer import detect, use_workload_ptxas
 from ..targets import Target
 from .child import child_main
 
@@ -107,12 +107,14 @@ def record() -> GpuProfile:
         triton=str(triton.__version__),
         python=str(producer.python),
         triton_key=producer.triton_key,
+        ptxas=producer.ptxas,  # the workload's (main() set it first)
         libraries=libraries,
         sdp_choices=record_sdp_choices(torch),
     )
 
 
 def main() -> None:
+    use_workload_ptxas()  # before torch or Triton read one: the profile names what keys hold
     child_main(lambda: print(json.dumps(record().to_dict(), sort_keys=True), flush=True))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import MissingDependency, NoGpu, UsageError
 from ..gpuprofile import load as load_profile
 from ..gpuprofile import runtime_mismatch
+from ..producer import use_workload_ptxas
 from ..resources import model_dir
 from .child import child_main, run_child
 
@@ -144,7 +145,7 @@ def _child_without_gpu(
     own = detect()
     mismatch = runtime_mismatch(
         profile, str(torch.__version__), triton.__version__, str(own.python), own.triton_key,
-        {"transformers": str(transformers.__version__)},
+        {"transformers": str(transformers.__version__)}, own.ptxas,
     )  # fmt: skip
     if mismatch:
         raise UsageError(mismatch)
@@ -211,6 +212,10 @@ def _our_errors_unwrapped() -> Iterator[None]:
 
 
 def main() -> None:
+    # before torch or Triton read a ptxas: Inductor would set the same, but only on some of its
+    # paths, and a cold compile then keys with Triton's own ptxas while the workload's FX-graph
+    # hit looks up with torch's (producer.use_workload_ptxas)
+    use_workload_ptxas()
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
     ap.add_argument("--batch", default="1")
