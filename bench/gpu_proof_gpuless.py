@@ -91,8 +91,20 @@ def keys(inductor: Path) -> dict[str, list[str]]:
         "fxgraph": sorted(p.name for p in inductor.glob("fxgraph/*/*") if p.is_dir()),
         "aotautograd": sorted(p.name for p in inductor.glob("aotautograd/*") if p.is_dir()),
         "cubins": sorted(p.name for p in inductor.glob("triton/*/*/*.cubin")),
-        "triton": sorted(p.name for p in inductor.glob("triton/*/*") if p.is_dir()),
+        # Triton's kernel entries (a metadata .json); its driver helpers (a .so gcc builds at the
+        # first launch, linked against libcuda) only a machine with the driver can hold
+        "triton": sorted(p.name for p in inductor.glob("triton/*/*") if _kernel_entry(p)),
     }
+
+
+def _kernel_entry(d: Path) -> bool:
+    return d.is_dir() and any(not f.name.startswith("__grp__") for f in d.glob("*.json"))
+
+
+def helpers(inductor: Path) -> dict[str, list[str]]:
+    """Triton cache dirs that hold no kernel: name -> their files."""
+    dirs = [d for d in inductor.glob("triton/*/*") if d.is_dir() and not _kernel_entry(d)]
+    return {d.name: sorted(f.name for f in d.iterdir()) for d in dirs}
 
 
 def triton_kernels(inductor: Path) -> dict:
@@ -229,6 +241,7 @@ def main() -> None:
         k_local, k_gpuless = keys(local), keys(gpuless)
         m["keys_local"], m["keys_gpuless"] = k_local, k_gpuless
         m["keys_equal"] = {k: k_local[k] == k_gpuless[k] for k in k_local}
+        m["triton_helpers"] = {"local": helpers(local), "gpuless": helpers(gpuless)}
         if args.out and not all(m["keys_equal"].values()):  # what differs: the generated code
             import tarfile
 
@@ -288,6 +301,7 @@ def main() -> None:
                     ("restored_after_track", tracked), ("local_after_track", tracked_local))
             }, indent=1, default=str))  # fmt: skip
         med = {k: statistics.median(r["first_forward_s"] for r in v) for k, v in rows.items()}
+        m["triton_helpers"]["restored_after_track"] = helpers(tracked)
         m.update(rounds=rows, median_first_forward_s=med, track=track,
                  restored_over_local=med["restored"] / med["local"])  # fmt: skip
         hits = all(
