@@ -107,6 +107,14 @@ def _install(torch: Any, profile: GpuProfile, p: _Patches) -> None:
     # Any real CUDA use would otherwise fail later with "no NVIDIA driver", far from its cause.
     p.set(torch.cuda, "_lazy_init", device_touched, "cuda/__init__.py:563")
 
+    # Kernels compile in this process, where the patches are: a compile worker loads each
+    # kernel's module, which asks for an active GPU backend and fails ("Could not find an
+    # active GPU backend", seen on the 16-core GPU machine, where OPT-125m's compile reached
+    # the worker pool; async_compile.py use_process_pool / triton_helpers.set_driver_to_gpu).
+    from torch._inductor import config as inductor_config
+
+    p.set(inductor_config, "compile_threads", 1, "_inductor/config.py compile_threads")
+
     # The FX-graph key's system info: device name and CUDA version; on error it silently
     # becomes {} and every key differs from the GPU's (codecache.py:332 / :180-213).
     replies: dict[str, Any] = {
