@@ -17,10 +17,10 @@ import pytest
 
 from tcmtasks import scan_root
 from tcmtasks.errors import DigestMismatch, HostileImage, ImageError
-from tcmtasks.extract import extract, purge_stale_staging
+from tcmtasks.extract import extract, purge_stale_staging, why_skip
 from tcmtasks.oci.image import MT_LAYER, MT_MANIFEST, canonical, package
 from tcmtasks.oci.layout import OciLayout
-from tcmtasks.producer import Producer
+from tcmtasks.producer import Producer, mismatches
 from tcmtasks.targets import Target, gfx_name, host_targets
 from tests.conftest import REPO, compile_kernels, lookups
 from tests.oci.test_image import build
@@ -123,6 +123,22 @@ def test_producer_mismatch_warns_or_refuses(cache, tmp_path):
     assert report.producer_warnings == ["Python ABI: image cp312, host cp311"]
     with pytest.raises(ImageError, match="drop --strict"):
         extract(store, tmp_path / "c", targets=None, host=HOST, strict=True)
+
+
+def test_entries_keyed_with_tritons_or_torchs_ptxas_are_both_kept() -> None:
+    """A torch workload compiles with the ptxas its torch ships, a plain Triton one with
+    Triton's (producer.use_workload_ptxas): an entry keyed with either can hit on the host."""
+    t = Target.parse("cuda:90")
+    host = Producer(triton_version="3.6.0", ptxas="12.8.93", torch_ptxas="13.0.88")
+    assert why_skip(t, "3.6.0", None, host, {"ptxas": "13.0.88"}) is None
+    assert why_skip(t, "3.6.0", None, host, {"ptxas": "12.8.93"}) is None
+    why = why_skip(t, "3.6.0", None, host, {"ptxas": "12.4.131"})
+    assert why and "ptxas 12.4.131" in why and "12.8.93 or 13.0.88" in why
+    plain = Producer(triton_version="3.6.0", ptxas="12.8.93")
+    assert "13.0.88" in (why_skip(t, "3.6.0", None, plain, {"ptxas": "13.0.88"}) or "")
+    image = Producer(ptxas="13.0.88")
+    assert mismatches(image, host) == []
+    assert mismatches(image, plain) == ["ptxas: image 13.0.88, host 12.8.93"]
 
 
 def test_entries_of_another_triton_version_are_skipped(image, tmp_path):
@@ -265,7 +281,7 @@ import os, signal
 from pathlib import Path
 from tcmtasks.extract import extract
 from tcmtasks.oci.layout import OciLayout
-from tcmtasks.producer import Producer
+from tcmtasks.producer import Producer, mismatches
 def die(n):
     if n > 50_000:  # some files are staged: now the process is killed, no cleanup runs
         os.kill(os.getpid(), signal.SIGKILL)

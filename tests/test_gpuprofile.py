@@ -82,6 +82,11 @@ def test_runtime_mismatch_names_the_first_difference() -> None:
     assert lib and "transformers 5.17.0" in lib and "transformers 5.24.0" in lib
     same = {"transformers": "5.17.0"}
     assert runtime_mismatch(p, "2.11.0+cu130", "3.6.0", "cp312", None, same) is None
+    # the H200's torch ships ptxas 13.0.88, which its compiles use: another one misses
+    assert p.ptxas == "13.0.88"
+    ptxas = runtime_mismatch(p, "2.11.0+cu130", "3.6.0", "cp312", None, same, "12.8.93")
+    assert ptxas and "ptxas 13.0.88" in ptxas and "with 12.8.93" in ptxas
+    assert runtime_mismatch(p, "2.11.0+cu130", "3.6.0", "cp312", None, same, "13.0.88") is None
 
 
 def test_profile_label_says_gpu_arch_and_torch() -> None:

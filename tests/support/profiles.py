@@ -17,6 +17,7 @@ _RUNTIME = (
     "import json, torch, triton; from tcmtasks.producer import detect; d = detect(); "
     "print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
     "'triton': triton.__version__, 'python': d.python, 'triton_key': d.triton_key, "
+    "'ptxas': d.torch_ptxas or d.ptxas, "
     "'available': torch.cuda.is_available(), "
     "'transformers': __import__('transformers').__version__}))"
 )
@@ -34,6 +35,6 @@ def runtime_of(python: str) -> dict:
 def h200_profile_for(runtime: dict, dest: Path) -> Path:
     p = load(H200)
     p.torch, p.torch_cuda, p.triton = runtime["torch"], runtime["cuda"], runtime["triton"]
-    p.python, p.triton_key = runtime["python"], runtime["triton_key"]
+    p.python, p.triton_key, p.ptxas = runtime["python"], runtime["triton_key"], runtime["ptxas"]
     p.libraries = {"transformers": runtime["transformers"]}
     return save(p, dest)
