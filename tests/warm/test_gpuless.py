@@ -125,7 +125,8 @@ def snapshot():
         triton_heuristics.CachingAutotuner._make_launchers,
     )] + sorted(map(str, sdpa.py_kernels)) + [
         repr(di.CudaInterface.__dict__.get(k)) for k in ("is_available", "get_device_properties")
-    ] + [id(FakeTensorMode.__dict__.get("avoid_device_init"))]
+    ] + [id(FakeTensorMode.__dict__.get("avoid_device_init")),
+         torch._inductor.config.compile_threads]
 
 before = snapshot()
 try:
@@ -133,7 +134,7 @@ try:
         inside = {{
             "name": torch.cuda.get_device_name(), "cap": list(torch.cuda.get_device_capability()),
             "available": torch.cuda.is_available(), "interface": di.CudaInterface.is_available(),
-            "patches": len(names),
+            "patches": len(names), "threads": torch._inductor.config.compile_threads,
         }}
         raise KeyboardInterrupt
 except KeyboardInterrupt:
@@ -156,6 +157,7 @@ print(json.dumps({{"inside": inside, "restored": before == after, "name_after": 
     # interface, which gates Triton codegen, says there is
     assert r["inside"]["available"] is False and r["inside"]["interface"] is True
     assert r["inside"]["patches"] >= 20
+    assert r["inside"]["threads"] == 1  # kernels compile where the patches are, not in workers
     assert r["restored"], "a patch outlived the block"
     assert r["name_after"] == "RuntimeError"  # back to: no driver here
 
