@@ -109,3 +109,14 @@ def test_unknown_torch_builds_are_refused(version: str, cuda: str | None, messag
 @pytest.mark.parametrize("version", ["2.11.0+cu130", "2.14.1+cu130", "2.14.0"])
 def test_supported_torch_builds_pass(version: str) -> None:
     check_supported(version, "13.0")
+
+
+def test_the_ci_example_installs_the_profiles_runtime() -> None:
+    """examples/ci/ warms for the shipped profile: it must install what the profile names, or
+    the warm refuses (runtime_mismatch)."""
+    p = load(H200)
+    ci = (REPO / "examples" / "ci" / "torch-warm-without-gpu.yml").read_text()
+    version, _, local = p.torch.partition("+")
+    assert f"torch=={version}" in ci and f"/whl/{local}" in ci
+    assert f'python-version: "{p.python[2]}.{p.python[3:]}"' in ci
+    assert f"transformers=={p.libraries['transformers']}" in ci
