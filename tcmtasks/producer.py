@@ -167,10 +167,11 @@ def _triton_stamp() -> str | None:
     h = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
     for var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH", "PATH"):
         h.update(f"\0{var}={os.environ.get(var, '')}".encode())
-    ptxas = torch_ptxas()
+    ptxas = torch_ptxas()  # torch's own: another build of it is another torch_ptxas
     if ptxas is not None:
-        st = os.stat(ptxas)
-        h.update(f"\0{ptxas}:{st.st_size}:{st.st_mtime_ns}".encode())
+        with contextlib.suppress(OSError):
+            st = os.stat(ptxas)
+            h.update(f"\0{ptxas}:{st.st_size}:{st.st_mtime_ns}".encode())
     for top in spec.submodule_search_locations:
         for dirpath, dirs, names in os.walk(top):
             dirs.sort()
