@@ -38,6 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from opt_forward import hit_both  # noqa: E402 (bench/, the script's dir)
+
 from tcmtasks import ops  # noqa: E402
 from tcmtasks.resources import model_dir  # noqa: E402
 
@@ -310,13 +312,7 @@ def main() -> None:
         m["triton_helpers"]["restored_after_track"] = helpers(tracked)
         m.update(rounds=rows, median_first_forward_s=med, track=track,
                  restored_over_local=med["restored"] / med["local"])  # fmt: skip
-        hits = all(
-            r["inductor"].get("fxgraph_cache_hit", 0) >= 1
-            and not r["inductor"].get("fxgraph_cache_miss")
-            and r["aot_autograd"].get("autograd_cache_hit", 0) >= 1
-            and not r["aot_autograd"].get("autograd_cache_miss")
-            for r in rows["restored"]
-        )
+        hits = all(hit_both(r) for r in rows["restored"])
         m["passed"] = bool(
             all(m["keys_equal"].values()) and hits and track.get("compiled_nothing")
             and (args.quick or m["track_local"].get("compiled_nothing"))

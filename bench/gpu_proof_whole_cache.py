@@ -35,6 +35,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from opt_forward import hit_both  # noqa: E402 (bench/, the script's dir)
+
 from tcmtasks import ops  # noqa: E402
 
 FORWARD = [sys.executable, str(REPO / "bench" / "opt_forward.py")]
@@ -153,13 +155,7 @@ def main() -> None:
         "restored_track": warm_track,
     }
     print(json.dumps(summary, indent=2))
-    hits = all(
-        r["inductor"].get("fxgraph_cache_hit", 0) >= 1
-        and not r["inductor"].get("fxgraph_cache_miss")
-        and r["aot_autograd"].get("autograd_cache_hit", 0) >= 1
-        and not r["aot_autograd"].get("autograd_cache_miss")
-        for r in rows["restored"]
-    )
+    hits = all(hit_both(r) for r in rows["restored"])
     ok = (
         hits
         and warm_track["compiled_nothing"]

@@ -19,6 +19,18 @@ from pathlib import Path
 CONFIG = Path(__file__).resolve().parent.parent / "tcmtasks" / "data" / "models" / "opt-125m"
 
 
+def hit_both(result: dict) -> bool:
+    """Whether a forward's counters (this script's JSON) show the FX-graph and AOTAutograd
+    caches hit with no miss: the restored runs of the GPU proofs."""
+    inductor, aot = result["inductor"], result["aot_autograd"]
+    return (
+        inductor.get("fxgraph_cache_hit", 0) >= 1
+        and not inductor.get("fxgraph_cache_miss")
+        and aot.get("autograd_cache_hit", 0) >= 1
+        and not aot.get("autograd_cache_miss")
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mega-save", type=Path)
