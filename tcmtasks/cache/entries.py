@@ -29,6 +29,7 @@ from .groups import (
     check_group,
     corrupt_group_crashes,
     kernel_name_of_group,
+    read_capped,
     read_group,
 )
 
@@ -563,10 +564,10 @@ def _read_kernel(entry: Entry, path: str, real: dict[str, str], problems: list[P
 def _read_metadata(entry: Entry, meta_path: str, problems: list[Problem]) -> None:
     fname = os.path.basename(meta_path)
     try:
-        with open(meta_path, encoding="utf-8") as f:
-            text = f.read(MAX_JSON + 1)
-        if len(text) > MAX_JSON:
+        raw = read_capped(meta_path)
+        if len(raw) > MAX_JSON:
             raise ValueError(f"larger than {MAX_JSON >> 20} MiB")
+        text = raw.decode("utf-8")  # as Triton reads it: UTF-8, no guessing UTF-16
         meta = json.loads(text)
     except OSError as exc:
         problems.append(Problem("unreadable", f"cannot read {fname}: {exc.strerror or exc}"))

@@ -21,6 +21,28 @@ GROUP_PREFIX = "__grp__"
 MAX_JSON = 16 << 20
 
 
+def read_capped(path: str | Path, cap: int = MAX_JSON, *, dir_fd: int | None = None) -> bytes:
+    """The file's bytes, or its first ``cap + 1`` when it is longer (the caller refuses it).
+
+    Sized by ``fstat``, with the os calls themselves: ``open(path).read(cap + 1)`` allocates
+    ``cap`` bytes up front and wraps the file twice, 16 us a file where this takes 6; at one
+    group per kernel that was a quarter of packaging's time."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        want = min(os.fstat(fd).st_size, cap) + 1
+        chunks: list[bytes] = []
+        got = 0
+        while got <= cap and (chunk := os.read(fd, min(want, cap + 1 - got))):
+            chunks.append(chunk)
+            got += len(chunk)
+            if len(chunk) < want:
+                break  # a regular file's read comes up short only at its end
+            want = 1 << 16  # it grew since fstat
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def group_filename(name: str) -> str:
     return f"{GROUP_PREFIX}{name}.json"
 
@@ -54,11 +76,10 @@ def corrupt_group_crashes(triton_version: str | None) -> bool:
     return _minor(triton_version) < (3, 7)
 
 
-def read_group(path: str | Path) -> dict[str, str]:
+def read_group(path: str | Path, *, dir_fd: int | None = None) -> dict[str, str]:
     """Return ``child_paths``; raise GroupFormatError for a file Triton could not use."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_JSON + 1)
+        raw = read_capped(path, dir_fd=dir_fd)
         if len(raw) > MAX_JSON:
             raise GroupFormatError(f"over {MAX_JSON >> 20} MiB: not a group Triton wrote")
         data = json.loads(raw)

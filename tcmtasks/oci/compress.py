@@ -25,6 +25,8 @@ from typing import Any, BinaryIO
 
 from ..errors import MissingDependency, UsageError
 
+#: What the tar stream hands on: bytes, or read-only views of them.
+Buffer = bytes | memoryview
 COMPRESSIONS = ("gzip", "zstd", "none")
 BLOCK = 1 << 20  # raw bytes per deflate block; part of the format: changing it changes digests
 _WINDOW = 32 * 1024
@@ -34,7 +36,7 @@ def threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def _deflate(data: bytes, zdict: bytes, level: int) -> bytes:
+def _deflate(data: Buffer, zdict: Buffer, level: int) -> bytes:
     z = (
         zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, zlib.DEF_MEM_LEVEL, 0, zdict)
         if zdict
@@ -87,12 +89,12 @@ class LayerSink(io.RawIOBase):
         self.sha = hashlib.sha256()
         self.size = 0
         self._buf = bytearray()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[Buffer | None] = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
         self._z: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[Future[bytes]] = deque()
-        self._tail = b""
+        self._tail: Buffer = b""
         self._crc = 0
         self._raw = 0
         check_level(compression, level)
@@ -113,6 +115,9 @@ class LayerSink(io.RawIOBase):
     def write(self, data: Any) -> int:
         if self._error:
             raise self._error
+        if not self._buf and len(data) == BLOCK and memoryview(data).readonly:
+            self._queue.put(data)  # TarStream's pieces (immutable): queued as they are
+            return BLOCK
         self._buf += data
         if len(self._buf) >= BLOCK:
             n = len(self._buf) - len(self._buf) % BLOCK
@@ -123,7 +128,7 @@ class LayerSink(io.RawIOBase):
             del self._buf[:n]
         return len(data)
 
-    def _emit(self, data: bytes) -> None:
+    def _emit(self, data: Buffer) -> None:
         if data:
             self.sha.update(data)
             self.size += len(data)

@@ -116,10 +116,12 @@ def summary_targets(entries: Iterable[Entry]) -> list[dict[str, Any]]:
     return [{"backend": t.backend, "arch": t.arch, "warp_size": t.warp_size} for t in seen]
 
 
-def group_for_image(e: Entry, mount_path: str | None) -> bytes:
+def group_for_image(e: Entry, mount_path: str | None, *, dir_fd: int | None = None) -> bytes:
     """The entry's group as shipped: no packer path. With ``mount_path`` the absolute paths of
-    an image mounted read-only there; otherwise bare names, which extraction rewrites."""
-    children = read_group(e.path / group_filename(e.name or ""))
+    an image mounted read-only there; otherwise bare names, which extraction rewrites.
+    ``dir_fd``: the entry's dir, open."""
+    grp = group_filename(e.name or "")
+    children = read_group(grp if dir_fd is not None else e.path / grp, dir_fd=dir_fd)
     present = {f.name for f in e.files}  # as scanned; a file gone since fails when read
     kept = {c: c for c in children if c in present}
     if mount_path:
@@ -174,15 +176,7 @@ def build_layer(
             tar.add_dir(d)
         tar.add_bytes(MANIFEST_PATH, manifest)
         for e in sorted(entries, key=lambda e: e.key):
-            tar.add_dir(f"{CACHE_PREFIX}/{e.key}/")
-            grp = group_filename(e.name or "")
-            base = str(e.path)
-            for f in sorted(e.files, key=lambda f: f.name):
-                name = f"{CACHE_PREFIX}/{e.key}/{f.name}"
-                if f.name == grp:
-                    tar.add_bytes(name, group_for_image(e, mount_path))
-                else:
-                    tar.add_file(name, os.path.join(base, f.name))
+            _add_entry(tar, e, mount_path)
         for part in parts:
             _add_part(tar, part)
         tar.close()
@@ -194,6 +188,28 @@ def build_layer(
         Blob("sha256:" + sink.sha.hexdigest(), sink.size, MT_LAYER[compression]),
         "sha256:" + sink.diff_sha.hexdigest(),
     )
+
+
+def _add_entry(tar: TarStream, e: Entry, mount_path: str | None) -> None:
+    """The entry's dir and files (its group rewritten), each opened relative to the dir."""
+    prefix = f"{CACHE_PREFIX}/{e.key}/"
+    tar.add_dir(prefix)
+    grp = group_filename(e.name or "")
+    base = os.path.join(e.root, e.key)
+    try:
+        dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for f in sorted(e.files, key=lambda f: f.name):
+                if f.name == grp:
+                    tar.add_bytes(prefix + f.name, group_for_image(e, mount_path, dir_fd=dir_fd))
+                else:
+                    tar.add_file(prefix + f.name, f.name, dir_fd=dir_fd, size=f.size)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        if exc.filename and not os.path.isabs(exc.filename):
+            exc.filename = os.path.join(base, exc.filename)  # the message names the whole path
+        raise
 
 
 def _add_part(tar: TarStream, part: Part) -> None:

@@ -22,10 +22,12 @@ BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 _MAX_SIZE = 8**11  # what 11 octal digits hold
 _READ = 1 << 20
+_RDONLY = os.O_RDONLY | os.O_CLOEXEC
+CHUNK = 1 << 20  # = compress.BLOCK (a test ties them); not part of the format
 
 
 class Writable(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    def write(self, data: bytes | memoryview, /) -> object: ...
 
 
 def _tarinfo(name: str, size: int, mtime: int, mode: int, kind: bytes) -> tarfile.TarInfo:
@@ -68,30 +70,50 @@ def _pad(n: int) -> bytes:
 
 class TarStream:
     """Members appended in the caller's order to a binary stream, then the end-of-archive
-    blocks and the record padding ``tarfile``'s stream mode writes."""
+    blocks and the record padding ``tarfile``'s stream mode writes.
+
+    The stream goes out in pieces of exactly ``CHUNK`` bytes (the last one shorter), each
+    joined once from the members' bytes: the layer's compressor cuts its input at those
+    points anyway (``compress.BLOCK``), and handing it whole pieces spares it a copy of every
+    byte into a buffer and another out of it."""
 
     def __init__(self, out: Writable, mtime: int, progress: Callable[[int], None] | None = None):
         self.out = out
         self.mtime = mtime
-        self.progress = progress  # told the bytes written, at each ~1 MiB write
-        self.offset = 0
-        self._pending: list[bytes] = []  # joined into ~1 MiB writes: one call per member is
-        self._held = 0  # most of the cost when members are a few KiB
+        self.progress = progress  # told the bytes written, at each piece
+        self.offset = 0  # bytes appended
+        self.written = 0  # bytes handed to out
+        self._pending: list[bytes | memoryview] = []  # one write per CHUNK: a call per member
+        self._held = 0  # was most of the cost when members are a few KiB
 
     def _write(self, data: bytes) -> None:
-        self._pending.append(data)
-        self._held += len(data)
         self.offset += len(data)
-        if self._held >= _READ:
-            self.flush()
+        room = CHUNK - self._held
+        if len(data) < room:
+            self._pending.append(data)
+            self._held += len(data)
+            return
+        view = memoryview(data)
+        self._pending.append(view[:room])
+        self.flush()
+        while len(view) - room >= CHUNK:
+            self._out(view[room : room + CHUNK])
+            room += CHUNK
+        if room < len(view):
+            self._pending.append(view[room:])
+            self._held = len(view) - room
+
+    def _out(self, piece: bytes | memoryview) -> None:
+        self.out.write(piece)
+        self.written += len(piece)
+        if self.progress is not None:
+            self.progress(self.written)
 
     def flush(self) -> None:
         if self._pending:
-            self.out.write(b"".join(self._pending))
+            self._out(b"".join(self._pending))
             self._pending.clear()
             self._held = 0
-            if self.progress is not None:
-                self.progress(self.offset)
 
     def add_dir(self, name: str) -> None:
         self._write(header(name, 0, self.mtime, 0o755, tarfile.DIRTYPE))
@@ -99,11 +121,29 @@ class TarStream:
     def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
         self._write(header(name, len(data), self.mtime, mode) + data + _pad(len(data)))
 
-    def add_file(self, name: str, path: str, mode: int = 0o644) -> None:
+    def add_file(
+        self,
+        name: str,
+        path: str,
+        mode: int = 0o644,
+        *,
+        dir_fd: int | None = None,
+        size: int | None = None,
+    ) -> None:
         """The file's bytes as it is now; one that shrinks while read is an error (the header
-        already promised its size), one that grows is cut at the size it had when opened."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        already promised its size), one that grows is cut at the size it had when opened.
+
+        ``dir_fd`` opens ``path`` relative to a directory (one lookup, not one per component);
+        ``size``, what the index says, spares the ``fstat`` while the file still has it: at
+        ~16,000 files a layer these two syscalls' worth is a tenth of packaging's time."""
+        fd = os.open(path, _RDONLY, dir_fd=dir_fd)
         try:
+            if size is not None and size <= _READ:
+                data = os.read(fd, size + 1)  # one byte more: a file that grew shows it
+                if len(data) == size:
+                    self._write(header(name, size, self.mtime, mode) + data + _pad(size))
+                    return
+                os.lseek(fd, 0, os.SEEK_SET)  # changed since indexed: as if no size was given
             size = os.fstat(fd).st_size
             if size <= _READ:
                 data = os.read(fd, size)
