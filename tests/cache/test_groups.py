@@ -94,3 +94,22 @@ def test_relocated_children_drops_files_the_entry_lacks(cache):
     assert f"{name}.llir" not in out
     assert all(p == str(entry / c) for c, p in out.items())
     assert len(out) == len(children) - 1
+
+
+def test_read_capped_reads_whole_files_and_stops_past_the_cap(tmp_path):
+    from tcmtasks.cache.groups import read_capped
+
+    p = tmp_path / "f"
+    for n in (0, 1, 4095, 70000):
+        data = os.urandom(n)
+        p.write_bytes(data)
+        assert read_capped(p) == data
+        assert read_capped(p, cap=100) == data[:101]  # the caller sees it is over and refuses
+    p.write_bytes(b"x" * 10)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert read_capped("f", dir_fd=dir_fd) == b"x" * 10
+    finally:
+        os.close(dir_fd)
+    # a device reports size 0 and never ends: read up to the cap, then refused by the caller
+    assert read_capped("/dev/zero", cap=200_000) == bytes(200_001)

@@ -92,3 +92,35 @@ def test_a_failing_writer_surfaces_its_error():
         for _ in range(20):
             sink.write(bytes(BLOCK))
         sink.close()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_a_reused_buffer_is_copied_and_whole_views_are_not(compression):
+    """Whole read-only pieces (the tar stream's) are queued as they are; a mutable buffer the
+    caller refills at once must not change what was already written."""
+    if compression == "zstd":
+        pytest.importorskip("zstandard")
+    expected, _ = _sink(DATA, compression, BLOCK)
+    out = io.BytesIO()
+    sink = LayerSink(out, compression)
+    buf = bytearray(BLOCK)
+    for i in range(0, len(DATA), BLOCK):
+        piece = DATA[i : i + BLOCK]
+        buf[: len(piece)] = piece
+        sink.write(buf if len(piece) == BLOCK else piece)
+        buf[:] = bytes(BLOCK)  # the caller reuses its buffer
+    sink.close()
+    assert out.getvalue() == expected
+    out = io.BytesIO()
+    sink = LayerSink(out, compression)
+    view = memoryview(DATA)
+    for i in range(0, len(DATA), BLOCK):
+        sink.write(view[i : i + BLOCK])
+    sink.close()
+    assert out.getvalue() == expected
+
+
+def test_the_tar_streams_pieces_are_the_compressors_blocks():
+    from tcmtasks.oci.tarstream import CHUNK
+
+    assert CHUNK == BLOCK

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 
 import pytest
 
-from tcmtasks.oci.tarstream import TarStream, header
+from tcmtasks.oci.tarstream import CHUNK, TarStream, header
 
 
 def _tarfile_header(name, size, mtime, mode, kind):
@@ -65,9 +66,60 @@ def _info(name, size, kind=tarfile.REGTYPE, mode=0o644):
 def test_a_file_that_shrinks_is_an_error(tmp_path, monkeypatch):
     p = tmp_path / "f"
     p.write_bytes(b"x" * 100)
-    import os
-
     real = os.read
     monkeypatch.setattr(os, "read", lambda fd, n: real(fd, n)[:10])
     with pytest.raises(OSError, match="shrank"):
         TarStream(io.BytesIO(), 0).add_file("f", str(p))
+
+
+class _Writes(io.BytesIO):
+    """Records the length of every write (the compressor's input cut)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def write(self, data):
+        self.sizes.append(len(data))
+        return super().write(data)
+
+
+def test_stream_goes_out_in_whole_chunks_across_members(tmp_path):
+    """Big and small members alike: every write is CHUNK bytes but the last, and the stream is
+    still tarfile's byte for byte (a cut in the middle of a member changes nothing)."""
+    files = {"big": os.urandom(CHUNK + 4321), "huge": os.urandom(3 * CHUNK), "small": b"s" * 700}
+    for n, data in files.items():
+        (tmp_path / n).write_bytes(data)
+    ours = _Writes()
+    tar = TarStream(ours, 0)
+    for i in range(300):
+        tar.add_bytes(f"d/m{i}", bytes([i % 256]) * (i * 37))
+    for n in files:
+        tar.add_file(f"d/{n}", str(tmp_path / n))
+    tar.close()
+    assert len(ours.sizes) > 4 and set(ours.sizes[:-1]) == {CHUNK} and ours.sizes[-1] <= CHUNK
+    theirs = io.BytesIO()
+    with tarfile.open(fileobj=theirs, mode="w|", format=tarfile.PAX_FORMAT) as t:
+        for i in range(300):
+            t.addfile(_info(f"d/m{i}", i * 37), io.BytesIO(bytes([i % 256]) * (i * 37)))
+        for n, data in files.items():
+            t.addfile(_info(f"d/{n}", len(data)), io.BytesIO(data))
+    assert ours.getvalue() == theirs.getvalue()
+
+
+@pytest.mark.parametrize("indexed", [0, 99, 100, 101, 5000])
+def test_a_stale_indexed_size_still_gives_the_files_bytes(tmp_path, indexed):
+    """The size hint (what the index says) only spares an fstat: a file that grew or shrank
+    since it was indexed goes in as it is now, opened relative to its dir."""
+    (tmp_path / "f").write_bytes(b"x" * 100)
+    ours = io.BytesIO()
+    tar = TarStream(ours, 0)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        tar.add_file("f", "f", dir_fd=dir_fd, size=indexed)
+    finally:
+        os.close(dir_fd)
+    tar.close()
+    with tarfile.open(fileobj=io.BytesIO(ours.getvalue())) as t:
+        member = t.getmember("f")
+        assert member.size == 100 and t.extractfile(member).read() == b"x" * 100
