@@ -39,13 +39,17 @@ def _tarinfo(name: str, size: int, mtime: int, mode: int, kind: bytes) -> tarfil
 
 
 @lru_cache(maxsize=32)
-def _template(mtime: int, mode: int, kind: bytes) -> tuple[bytes, int]:
-    """The header with an empty name and size 0, and its checksum without name and size."""
+def _template(mtime: int, mode: int, kind: bytes) -> tuple[bytes, bytes, bytes, int]:
+    """The header's fixed fields around name, size and checksum (mode, owners, mtime, type,
+    magic...), and the checksum of the header without name and size."""
     raw = bytearray(_tarinfo("", 0, mtime, mode, kind).tobuf(tarfile.PAX_FORMAT, "utf-8"))
     raw[:100] = bytes(100)  # (a dir's empty name came out as "/")
     raw[124:136] = bytes(12)
     raw[148:156] = b" " * 8  # the checksum is summed over spaces in its own field
-    return bytes(raw), sum(raw)
+    return bytes(raw[100:124]), bytes(raw[136:148]), bytes(raw[156:]), sum(raw)
+
+
+_ZEROS = bytes(100)
 
 
 def header(name: str, size: int, mtime: int, mode: int, kind: bytes = tarfile.REGTYPE) -> bytes:
@@ -54,18 +58,18 @@ def header(name: str, size: int, mtime: int, mode: int, kind: bytes = tarfile.RE
         return _tarinfo(name, size, mtime, mode, kind).tobuf(
             tarfile.PAX_FORMAT, "utf-8", "surrogateescape"
         )
-    tmpl, base = _template(mtime, mode, kind)
+    before_size, before_sum, after_sum, base = _template(mtime, mode, kind)
     raw = name.encode("ascii")
     digits = b"%011o\0" % size
-    buf = bytearray(tmpl)
-    buf[: len(raw)] = raw
-    buf[124:136] = digits
-    buf[148:156] = b"%06o\0 " % (base + sum(raw) + sum(digits))
-    return bytes(buf)
+    checksum = b"%06o\0 " % (base + sum(raw) + sum(digits))
+    return b"".join((raw, _ZEROS[len(raw) :], before_size, digits, before_sum, checksum, after_sum))
+
+
+_PADS = [bytes(n) for n in range(BLOCK)]
 
 
 def _pad(n: int) -> bytes:
-    return bytes(-n % BLOCK)
+    return _PADS[-n % BLOCK]
 
 
 class TarStream:
@@ -103,6 +107,20 @@ class TarStream:
             self._pending.append(view[room:])
             self._held = len(view) - room
 
+    def _member(self, head: bytes, data: bytes) -> None:
+        """A whole member: its header, data and padding, held as three pieces (not copied
+        into one) when they fit in the current chunk."""
+        pad = _pad(len(data))
+        n = len(head) + len(data) + len(pad)
+        if n < CHUNK - self._held:
+            self.offset += n
+            self._held += n
+            self._pending += (head, data, pad)
+        else:
+            self._write(head)
+            self._write(data)
+            self._write(pad)
+
     def _out(self, piece: bytes | memoryview) -> None:
         self.out.write(piece)
         self.written += len(piece)
@@ -119,7 +137,7 @@ class TarStream:
         self._write(header(name, 0, self.mtime, 0o755, tarfile.DIRTYPE))
 
     def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        self._write(header(name, len(data), self.mtime, mode) + data + _pad(len(data)))
+        self._member(header(name, len(data), self.mtime, mode), data)
 
     def add_file(
         self,
@@ -141,7 +159,7 @@ class TarStream:
             if size is not None and size <= _READ:
                 data = os.read(fd, size + 1)  # one byte more: a file that grew shows it
                 if len(data) == size:
-                    self._write(header(name, size, self.mtime, mode) + data + _pad(size))
+                    self._member(header(name, size, self.mtime, mode), data)
                     return
                 os.lseek(fd, 0, os.SEEK_SET)  # changed since indexed: as if no size was given
             size = os.fstat(fd).st_size
@@ -149,7 +167,7 @@ class TarStream:
                 data = os.read(fd, size)
                 if len(data) != size:
                     raise OSError(0, "file shrank while packaged", path)
-                self._write(header(name, size, self.mtime, mode) + data + _pad(size))
+                self._member(header(name, size, self.mtime, mode), data)
                 return
             self._write(header(name, size, self.mtime, mode))
             left = size

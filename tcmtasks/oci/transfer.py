@@ -10,12 +10,17 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ImageError, UsageError
 from .layout import DockerArchive, OciArchive, OciLayout, blobs_of, parse_manifest
 from .refs import ImageRef, parse
-from .registry import Registry, RegistryImage
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+# The registry client (urllib, ssl, http.client: ~12 ms) is imported where a registry is
+# used, not by a command that only reads or writes local layouts (tcm package oci:...).
 
 
 @dataclass
@@ -32,6 +37,8 @@ class RegistryOptions:
         }
         if self.chunk_size:
             kw["chunk_size"] = self.chunk_size
+        from .registry import Registry
+
         return Registry(host, **kw)
 
 
@@ -46,6 +53,8 @@ def open_source(ref: str | ImageRef, opts: RegistryOptions | None = None) -> Any
         return OciArchive(r.path, r.tag)
     if r.transport == "docker-archive":
         return DockerArchive(r.path)  # type: ignore[arg-type]
+    from .registry import RegistryImage
+
     return RegistryImage(opts.registry(r.host), r.repo, r.tag, r.digest)
 
 
@@ -60,6 +69,8 @@ def open_dest(ref: str | ImageRef, opts: RegistryOptions | None = None) -> Any:
         raise UsageError("docker-archive: is read-only in tcm; write oci-archive: instead")
     if r.digest:
         raise UsageError("push to a tag, not a digest (docker://HOST/REPO:TAG)")
+    from .registry import RegistryImage
+
     return RegistryImage(opts.registry(r.host), r.repo, r.tag)
 
 
@@ -78,6 +89,8 @@ def copy_image(
     data, media_type = src.manifest()
     manifest = parse_manifest(data, f"manifest of {src.describe()}")
     descs = blobs_of(manifest)
+    from .registry import RegistryImage
+
     if (
         isinstance(src, RegistryImage)
         and isinstance(dst, RegistryImage)
