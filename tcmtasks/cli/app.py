@@ -1,6 +1,8 @@
 """The ``tcm`` application: global options, and the one place errors become exit codes."""
 
-from __future__ import annotations
+# Annotations stay live objects here (no ``from __future__ import annotations``): typer would
+# otherwise compile and eval every option's annotation string when tcm starts, 13 ms a run.
+# Helpers annotated with lazily loaded names (ops.*) quote them.
 
 import copy
 import gc

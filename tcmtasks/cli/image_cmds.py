@@ -1,6 +1,8 @@
 """Commands that make and move images: package, push, inspect."""
 
-from __future__ import annotations
+# Annotations stay live objects here (no ``from __future__ import annotations``): typer would
+# otherwise compile and eval every option's annotation string when tcm starts, 13 ms a run.
+# Helpers annotated with lazily loaded names (ops.*) quote them.
 
 import json
 from pathlib import Path
