@@ -14,13 +14,11 @@ import functools
 import itertools
 import json
 import logging
-import multiprocessing as mp
 import operator
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -795,14 +793,18 @@ def _scan_rows(
     workers = min(os.cpu_count() or 1, 8)
     chunks = [todo[i : i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
     done = 0
-    if len(todo) < PARALLEL_MIN or workers < 2 or "fork" not in mp.get_all_start_methods():
-        parts: Iterable[list[Row]] = (_scan_chunk(root, chunk, now) for chunk in chunks)
-        pool = None
-    else:
-        pool = ProcessPoolExecutor(
-            workers, mp_context=mp.get_context("fork"), initializer=_die_with_parent
-        )
-        parts = pool.map(_scan_chunk, [root] * len(chunks), chunks, [now] * len(chunks))
+    pool = None
+    parts: Iterable[list[Row]] = (_scan_chunk(root, chunk, now) for chunk in chunks)
+    if len(todo) >= PARALLEL_MIN and workers >= 2:
+        # imported here: ~4 ms of start-up that a command with little to scan never needs
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if "fork" in mp.get_all_start_methods():
+            pool = ProcessPoolExecutor(
+                workers, mp_context=mp.get_context("fork"), initializer=_die_with_parent
+            )
+            parts = pool.map(_scan_chunk, [root] * len(chunks), chunks, [now] * len(chunks))
     try:
         for part in parts:
             done += len(part)

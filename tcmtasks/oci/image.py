@@ -123,10 +123,10 @@ def group_for_image(e: Entry, mount_path: str | None, *, dir_fd: int | None = No
     grp = group_filename(e.name or "")
     children = read_group(grp if dir_fd is not None else e.path / grp, dir_fd=dir_fd)
     present = {f.name for f in e.files}  # as scanned; a file gone since fails when read
-    kept = {c: c for c in children if c in present}
+    kept = sorted(c for c in children if c in present)
     if mount_path:
-        kept = {c: os.path.join(mount_path, e.key, c) for c in kept}
-    return group_text(dict(sorted(kept.items()))).encode()
+        return group_text({c: os.path.join(mount_path, e.key, c) for c in kept}).encode()
+    return group_text(dict(zip(kept, kept))).encode()
 
 
 def layer_manifest(
