@@ -6,3 +6,5 @@ mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# tools the machine lacks, carried the same way (the throughput bench's zstd CLI)
+if [ -d .whl/bin ]; then export PATH=$PWD/.whl/bin:$PATH; fi
