@@ -126,7 +126,7 @@ def group_for_image(e: Entry, mount_path: str | None, *, dir_fd: int | None = No
     kept = sorted(c for c in children if c in present)
     if mount_path:
         return group_text({c: os.path.join(mount_path, e.key, c) for c in kept}).encode()
-    return group_text(dict(zip(kept, kept))).encode()
+    return group_text({c: c for c in kept}).encode()
 
 
 def layer_manifest(
