@@ -62,6 +62,28 @@ def test_index_holds_what_the_scan_sees(cache, tmp_path):
     )  # metadata group ir asm binary source
 
 
+def test_named_metadata_fields_are_the_scans_values(cache, tmp_path):
+    """An image manifest's fields picked by SQLite equal the scanned metadata's, with their
+    JSON types (a string, null, a bool, a nested object); absent ones are None."""
+    want = {e.key: e.metadata for e in scan_root(cache)}
+    fields = ("hash", "ptx_version", "debug", "target", "no_such_field")
+    with Index(tmp_path / "i.db") as idx:
+        idx.update([Root(cache, "explicit")])
+        got = idx.entries(with_metadata=fields)
+        assert len(got) == len(want) and all(e.metadata_text is None for e in got)
+        for e in got:
+            if want[e.key] is None:
+                assert e.metadata is None
+            else:
+                assert e.metadata == {f: want[e.key].get(f) for f in fields}
+        assert isinstance(got[0].metadata["target"], dict)
+        single = [e for e in idx.entries(with_metadata=("hash",)) if want[e.key]]
+        assert len(single) >= 3  # one field: still a dict of it, not a bare value
+        assert all(e.metadata == {"hash": want[e.key]["hash"]} for e in single)
+        with pytest.raises(ValueError, match="plain names"):
+            idx.entries(with_metadata=("hash", "x') OR 1=1 --"))
+
+
 def test_reindex_unchanged_opens_nothing(cache, tmp_path, counted_scans):
     settle(cache)
     with Index(tmp_path / "i.db") as idx:

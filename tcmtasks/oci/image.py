@@ -97,6 +97,10 @@ class BuiltImage:
         return "sha256:" + hashlib.sha256(self.manifest).hexdigest()
 
 
+#: The metadata fields ``entry_manifest_row`` reads (all an index read needs to parse).
+MANIFEST_METADATA = ("hash", "ptx_version", "debug")
+
+
 def entry_manifest_row(e: Entry) -> dict[str, Any]:
     """One entry of ``io.triton.manifest/manifest.json``: MCV's fields plus tcm's."""
     meta = e.metadata or {}

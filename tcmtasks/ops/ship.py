@@ -15,7 +15,7 @@ from ..cache.groups import check_group, group_filename, read_group, relocated_ch
 from ..cache.roots import Root
 from ..errors import CacheError, GroupFormatError, UsageError, map_os_error
 from ..oci.compress import check_level
-from ..oci.image import MT_MANIFEST, Dest
+from ..oci.image import MANIFEST_METADATA, MT_MANIFEST, Dest
 from ..oci.image import package as build_image
 from ..oci.inspect import ImageInfo
 from ..oci.inspect import inspect as read_image
@@ -182,7 +182,8 @@ def package(
     criteria = kernels_only(criteria)
     with open_index(db) as idx:
         refresh(idx, sources.roots, progress)
-        entries = select(idx.entries([r.path for r in sources.roots], with_metadata=True), criteria)
+        found = idx.entries([r.path for r in sources.roots], with_metadata=MANIFEST_METADATA)
+        entries = select(found, criteria)
     if targets:
         entries = [e for e in entries if e.target in targets]
     verdicts = [(e, unpackable(e)) for e in entries]
