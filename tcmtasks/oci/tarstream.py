@@ -87,8 +87,10 @@ class TarStream:
         self.progress = progress  # told the bytes written, at each piece
         self.offset = 0  # bytes appended
         self.written = 0  # bytes handed to out
-        self._pending: list[bytes | memoryview] = []  # one write per CHUNK: a call per member
-        self._held = 0  # was most of the cost when members are a few KiB
+        # joined into one write per CHUNK (a write per member was most of the cost at a few
+        # KiB a member)
+        self._pending: list[bytes | memoryview] = []
+        self._held = 0  # bytes in _pending
 
     def _write(self, data: bytes) -> None:
         self.offset += len(data)
