@@ -222,3 +222,14 @@ def test_layout_files_are_readable_by_others(cache, tmp_path):
     blobs = list((tmp_path / "img" / "blobs" / "sha256").iterdir())
     assert len(blobs) == 3  # layer, config, manifest
     assert {b.stat().st_mode & 0o777 for b in blobs} == {0o644}
+
+
+def test_the_index_path_builds_the_scans_layer(cache, tmp_path):
+    """``tcm package`` reads entries from the index with only the manifest's metadata fields
+    picked by SQLite; its layer must be the one built from a full scan, byte for byte."""
+    from tcmtasks import ops
+
+    scanned, _ = build(cache, tmp_path / "scanned")
+    via_index = ops.package(cache, f"oci:{tmp_path / 'indexed'}:v1", db=tmp_path / "i.db")
+    assert len(via_index.entries) == 9
+    assert via_index.digest == scanned.digest
