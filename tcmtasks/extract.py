@@ -57,7 +57,7 @@ from .errors import (
 from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
 from .oci.layout import CHUNK, SafeTarInfo
-from .producer import Producer, host_ptxas, mismatches
+from .producer import AMD_LIBS, Producer, hip_libdir, host_ptxas, libdir_of, mismatches
 from .targets import Target
 
 CACHE_PREFIX = "io.triton.cache/"
@@ -259,7 +259,7 @@ class _Layout:
 def build_of(row: dict[str, Any]) -> dict[str, str]:
     """The build behind an entry's key, as its image row records it (tcm images since the
     build fields were added; empty for older images and MCV's)."""
-    return {k: str(row[k]) for k in ("python", "triton_key", "ptxas") if row.get(k)}
+    return {k: str(row[k]) for k in ("python", "triton_key", "ptxas", "hip_libdir") if row.get(k)}
 
 
 def _dest(value: Any) -> Dest:
@@ -770,6 +770,8 @@ def _prepare_triton(
     entry = scan_entry(staged.parent, key)
     item = {"key": key, "name": entry.name, "target": str(entry.target) if entry.target else None}
     build = layout.builds.get(key, {})
+    if "hip_libdir" not in build and (libdir := libdir_of(entry.metadata)):  # older images
+        build = {**build, "hip_libdir": libdir}
     why = why_skip(entry.target, entry.triton_version, targets, host, build, force)
     if why is not None:
         report.skipped.append({**item, "reason": why})
@@ -870,6 +872,13 @@ def why_skip(
     usable = host_ptxas(host)
     if target and target.backend == "cuda" and usable and ptxas and ptxas not in usable:
         return f"compiled with ptxas {ptxas}; the workload uses {' or '.join(usable)} (a miss)"
+    built_at, here = build.get("hip_libdir"), hip_libdir(host)
+    if target and target.backend == "hip" and built_at and here and built_at != here:
+        return (
+            f"compiled by a Triton imported from {built_at.removesuffix(AMD_LIBS)}, the "
+            f"workload's is at {host.triton_dir}: HIP keys hold that path (a miss; warm where "
+            "Triton sits at the workload's path)"
+        )
     return None
 
 

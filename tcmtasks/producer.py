@@ -20,6 +20,9 @@ class Producer:
     triton_key: str | None = None  # sha256 of triton_key()[:16]: equal builds, equal prefix
     ptxas: str | None = None  # CUDA backend part of the key, as Triton alone resolves it
     torch_ptxas: str | None = None  # the one torch's build ships: Inductor's compiles use it
+    #: where Triton is imported from: HIP keys hold it (the AMD backend's options hash the
+    #: absolute paths of its bitcode libraries, ``<triton_dir>/backends/amd/lib/*.bc``)
+    triton_dir: str | None = None
     rocm: str | None = None
     torch: str | None = None
     gpus: list[str] = field(default_factory=list)  # device names: Inductor's keys hold them
@@ -48,7 +51,7 @@ def detect(*, with_key: bool = True) -> Producer:
     hashes Triton's sources and libraries and ptxas runs as a subprocess, 0.3-1.2 s that every
     pull, extract and inspect paid. Any change to the install (a reinstall, an edited source
     file) changes the stamp."""
-    p = Producer(python=python_tag())
+    p = Producer(python=python_tag(), triton_dir=triton_dir())
     stamp = _triton_stamp()
     if stamp is None:
         return p
@@ -150,6 +153,43 @@ def _detect_triton(p: Producer, with_key: bool) -> None:
                 [shipped, "--version"], capture_output=True, text=True, timeout=60, check=True
             ).stdout
             p.torch_ptxas = _ptxas_version(text)
+
+
+def triton_dir() -> str | None:
+    """The directory ``import triton`` loads from, as Python names it (not resolved: a
+    symlinked install is another path to Triton's AMD backend, hence other HIP keys)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("triton")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(next(iter(spec.submodule_search_locations)))
+
+
+AMD_LIBS = "/backends/amd/lib"
+
+
+def hip_libdir(host: Producer) -> str | None:
+    """Where a HIP kernel compiled on ``host`` names its bitcode libraries."""
+    return host.triton_dir + AMD_LIBS if host.triton_dir else None
+
+
+def libdir_of(metadata: Any) -> str | None:
+    """The one directory a kernel's metadata names its ``extern_libs`` in (None: none, or
+    several)."""
+    libs = metadata.get("extern_libs") if isinstance(metadata, dict) else None
+    if not isinstance(libs, list):
+        return None
+    dirs = {
+        path.rsplit("/", 1)[0]
+        for lib in libs
+        if isinstance(lib, list) and len(lib) == 2 and isinstance(path := lib[1], str)
+        and "/" in path
+    }  # fmt: skip
+    return dirs.pop() if len(dirs) == 1 else None
 
 
 def _triton_stamp() -> str | None:

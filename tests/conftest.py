@@ -26,22 +26,28 @@ TARGETS = ("cuda:80", "cuda:90", "hip:gfx942")
 COUNTING_MANAGER = "tests.support.counting_cache:CountingCacheManager"
 
 
-def triton_env(cache_dir: Path, events: Path | None = None) -> dict[str, str]:
-    """Environment for a child process that compiles into ``cache_dir`` and logs lookups."""
+def triton_env(
+    cache_dir: Path, events: Path | None = None, first: Path | None = None
+) -> dict[str, str]:
+    """Environment for a child process that compiles into ``cache_dir`` and logs lookups;
+    ``first``, a dir searched before all (another path to a Triton)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRITON_", "TCM_"))}
     env["TRITON_CACHE_DIR"] = str(cache_dir)
     env["TRITON_CACHE_MANAGER"] = COUNTING_MANAGER
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    path = [*([str(first)] if first else []), str(REPO), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(path).rstrip(os.pathsep)
     if events is not None:
         env["TCM_TEST_EVENTS"] = str(events)
     return env
 
 
-def compile_kernels(cache_dir: Path, targets=TARGETS, events: Path | None = None) -> list[dict]:
+def compile_kernels(
+    cache_dir: Path, targets=TARGETS, events: Path | None = None, first: Path | None = None
+) -> list[dict]:
     """Compile the test kernel set for ``targets`` into ``cache_dir`` in a fresh process."""
     proc = subprocess.run(
         [sys.executable, "-m", "tests.support.compile_kernels", *targets],
-        env=triton_env(cache_dir, events),
+        env=triton_env(cache_dir, events, first),
         cwd=REPO,
         capture_output=True,
         text=True,

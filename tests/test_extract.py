@@ -20,10 +20,10 @@ from tcmtasks.errors import DigestMismatch, HostileImage, ImageError
 from tcmtasks.extract import extract, purge_stale_staging, why_skip
 from tcmtasks.oci.image import MT_LAYER, MT_MANIFEST, canonical, package
 from tcmtasks.oci.layout import OciLayout
-from tcmtasks.producer import Producer, mismatches
+from tcmtasks.producer import Producer, detect, libdir_of, mismatches
 from tcmtasks.targets import Target, gfx_name, host_targets
 from tests.conftest import REPO, compile_kernels, lookups
-from tests.oci.test_image import build
+from tests.oci.test_image import build, layer_members
 
 ALL = [Target.parse(t) for t in ("cuda:80", "cuda:90", "hip:gfx942")]
 HOST = Producer(triton_version="3.6.0", python="cp311")
@@ -139,6 +139,67 @@ def test_entries_keyed_with_tritons_or_torchs_ptxas_are_both_kept() -> None:
     image = Producer(ptxas="13.0.88")
     assert mismatches(image, host) == []
     assert mismatches(image, plain) == ["ptxas: image 13.0.88, host 12.8.93"]
+
+
+def test_hip_entries_hit_only_a_triton_at_their_path(image, tmp_path):
+    """HIP keys hold the path Triton is imported from (its AMD backend hashes the absolute
+    paths of its bitcode libraries; CUDA's hashes their content). The very same Triton reached
+    through a symlink computes other keys for every HIP kernel and the same for every CUDA one.
+    A restore for such a runtime skips the HIP entries, and Triton's own lookups show nothing
+    that could hit was left out: forced in, they miss all the same."""
+    _, store = image
+    here = detect(with_key=False)
+    assert here.triton_dir
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "triton").symlink_to(here.triton_dir)
+    elsewhere = Producer(
+        triton_version=here.triton_version, python=here.python, triton_dir=str(site / "triton")
+    )
+    kept, forced = tmp_path / "kept", tmp_path / "forced"
+    report = extract(store, kept, targets=None, host=elsewhere)
+    assert len(report.kept) == 6 and {s["target"] for s in report.skipped} == {"hip:gfx942"}
+    assert len(report.skipped) == 3
+    assert all("HIP keys hold that path" in s["reason"] for s in report.skipped)
+    assert len(extract(store, forced, targets=None, host=elsewhere, force=True).kept) == 9
+    for d in (forced, kept):
+        events = tmp_path / f"{d.name}.log"
+        compile_kernels(d, events=events, first=site)
+        assert lookups(events) == {"hit": 6, "miss": 3, "store": 3}, d.name
+    home = extract(store, tmp_path / "home", targets=None, host=here)
+    assert len(home.kept) == 9  # at its own path every entry stays (and hits: the round trip)
+
+
+def test_hip_path_check_on_images_without_the_field(cache, tmp_path, monkeypatch):
+    """Images from before the manifest carried ``hip_libdir`` (and MCV's): the entry's own
+    metadata, read once staged, says where its Triton was."""
+    import tcmtasks.oci.image as image_mod
+
+    monkeypatch.setattr(image_mod, "libdir_of", lambda meta: None)
+    built, store = build(cache, tmp_path / "img")
+    members = {m.name: data for m, data in layer_members(store, built)}
+    rows = json.loads(members["io.triton.manifest/manifest.json"])["triton"]
+    assert not any("hip_libdir" in r for r in rows)
+    elsewhere = Producer(triton_dir=str(tmp_path / "elsewhere" / "triton"))
+    report = extract(store, tmp_path / "c", targets=None, host=elsewhere)
+    assert {s["target"] for s in report.skipped} == {"hip:gfx942"} and len(report.kept) == 6
+
+
+def test_hip_libdir_from_metadata_and_the_verdict() -> None:
+    hip, cuda = Target.parse("hip:gfx942"), Target.parse("cuda:90")
+    lib = "/venv/lib/python3.12/site-packages/triton/backends/amd/lib"
+    meta = {"extern_libs": [["ocml", f"{lib}/ocml.bc"], ["ockl", f"{lib}/ockl.bc"]]}
+    assert libdir_of(meta) == lib
+    assert libdir_of({"extern_libs": [["a", "/x/a.bc"], ["b", "/y/b.bc"]]}) is None
+    assert libdir_of({"extern_libs": "junk"}) is None and libdir_of(None) is None
+    host = Producer(triton_dir="/venv/lib/python3.12/site-packages/triton")
+    other = Producer(triton_dir="/opt/conda/lib/python3.12/site-packages/triton")
+    assert why_skip(hip, None, None, host, {"hip_libdir": lib}) is None
+    why = why_skip(hip, None, None, other, {"hip_libdir": lib})
+    assert why and "/venv/lib/python3.12/site-packages/triton," in why and "/opt/conda" in why
+    assert why_skip(cuda, None, None, other, {"hip_libdir": lib}) is None  # CUDA: content
+    assert why_skip(hip, None, None, Producer(), {"hip_libdir": lib}) is None  # unknown host
+    assert why_skip(hip, None, None, other, {"hip_libdir": lib}, force=True) is None
 
 
 def test_entries_of_another_triton_version_are_skipped(image, tmp_path):
@@ -281,7 +342,7 @@ import os, signal
 from pathlib import Path
 from tcmtasks.extract import extract
 from tcmtasks.oci.layout import OciLayout
-from tcmtasks.producer import Producer, mismatches
+from tcmtasks.producer import Producer, detect, libdir_of, mismatches
 def die(n):
     if n > 50_000:  # some files are staged: now the process is killed, no cleanup runs
         os.kill(os.getpid(), signal.SIGKILL)

@@ -29,6 +29,7 @@ from ..cache.entries import Entry, EntryKind, FileKind
 from ..cache.groups import group_filename, group_text, read_group
 from ..errors import CacheError, UsageError, os_error
 from ..parts import Part, unit_of
+from ..producer import libdir_of
 from .compress import LayerSink
 from .tarstream import TarStream
 
@@ -98,14 +99,14 @@ class BuiltImage:
 
 
 #: The metadata fields ``entry_manifest_row`` reads (all an index read needs to parse).
-MANIFEST_METADATA = ("hash", "ptx_version", "debug")
+MANIFEST_METADATA = ("hash", "ptx_version", "debug", "extern_libs")
 
 
 def entry_manifest_row(e: Entry) -> dict[str, Any]:
     """One entry of ``io.triton.manifest/manifest.json``: MCV's fields plus tcm's."""
     meta = e.metadata or {}
     t = e.target
-    return {
+    row = {
         "hash": meta.get("hash"), "backend": t.backend if t else None,
         "arch": t.arch if t else None, "warp_size": t.warp_size if t else None,
         "ptx_version": meta.get("ptx_version"), "num_stages": e.num_stages,
@@ -113,6 +114,10 @@ def entry_manifest_row(e: Entry) -> dict[str, Any]:
         "key": e.key, "name": e.name, "triton_version": e.triton_version,
         "size": e.size, "files": [f.name for f in e.files],
     }  # fmt: skip
+    libdir = libdir_of(meta) if t and t.backend == "hip" else None
+    if libdir:  # HIP keys hold it: a restore compares it with the workload's Triton
+        row["hip_libdir"] = libdir
+    return row
 
 
 def summary_targets(entries: Iterable[Entry]) -> list[dict[str, Any]]:
