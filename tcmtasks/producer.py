@@ -82,16 +82,23 @@ def detect(*, with_key: bool = True) -> Producer:
 TORCH_PTXAS = ("bin/ptxas", "_inductor/bin/ptxas")
 
 
-def torch_ptxas() -> str | None:
-    """The ptxas this interpreter's torch ships, found without importing torch (seconds)."""
+def package_dirs(name: str) -> list[str]:
+    """Where ``import NAME`` would load the package from, without importing it (as Python
+    names the dirs, not resolved); empty when it is not installed."""
     import importlib.util
-    import os
 
     try:
-        spec = importlib.util.find_spec("torch")
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
-        return None
-    for top in (spec.submodule_search_locations or []) if spec else []:
+        return []
+    return list(spec.submodule_search_locations or []) if spec else []
+
+
+def torch_ptxas() -> str | None:
+    """The ptxas this interpreter's torch ships, found without importing torch (seconds)."""
+    import os
+
+    for top in package_dirs("torch"):
         for rel in TORCH_PTXAS:
             path = os.path.join(top, rel)
             if os.path.isfile(path) and os.access(path, os.X_OK):
@@ -158,15 +165,7 @@ def _detect_triton(p: Producer, with_key: bool) -> None:
 def triton_dir() -> str | None:
     """The directory ``import triton`` loads from, as Python names it (not resolved: a
     symlinked install is another path to Triton's AMD backend, hence other HIP keys)."""
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("triton")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return str(next(iter(spec.submodule_search_locations)))
+    return next(iter(package_dirs("triton")), None)
 
 
 AMD_LIBS = "/backends/amd/lib"
@@ -196,14 +195,10 @@ def _triton_stamp() -> str | None:
     """A hash of what ``triton_key()`` and ptxas depend on, without importing Triton: each
     file's path, size and mtime under the package (~10 ms), the interpreter and the ptxas
     variables. None when Triton is not installed."""
-    import importlib.util
     import os
 
-    try:
-        spec = importlib.util.find_spec("triton")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
+    tops = package_dirs("triton")
+    if not tops:
         return None
     h = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
     for var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH", "PATH"):
@@ -213,7 +208,7 @@ def _triton_stamp() -> str | None:
         with contextlib.suppress(OSError):
             st = os.stat(ptxas)
             h.update(f"\0{ptxas}:{st.st_size}:{st.st_mtime_ns}".encode())
-    for top in spec.submodule_search_locations:
+    for top in tops:
         for dirpath, dirs, names in os.walk(top):
             dirs.sort()
             dirs[:] = [d for d in dirs if d != "__pycache__"]
