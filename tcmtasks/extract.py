@@ -57,7 +57,7 @@ from .errors import (
 from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
 from .oci.layout import CHUNK, SafeTarInfo
-from .producer import AMD_LIBS, Producer, hip_libdir, host_ptxas, libdir_of, mismatches
+from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
 from .targets import Target
 
 CACHE_PREFIX = "io.triton.cache/"
@@ -875,9 +875,8 @@ def why_skip(
     built_at, here = build.get("hip_libdir"), hip_libdir(host)
     if target and target.backend == "hip" and built_at and here and built_at != here:
         return (
-            f"compiled by a Triton imported from {built_at.removesuffix(AMD_LIBS)}, the "
-            f"workload's is at {host.triton_dir}: HIP keys hold that path (a miss; warm where "
-            "Triton sits at the workload's path)"
+            f"compiled with Triton's AMD libraries at {built_at}, the workload's are at {here}: "
+            "HIP keys hold that path (a miss; warm where Triton sits at the workload's path)"
         )
     return None
 

@@ -168,12 +168,9 @@ def triton_dir() -> str | None:
     return next(iter(package_dirs("triton")), None)
 
 
-AMD_LIBS = "/backends/amd/lib"
-
-
 def hip_libdir(host: Producer) -> str | None:
     """Where a HIP kernel compiled on ``host`` names its bitcode libraries."""
-    return host.triton_dir + AMD_LIBS if host.triton_dir else None
+    return f"{host.triton_dir}/backends/amd/lib" if host.triton_dir else None
 
 
 def libdir_of(metadata: Any) -> str | None:
