@@ -25,7 +25,7 @@ def read_capped(path: str | Path, cap: int = MAX_JSON, *, dir_fd: int | None = N
     """The file's bytes, or its first ``cap + 1`` when it is longer (the caller refuses it).
 
     Sized by ``fstat``, with the os calls themselves: ``open(path).read(cap + 1)`` allocates
-    ``cap`` bytes up front and wraps the file twice, 16 us a file where this takes 6; at one
+    ``cap`` bytes up front and wraps the file twice, 16 us a file where this takes 7; at one
     group per kernel that was a quarter of packaging's time."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:

@@ -53,8 +53,9 @@ def gpu_cmd(
 
     Targets from nvidia-ml-py, amdsmi or the KFD sysfs, each with its device's name; the
     Triton version, Python ABI, triton_key() and ptxas that lookups will use (torch_ptxas:
-    the one torch's build ships, which torch.compile's kernels use): tcm's own, or those of
-    the interpreter given with --python. --save-profile records a GPU profile
+    the one torch's build ships, which torch.compile's kernels use; triton_dir: where Triton
+    is imported from, which HIP keys hold): tcm's own, or those of the interpreter given with
+    --python. --save-profile records a GPU profile
     (check it into your repo; CI then warms torch.compile caches for this GPU without one).
 
     Examples: tcm gpu; tcm gpu --python /opt/venv/bin/python --json;
