@@ -25,6 +25,7 @@ arrive by rename); the staging dirs it leaves are removed by the next extraction
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -52,9 +53,10 @@ from .errors import (
     ImageError,
     IncompatibleImage,
     OversizeHeader,
+    UsageError,
     os_error,
 )
-from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
+from .oci.image import LABEL_GPUS, LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
 from .oci.layout import CHUNK, SafeTarInfo
 from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
@@ -106,12 +108,28 @@ class PartPlan:
     failed: list[str] = field(default_factory=list)
     files: int = 0
     bytes: int = 0
+    #: unit -> the GPUs that need it, from the manifest (empty: the part serves any GPU)
+    owners: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: the GPUs whose units this node installs (None: every GPU's)
+    keep_gpus: frozenset[str] | None = None
+    #: GPU -> its units left out here, because no GPU this node installs for needs them
+    other_gpus: dict[str, set[str]] = field(default_factory=dict)
+
+    def wants(self, unit: str) -> bool:
+        """Whether this node installs ``unit``; one it leaves is counted for its GPUs."""
+        owners = self.owners.get(unit)
+        if not owners or self.keep_gpus is None or owners & self.keep_gpus:
+            return True
+        for gpu in owners:
+            self.other_gpus.setdefault(gpu, set()).add(unit)
+        return False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "dest": str(self.dest), "source": self.source,
             "skipped": self.skipped, "units": self.installed, "existing": self.existing,
             "failed": self.failed, "files": self.files, "bytes": self.bytes,
+            "other_gpus": {g: len(u) for g, u in sorted(self.other_gpus.items())},
         }  # fmt: skip
 
 
@@ -130,6 +148,8 @@ class RestoreReport:
     dry_run: bool = False
     parts: list[PartPlan] = field(default_factory=list)
     runtime: dict[str, Any] = field(default_factory=dict)  # what entries were selected for
+    image_gpus: list[str] = field(default_factory=list)  # the GPUs a fleet image serves
+    gpus: list[str] | None = None  # whose units were installed (None: every GPU's)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -154,12 +174,111 @@ def _targets_of(labels: dict[str, str]) -> list[Target]:
     return out
 
 
+@dataclass(frozen=True)
+class GpuChoice:
+    """Whose Inductor and vLLM units a node installs from an image made for several GPUs
+    (their keys hold the GPU's name, so another GPU's units would only miss)."""
+
+    names: tuple[str, ...]  # device names ("NVIDIA H200")
+    #: named by the user (--gpu): matched loosely against the image's GPUs, and the entries
+    #: kept are those of their targets unless targets are given
+    named: bool = False
+
+
+@dataclass
+class Preflight:
+    """What the labels say, judged for this node before any layer byte is fetched."""
+
+    manifest: dict[str, Any]
+    image_targets: list[Target]
+    warnings: list[str]
+    producer: Producer | None
+    targets: list[Target] | None  # the entries' targets to keep (None: every one)
+    served: dict[str, str]  # the GPUs a fleet image serves: name -> target
+    gpus: list[str] | None  # whose units to install (None: every GPU's)
+
+
+def served_gpus(labels: dict[str, str]) -> dict[str, str]:
+    """The GPUs an image's units were made for (its ``io.tcm.gpus`` label): name -> target."""
+    found = json_label(labels.get(LABEL_GPUS))
+    if not isinstance(found, dict):
+        return {}
+    return {
+        str(name): str(row.get("target") or "")
+        for name, row in found.items()
+        if isinstance(row, dict)
+    }
+
+
+def match_gpu(name: str, served: dict[str, str]) -> str:
+    """The GPU of ``served`` that ``--gpu NAME`` means: its device name in any case, its
+    name as a dir name (``nvidia-h200``), or the start of one (``nvidia-h100`` for
+    ``NVIDIA H100 80GB HBM3``) when only one GPU starts so."""
+    from .gpuprofile import slug
+
+    wanted = slug(name)
+    exact = [g for g in served if g.lower() == name.strip().lower() or slug(g) == wanted]
+    if exact:
+        return exact[0]
+    starts = [g for g in served if slug(g).startswith(wanted + "-")]
+    if len(starts) == 1:
+        return starts[0]
+    which = f"matches {' and '.join(starts)}" if starts else "is none of its GPUs"
+    raise IncompatibleImage(f"--gpu {name} {which}; the image serves {_served_text(served)}")
+
+
+def _served_text(served: dict[str, str]) -> str:
+    return ", ".join(f"{g} ({t})" if t else g for g, t in sorted(served.items()))
+
+
+def _choose_gpus(
+    source: Any, served: dict[str, str], choice: GpuChoice | None, targets: list[Target] | None
+) -> tuple[list[str] | None, list[Target] | None]:
+    """(whose units to install, the entries' targets) for a fleet image; unchanged for an
+    image whose units serve any GPU."""
+    if not served:
+        if choice is not None and choice.named:
+            raise UsageError(
+                f"{source.describe()} does not say which GPUs its units serve (--gpu chooses "
+                "among the GPUs of an image warmed for a fleet): use --target or --all"
+            )
+        return None, targets
+    if choice is None:
+        return None, targets
+    if choice.named:
+        gpus = list(dict.fromkeys(match_gpu(n, served) for n in choice.names))
+        if targets is None:
+            targets = sorted({Target.parse(served[g]) for g in gpus if served[g]})
+        return gpus, targets
+    if not choice.names:
+        raise UsageError(
+            f"this host has no GPU tcm can name (nvidia-ml-py, amdsmi), and "
+            f"{source.describe()} holds units for {_served_text(served)}: choose whose with "
+            "--gpu NAME, or --all for every GPU's"
+        )
+    gpus = [g for g in choice.names if g in served]
+    if not gpus:
+        raise IncompatibleImage(
+            f"{source.describe()} serves {_served_text(served)}; this node's GPU is "
+            f"{', '.join(choice.names)}: nothing to install (its keys hold the GPU's name; "
+            "warm for this GPU with its profile, or --gpu NAME installs another GPU's units)"
+        )
+    return gpus, targets
+
+
 def preflight(
-    source: Any, targets: list[Target] | None, host: Producer, *, strict: bool
-) -> tuple[dict[str, Any], list[Target], list[str], Producer | None]:
-    """Check labels against the host before downloading: (manifest, image targets, warnings,
-    the image's producer). ``targets`` None means every target is wanted (--all)."""
+    source: Any,
+    targets: list[Target] | None,
+    host: Producer,
+    *,
+    strict: bool,
+    gpus: GpuChoice | None = None,
+) -> Preflight:
+    """Check labels against the host before downloading. ``targets`` None means every target
+    is wanted (--all), or, with GPUs named by the user, those GPUs' targets."""
     manifest, _config, labels = read_labels(source)
+    served = served_gpus(labels)
+    chosen, targets = _choose_gpus(source, served, gpus, targets)
     image_targets = _targets_of(labels)
     if targets is not None and image_targets and not set(image_targets) & set(targets):
         raise IncompatibleImage(
@@ -175,7 +294,7 @@ def preflight(
             + "; ".join(warnings)
             + " (drop --strict to extract anyway)"
         )
-    return manifest, image_targets, warnings, producer
+    return Preflight(manifest, image_targets, warnings, producer, targets, served, chosen)
 
 
 def part_mismatch(
@@ -546,6 +665,7 @@ def extract(
     max_total: int = MAX_TOTAL,
     progress: Callable[[int], None] | None = None,
     runtime: dict[str, Any] | None = None,
+    gpus: GpuChoice | None = None,
 ) -> RestoreReport:
     """Preflight, then (unless ``dry_run``) stream, select, relocate and install.
 
@@ -553,9 +673,14 @@ def extract(
     parts (and their Triton entries) go, by default where this process's environment says a
     workload looks; ``same_paths`` restores parts to the producer's own paths; ``host`` is the
     workload's runtime (its Triton, Python ABI, torch, GPUs): entries and parts built for
-    another are skipped with their reason, unless ``force``."""
+    another are skipped with their reason, unless ``force``; ``gpus``: whose units of an image
+    warmed for several GPUs to install (None: every GPU's)."""
     t0 = time.perf_counter()
-    manifest, image_targets, warnings, producer = preflight(source, targets, host, strict=strict)
+    checked = preflight(source, targets, host, strict=strict, gpus=gpus)
+    manifest, image_targets, warnings = checked.manifest, checked.image_targets, checked.warnings
+    producer, targets = checked.producer, checked.targets
+    if checked.served:  # the units say which GPU they serve: the chosen ones, not the host's
+        host = dataclasses.replace(host, gpus=list(checked.gpus or []))
     max_total = min(max_total, _declared_limit(source))
     if dests is None:
         dests = default_destinations(cache_dir)
@@ -567,7 +692,10 @@ def extract(
         warnings,
         dry_run=dry_run,
         runtime=runtime or host.to_dict(),
+        image_gpus=sorted(checked.served),
+        gpus=checked.gpus,
     )
+    keep = frozenset(checked.gpus) if checked.gpus is not None else None
 
     def make_plan(p: dict[str, Any]) -> PartPlan:
         kind, mount = str(p["kind"]), str(p.get("mount") or "")
@@ -580,6 +708,7 @@ def extract(
         if same_paths:  # its Triton entries follow it to the producer's path
             setattr(dests, kind, Path(root))
         plan = PartPlan(kind, cache_parts.prefix_of(kind), source_dir, mount, Path(root) / mount)
+        plan.owners, plan.keep_gpus = _owners(p.get("gpus")), keep
         why = part_mismatch(producer, host, targets)
         if why and not force:
             plan.skipped = why + " (--force installs it anyway)"
@@ -609,6 +738,16 @@ def extract(
             staging.cleanup()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _owners(gpus: Any) -> dict[str, frozenset[str]]:
+    """unit -> the GPUs that need it, from a part row's ``gpus`` (GPU -> its units)."""
+    found: dict[str, set[str]] = {}
+    if isinstance(gpus, dict):
+        for gpu, units in gpus.items():
+            for unit in units if isinstance(units, list) else []:
+                found.setdefault(str(unit), set()).add(str(gpu))
+    return {u: frozenset(g) for u, g in found.items()}
 
 
 #: How far a layer may unpack past what its labels declare (group files are rewritten, and
@@ -679,7 +818,8 @@ def _dry_run(
         plan = layout.parts.get(cache_parts.prefix_of(str(p.get("kind"))))
         if plan is not None and isinstance(p.get("files"), int):
             plan.files, plan.bytes = p["files"], int(p.get("bytes") or 0)
-            plan.installed = 0 if plan.skipped else int(p.get("units") or 0)
+            left = sum(1 for unit in plan.owners if not plan.wants(unit))
+            plan.installed = 0 if plan.skipped else int(p.get("units") or 0) - left
 
 
 def _stream_and_install(
@@ -707,7 +847,7 @@ def _stream_and_install(
                 staged_keys[key] = staging.dir_for(root) / key
             return staged_keys[key] / rest
         plan = layout.parts[area]
-        if plan.skipped:
+        if plan.skipped or not plan.wants(cache_parts.unit_of(rest)):
             return None
         plan.files += 1
         return staging.dir_for(dests.kind_root(plan.kind)) / area.rstrip("/") / rest

@@ -14,6 +14,7 @@ misses. :func:`runtime_mismatch` says so before any work is done.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,18 @@ class GpuProfile:
     def label(self) -> str:
         return f"{self.name} (sm_{self.capability[0]}{self.capability[1]}, torch {self.torch})"
 
+    @property
+    def slug(self) -> str:
+        """The GPU's name as a dir name: ``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``."""
+        return slug(self.name)
+
+    @property
+    def runtime(self) -> WarmRuntime:
+        return WarmRuntime(
+            self.torch, self.triton, self.python, self.triton_key, self.ptxas,
+            dict(self.libraries),
+        )  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["format"] = FORMAT
@@ -67,6 +80,11 @@ class GpuProfile:
     def from_dict(cls, data: Any, source: str = "profile") -> GpuProfile:
         if not isinstance(data, dict):
             raise UsageError(f"{source}: not a GPU profile (a JSON object is expected)")
+        if "format" not in data:
+            raise UsageError(
+                f"{source}: not a GPU profile (no format field; `tcm gpu --save-profile FILE` "
+                "writes one)"
+            )
         if data.get("format") != FORMAT:
             raise UsageError(
                 f"{source}: GPU profile format {data.get('format')!r}, this tcm reads "
@@ -97,6 +115,181 @@ class GpuProfile:
             )
         except (TypeError, ValueError, IndexError, KeyError, UsageError) as exc:
             raise UsageError(f"{source}: malformed GPU profile ({exc})") from None
+
+
+@dataclass(frozen=True)
+class WarmRuntime:
+    """What a producer must run for its keys to equal a node's: torch's build, Triton's,
+    the Python ABI, the ptxas Inductor compiles with and the model library's version."""
+
+    torch: str | None
+    triton: str | None
+    python: str | None
+    triton_key: str | None = None
+    ptxas: str | None = None
+    libraries: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, other: WarmRuntime | None = None) -> str:
+        """One phrase; the Triton build's hash only where ``other`` has the same version of
+        another build (else it says nothing the version does not)."""
+        triton = f"Triton {self.triton or 'none'}"
+        if (
+            other is not None
+            and other.triton == self.triton
+            and _differ(self.triton_key, other.triton_key)
+        ):
+            triton += f" (build {self.triton_key})"
+        out = [f"torch {self.torch or 'none'}", triton, f"Python {self.python or '?'}"]
+        out += [f"{k} {v or 'none'}" for k, v in sorted(self.libraries.items())]
+        if self.ptxas or (other is not None and other.ptxas):
+            out.append(f"ptxas {self.ptxas or 'none'}")
+        return ", ".join(out)
+
+
+#: The model libraries a profile records (their code is the traced graph).
+LIBRARIES = ("transformers",)
+
+
+def runtime_here() -> WarmRuntime:
+    """This interpreter's runtime, without importing torch (seconds): torch's own version
+    file (``2.11.0+cu130``; a PyPI wheel's metadata says ``2.11.0``), Triton's build from
+    ``detect``, and the ptxas a torch warm compiles with (torch's where its build ships one)."""
+    import importlib.metadata
+    import os
+
+    from .producer import detect, package_dirs
+
+    d = detect()
+    torch = None
+    for top in package_dirs("torch"):
+        try:
+            text = Path(os.path.join(top, "version.py")).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", text, re.M)
+        torch = m.group(1) if m else None
+        break
+    libraries = {}
+    for name in LIBRARIES:
+        try:
+            libraries[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            libraries[name] = ""
+    return WarmRuntime(
+        torch, d.triton_version, d.python, d.triton_key, d.torch_ptxas or d.ptxas, libraries
+    )
+
+
+def runtime_of(python: str | None) -> WarmRuntime:
+    """``runtime_here`` of another interpreter (``--python``), asked in a subprocess."""
+    if python is None:
+        return runtime_here()
+    import dataclasses
+    import os
+    import subprocess
+
+    from .runtime import PACKAGE_PARENT
+
+    code = (
+        "import dataclasses, json; from tcmtasks.gpuprofile import runtime_here; "
+        "print(json.dumps(dataclasses.asdict(runtime_here())))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p
+    )}  # fmt: skip
+    try:
+        proc = subprocess.run(
+            [python, "-c", code], env=env, capture_output=True, text=True, timeout=300
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"--python {python}: cannot run it ({exc})") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"--python {python}: it failed to describe itself ({last})")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    fields = {f.name for f in dataclasses.fields(WarmRuntime)}
+    return WarmRuntime(**{k: v for k, v in data.items() if k in fields})
+
+
+def _differ(a: str | None, b: str | None) -> bool:
+    return bool(a and b and a != b)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def shipped() -> dict[str, Path]:
+    """The profiles that ship with tcm (``tcmtasks/data/gpu-profiles``): name -> file."""
+    from .resources import data_dir
+
+    root = data_dir() / "gpu-profiles"
+    return {p.stem: p for p in sorted(root.glob("*.json"))}
+
+
+def find(spec: str | Path, *, base: Path | None = None) -> Path:
+    """A profile given as a file (as given, or relative to ``base``, a recipe's dir), or the
+    name of one tcm ships (``nvidia-h100``)."""
+    for candidate in (Path(spec), *([base / spec] if base is not None else [])):
+        if candidate.expanduser().is_file():
+            return candidate.expanduser().resolve()
+    known = shipped()
+    if str(spec) in known:
+        return known[str(spec)]
+    raise UsageError(
+        f"no GPU profile {str(spec)!r}: not a file, and tcm ships {', '.join(known)} "
+        "(record another on the GPU with `tcm gpu --save-profile FILE`)"
+    )
+
+
+def load_fleet(specs: list[str | Path], *, base: Path | None = None) -> list[GpuProfile]:
+    """The profiles of a fleet, each GPU once: a GPU named twice would give an image two
+    answers for one device name (and with two runtimes, one of them would miss)."""
+    fleet: dict[str, tuple[str, GpuProfile]] = {}
+    for spec in specs:
+        profile = load(find(spec, base=base))
+        if profile.name in fleet:
+            first, other = fleet[profile.name]
+            same = other.runtime == profile.runtime
+            raise UsageError(
+                f"GPU profiles {first} and {spec} both describe {profile.name}"
+                + (
+                    ": name it once"
+                    if same
+                    else f", with different runtimes ({other.runtime.describe()} vs "
+                    f"{profile.runtime.describe()}): a node of one GPU runs one runtime; warm "
+                    "each runtime in a recipe of its own"
+                )
+            )
+        fleet[profile.name] = (str(spec), profile)
+    return [p for _spec, p in fleet.values()]
+
+
+def fleet_mismatch(profiles: list[GpuProfile], have: WarmRuntime, where: str) -> str | None:
+    """Why the producer ``where`` (an interpreter with runtime ``have``) cannot warm for every
+    profile, as one line naming what they need and what it has; None when it can."""
+    needs: dict[str, list[GpuProfile]] = {}
+    for p in profiles:  # grouped by what they need (a WarmRuntime holds a dict: no hash)
+        needs.setdefault(json.dumps(asdict(p.runtime), sort_keys=True), []).append(p)
+    if len(needs) > 1:
+        each = "; ".join(
+            f"{', '.join(p.name for p in ps)} need {ps[0].runtime.describe()}"
+            for ps in needs.values()
+        )
+        return (
+            f"the GPU profiles name different runtimes ({each}): one warm compiles with one "
+            "interpreter; warm each runtime's GPUs in a run (or recipe) of their own"
+        )
+    if all(runtime_mismatch(p, have) is None for p in profiles):
+        return None
+    need = profiles[0].runtime
+    return (
+        f"this runner cannot warm for {', '.join(p.name for p in profiles)}: "
+        f"{'they need' if len(profiles) > 1 else 'it needs'} {need.describe(have)}; {where} "
+        f"has {have.describe(need)}. Warm with an interpreter that has their runtime "
+        "(--python PATH, or python: in the recipe), or record profiles for this runtime with "
+        "`tcm gpu --save-profile FILE` on a node that runs it"
+    )
 
 
 def load(path: Path | str) -> GpuProfile:
@@ -134,21 +327,13 @@ def sdp_key(
     )
 
 
-def runtime_mismatch(
-    profile: GpuProfile,
-    torch: str | None,
-    triton: str | None,
-    python: str,
-    triton_key: str | None = None,
-    libraries: dict[str, str | None] | None = None,
-    ptxas: str | None = None,
-) -> str | None:
+def runtime_mismatch(profile: GpuProfile, have: WarmRuntime) -> str | None:
     """The first difference between the profile's runtime and the producer's, as one line
     for the user, or None. Any difference changes every key."""
     for what, theirs, ours in (
-        ("torch", profile.torch, torch),
-        ("Triton", profile.triton, triton),
-        ("Python", profile.python, python),
+        ("torch", profile.torch, have.torch),
+        ("Triton", profile.triton, have.triton),
+        ("Python", profile.python, have.python),
     ):
         if theirs != ours:
             return (
@@ -156,24 +341,24 @@ def runtime_mismatch(
                 f"{what} {ours or 'none'}: every key would miss on the GPU; warm with the "
                 f"node's build (--python PATH to an interpreter that has it)"
             )
-    for name, ours_lib in (libraries or {}).items():
-        theirs_lib = profile.libraries.get(name)
-        if theirs_lib and theirs_lib != ours_lib:
+    for name, theirs_lib in profile.libraries.items():
+        ours_lib = have.libraries.get(name)
+        if theirs_lib != ours_lib:
             return (
                 f"the GPU profile was recorded with {name} {theirs_lib}, this interpreter has "
                 f"{name} {ours_lib or 'none'}: the model's code is the graph, so another "
                 f"version can trace another graph and miss; install {name}=={theirs_lib}"
             )
-    if profile.triton_key and triton_key and profile.triton_key != triton_key:
+    if _differ(profile.triton_key, have.triton_key):
         return (
             f"the GPU profile's Triton {profile.triton} is another build than this one "
-            f"(triton_key {profile.triton_key} vs {triton_key}): every kernel key would "
+            f"(triton_key {profile.triton_key} vs {have.triton_key}): every kernel key would "
             f"miss; install the node's Triton wheel"
         )
-    if profile.ptxas and ptxas and profile.ptxas != ptxas:
+    if _differ(profile.ptxas, have.ptxas):
         return (
             f"the GPU profile's torch compiles with ptxas {profile.ptxas}, this interpreter's "
-            f"with {ptxas}: every kernel key would miss; use the node's torch build, or set "
+            f"with {have.ptxas}: every kernel key would miss; use the node's torch build, or set "
             f"TRITON_PTXAS_PATH to a ptxas {profile.ptxas}"
         )
     return None

@@ -253,11 +253,11 @@ def _write_build_cache(stamp: str, p: Producer) -> None:
 
 
 def host_producer() -> Producer:
-    """``detect()`` plus this host's GPUs (names and targets, in one order)."""
-    from .targets import host_targets
+    """``detect()`` plus this host's GPUs (each kind's device name and target, in one order)."""
+    from .targets import host_gpus
 
     p = detect()
-    targets, names = host_targets()
+    targets, names = host_gpus()
     p.gpus, p.targets = names, [str(t) for t in targets]
     return p
 

@@ -160,13 +160,32 @@ def _amd_targets(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
     return targets, names
 
 
-def host_targets(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
-    """The GPU targets of this machine (NVIDIA via nvidia-ml-py; AMD via amdsmi, else the KFD
-    sysfs topology), each once, paired with the names of its own devices ("NVIDIA H200 x2";
-    two kinds of device on one target: both names)."""
+def host_devices(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
+    """Every GPU of this machine (NVIDIA via nvidia-ml-py; AMD via amdsmi, else the KFD sysfs
+    topology): its target and its device name, one pair per device."""
     targets, names = _nvml_targets()
     amd, amd_names = _amd_targets(kfd_nodes)
-    return pair_devices(targets + amd, names + amd_names)
+    return targets + amd, names + amd_names
+
+
+def host_targets(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
+    """The GPU targets of this machine, each once, paired with the names of its own devices
+    for display ("NVIDIA H200 x2"; two kinds of device on one target: both names)."""
+    return pair_devices(*host_devices(kfd_nodes))
+
+
+def host_gpus(kfd_nodes: str = KFD_NODES) -> tuple[list[Target], list[str]]:
+    """Each kind of GPU of this machine once: (targets, device names) in one order. The names
+    are the devices' own ("NVIDIA H200", as torch reports it too): Inductor's keys hold them,
+    so they, not display names, decide which GPU's units of an image a node installs."""
+    return distinct_devices(*host_devices(kfd_nodes))
+
+
+def distinct_devices(targets: list[Target], names: list[str]) -> tuple[list[Target], list[str]]:
+    seen: dict[str, Target] = {}
+    for t, n in zip(targets, names, strict=True):
+        seen.setdefault(n, t)
+    return list(seen.values()), list(seen)
 
 
 def pair_devices(targets: list[Target], names: list[str]) -> tuple[list[Target], list[str]]:

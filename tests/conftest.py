@@ -13,7 +13,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,6 +145,39 @@ def tracked_cold_warm(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def warmed_inductor(tracked_cold_warm) -> Path:
     return tracked_cold_warm[0]
+
+
+@dataclass
+class FleetWarm:
+    """A GPU-less warm of tiny-opt for two GPUs (tests/support/profiles.py)."""
+
+    out: Path  # the fleet dir: one Inductor cache per GPU
+    result: Any  # ops.WarmResult
+    profiles: dict[str, Path]  # "h100"/"h200" -> the re-targeted profile
+    python: str  # the CUDA torch interpreter that compiled
+
+
+@pytest.fixture(scope="session")
+def fleet_warm(tmp_path_factory) -> FleetWarm:
+    """The shipped H100 and H200 profiles, re-targeted at the CUDA torch under test, warmed
+    in one run on this GPU-less machine (one compile per GPU, ~25 s)."""
+    from tcmtasks import ops
+    from tests.support.profiles import H100, H200, profile_for, runtime_of
+    from tests.support.tools import require_cuda_python
+
+    python = require_cuda_python()
+    rt = runtime_of(python)
+    assert rt["cuda"] and not rt["available"], "these tests need CUDA torch and no GPU"
+    base = tmp_path_factory.mktemp("fleet")
+    profiles = {
+        "h100": profile_for(rt, base / "h100.json", H100),
+        "h200": profile_for(rt, base / "h200.json", H200),
+    }
+    out = base / "warm"
+    result = ops.warm(
+        ops.TorchWarm("tiny-opt", python=python, gpu_profiles=list(profiles.values())), out
+    )
+    return FleetWarm(out, result, profiles, python)
 
 
 @pytest.fixture

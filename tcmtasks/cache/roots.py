@@ -6,12 +6,12 @@ A "root" is a directory whose children are cache entries. Users point tcm at wha
 
 from __future__ import annotations
 
-import getpass
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fleet import member_dirs
+from ..parts import find_kind, inductor, vllm
 from .entries import TMP_PREFIX, key_format
 
 
@@ -99,25 +99,6 @@ def expand(path: Path, origin: str = "explicit") -> list[Root]:
     return [Root(path, origin)]
 
 
-def default_inductor_dir() -> Path:
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if env:
-        return Path(env)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Path(tempfile.gettempdir()) / f"torchinductor_{user}"
-
-
-def default_vllm_dir() -> Path:
-    env = os.environ.get("VLLM_CACHE_ROOT")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "vllm"
-
-
 def discover(paths: list[Path] | None = None) -> list[Root]:
     """Roots to work on: the given paths (expanded), else every default location that exists.
 
@@ -125,6 +106,8 @@ def discover(paths: list[Path] | None = None) -> list[Root]:
     ``~/.triton/cache``; then Inductor's and vLLM's caches.
     """
     if paths:
+        # a fleet dir stands for its members' caches
+        paths = [m for p in paths for m in member_dirs(Path(p).expanduser())]
         roots = [r for p in paths for r in expand(Path(p))]
         roots += [r for p in paths if (r := part_root(Path(p))) is not None]
     else:
@@ -134,9 +117,9 @@ def discover(paths: list[Path] | None = None) -> list[Root]:
         if os.environ.get("TRITON_HOME"):
             roots.append(Root(Path(os.environ["TRITON_HOME"]) / ".triton" / "cache", "TRITON_HOME"))
         roots.append(Root(Path.home() / ".triton" / "cache", "default"))
-        roots += inductor_roots(default_inductor_dir())
-        roots += vllm_roots(default_vllm_dir())
-        for d in (default_inductor_dir(), default_vllm_dir()):
+        roots += inductor_roots(inductor.default_dest())
+        roots += vllm_roots(vllm.default_dest())
+        for d in (inductor.default_dest(), vllm.default_dest()):
             if (r := part_root(d)) is not None:
                 roots.append(r)
         roots = [r for r in roots if r.path.is_dir()]
@@ -151,8 +134,6 @@ def discover(paths: list[Path] | None = None) -> list[Root]:
 
 def part_root(path: Path) -> Root | None:
     """The root of an Inductor or vLLM cache's own artifacts at ``path``, if it is one."""
-    from ..parts import find_kind
-
     found = find_kind(Path(path).expanduser())
     if found is None:
         return None

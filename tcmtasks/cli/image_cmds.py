@@ -194,9 +194,17 @@ def inspect_cmd(
     for p in info.parts:
         roots = ", ".join(p.get("triton_roots") or []) or "none"
         out.print(
-            f"  part {esc(p.get('kind'))}: {p.get('files')} files, "
+            f"  part {esc(p.get('kind'))}: {p.get('units')} units, {p.get('files')} files, "
             f"{human_size(int(p.get('bytes') or 0))}, from {esc(p.get('source'))} "
             f"(Triton roots: {esc(roots)})"
+        )
+    for name, g in sorted(info.gpus.items()):
+        counts = ", ".join(
+            f"{n} {kind} units" for kind, n in sorted(g.items()) if kind not in ("target", "triton")
+        )
+        out.print(
+            f"  GPU {esc(name)} ({esc(g.get('target'))}): {esc(counts) or 'no units'}, "
+            f"{g.get('triton', 0)} Triton entries compiled for it"
         )
     if info.runtime is not None:
         out.print(f"  runtime {esc(info.runtime)}")

@@ -47,6 +47,14 @@ def gpu_cmd(
             "builds) into FILE, for tcm warm --gpu-profile on machines without it.",
         ),
     ] = None,
+    profiles: Annotated[
+        bool,
+        typer.Option(
+            "--profiles",
+            help="List the GPU profiles tcm ships (names for tcm warm --gpu-profile and "
+            "recipes' gpu_profiles:), each with the runtime it needs.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show this host's GPU targets and Triton build.
@@ -61,6 +69,9 @@ def gpu_cmd(
     Examples: tcm gpu; tcm gpu --python /opt/venv/bin/python --json;
     tcm gpu --python /opt/venv/bin/python --save-profile h200.json
     """
+    if profiles:
+        _list_profiles(as_json)
+        return
     if save_profile is not None:
         profile = ops.save_gpu_profile(save_profile, python=python)
         if as_json:
@@ -89,11 +100,29 @@ def gpu_cmd(
         out.print(f"  [dim]{k}[/] {esc(v)}")
 
 
+def _list_profiles(as_json: bool) -> None:
+    from ..gpuprofile import load, shipped
+
+    found = {name: load(path) for name, path in shipped().items()}
+    if as_json:
+        print_json({
+            name: {"gpu": p.name, "target": str(p.triton_target),
+                   "runtime": p.runtime.describe(), "file": str(shipped()[name])}
+            for name, p in found.items()
+        })  # fmt: skip
+        return
+    for name, p in found.items():
+        out.print(
+            f"  {esc(name)}  {esc(p.name)} ({p.triton_target})  needs {esc(p.runtime.describe())}"
+        )
+
+
 PULL_HELP = """Restore a cache image on this node.
 
 Checks the image against the host's GPUs and Triton before downloading, keeps the
 kernels that will load and hit here, extracts safely, rewrites group paths, installs
-each entry atomically, and reports what was skipped and why.
+each entry atomically, and reports what was skipped and why. From an image warmed for
+a fleet it installs this GPU's Inductor and vLLM units only (--gpu NAME: another's).
 
 Examples: tcm pull docker://registry:5000/team/cache:v1;
 tcm pull docker://registry:5000/team/cache:v1 --python /opt/venv/bin/python --dry-run
@@ -180,6 +209,17 @@ def restore_cmd(
             "ABI, torch or GPU): it will miss; the report says so.",
         ),
     ] = False,
+    gpu: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gpu",
+            metavar="NAME",
+            help="From an image warmed for several GPUs, install this GPU's Inductor/vLLM "
+            "units (a name tcm inspect shows, or its start: nvidia-h100), and unless "
+            "--target its target's entries; repeatable.",
+            show_default="this host's GPU",
+        ),
+    ] = None,
     python: PythonOpt = None,
     triton: TritonOpt = None,
     insecure_host: InsecureOpt = None,
@@ -203,6 +243,7 @@ def restore_cmd(
             vllm_dir=vllm_dir,
             same_paths=same_paths,
             force=force,
+            gpus=gpu or None,
             python=python,
             triton=triton,
             registry=None if local else registry_options(insecure_host, ca_cert),
@@ -244,6 +285,11 @@ def _report(report: "RestoreReport") -> None:
         out.print(
             f"{p.kind}: {verb} {p.installed} units ({p.files} files) into {esc(p.dest)}{kept}"
         )
+        for other, units in sorted(p.other_gpus.items()):
+            out.print(
+                f"[yellow]skip[/] {p.kind}: {len(units)} units of {esc(other)}: "
+                f"{esc(_installing_for(report))} (--gpu NAME or --all installs them)"
+            )
     for item in report.failed:
         err.print(
             f"[red]failed[/] {esc(str(item.get('key'))[:12])} {esc(item.get('name'))}: "
@@ -259,6 +305,11 @@ def _report(report: "RestoreReport") -> None:
         + ("" if report.dry_run else f" ({human_size(report.bytes)}) into {esc(into)}")
         + f", skipped {len(report.skipped)}, {report.seconds:.2f} s"
     )
+
+
+def _installing_for(report: "RestoreReport") -> str:
+    gpus = ", ".join(report.gpus or [])
+    return f"this node installs {gpus}'s" if gpus else "not this node's GPU"
 
 
 app.command("pull", help=PULL_HELP)(restore_cmd)

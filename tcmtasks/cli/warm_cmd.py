@@ -79,11 +79,13 @@ def warm_cmd(
     seq: Annotated[str, typer.Option(help="torch: sequence lengths, comma-separated.")] = "128",
     dtype: Annotated[str, typer.Option(help="torch: dtypes (fp16, bf16, fp32).")] = "fp16",
     gpu_profile: Annotated[
-        Path | None,
+        list[str] | None,
         typer.Option(
-            metavar="FILE",
-            help="torch: compile for the GPU this profile describes (tcm gpu --save-profile) "
-            "on a machine without it; needs the profile's torch build, Triton and Python.",
+            metavar="FILE|NAME",
+            help="torch: compile for the GPU a profile describes, repeated for a fleet (one "
+            "dir per GPU in the output, one image later): a file from tcm gpu --save-profile "
+            "or a profile tcm ships (tcm gpu --profiles). Without that GPU here, compiled "
+            "without it; needs the profiles' torch build, Triton, Python and transformers.",
         ),
     ] = None,
     image: Annotated[str, typer.Option(help="vllm: container image.")] = (
@@ -127,11 +129,12 @@ def warm_cmd(
 
     Examples: tcm warm --backend triton --kernels tutorials --target cuda:90 -o build/cache;
     tcm warm --backend command --inductor -o build/inductor -- python train.py;
-    tcm warm --backend torch --model opt-125m --gpu-profile h200.json -o build/opt
+    tcm warm --backend torch --model opt-125m --gpu-profile nvidia-h100 --gpu-profile
+    nvidia-h200 -o build/opt (a CPU-only CI runner with the nodes' runtime)
     """
     if output is None:
         raise UsageError("give the output dir: -o DIR")
-    if gpu_profile is not None and backend != "torch":
+    if gpu_profile and backend != "torch":
         raise UsageError("--gpu-profile is for the torch backend (--backend torch)")
     spec: ops.WarmSpec
     if backend == "triton":
@@ -145,7 +148,7 @@ def warm_cmd(
     elif backend == "torch":
         spec = ops.TorchWarm(
             str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(","), python,
-            gpu_profile=gpu_profile,
+            gpu_profiles=list(gpu_profile or []),
         )  # fmt: skip
     elif backend == "vllm":
         spec = ops.VllmWarm(
@@ -169,7 +172,7 @@ def _report(result: "ops.WarmResult") -> None:
     shown = {
         k: v
         for k, v in result.details.items()
-        if k not in ("new_keys", "runs") and not isinstance(v, float)
+        if k not in ("new_keys", "runs", "gpus") and not isinstance(v, float)
     }
     if result.tarball is not None:
         shown["tarball"] = str(result.tarball)
@@ -182,5 +185,7 @@ def _report(result: "ops.WarmResult") -> None:
         )
         return
     out.print(f"warmed {esc(result.output)} ({result.backend}): {facts}")
+    for m in result.details.get("gpus", []):
+        out.print(f"  {esc(m['gpu'])} ({esc(m['target'])}, {m['how']}) -> {esc(m['dir'])}/")
     for run in result.details.get("runs", []):
         out.print(f"  {esc(run)}")

@@ -52,6 +52,8 @@ LABEL_SUMMARY = "cache.triton.image/summary"
 LABEL_PRODUCER = "io.tcm.producer"
 LABEL_TCM = "io.tcm.version"
 LABEL_PARTS = "io.tcm.parts"
+#: The GPUs an image's Inductor/vLLM units were made for: name -> target and counts per part
+LABEL_GPUS = "io.tcm.gpus"
 LABEL_VLLM_COUNT = "cache.vllm.image/entry-count"  # MCV's labels for vLLM caches
 LABEL_VLLM_SIZE = "cache.vllm.image/cache-size-bytes"
 
@@ -247,8 +249,27 @@ def _build_layer_or_explain(entries: list[Entry], out: BinaryIO, **kw: Any) -> t
         ) from None
 
 
+def gpus_label(
+    entries: list[Entry], parts: list[Part], builds: dict[str, Any], gpus: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Per GPU the image serves: its Triton target, how many units of each part it needs,
+    and how many Triton entries its warm compiled (those are still chosen by target)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, target in sorted(gpus.items()):
+        row: dict[str, Any] = {"target": target}
+        row["triton"] = sum(1 for e in entries if name in builds.get(e.key, {}).get("gpus", []))
+        for p in parts:
+            if name in p.gpus:
+                row[p.kind] = len(p.gpus[name])
+        out[name] = row
+    return out
+
+
 def labels_for(
-    entries: list[Entry], producer: dict[str, Any] | None, parts: list[Part] | None = None
+    entries: list[Entry],
+    producer: dict[str, Any] | None,
+    parts: list[Part] | None = None,
+    gpus: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, str]:
     created = datetime.fromtimestamp(source_date_epoch(), timezone.utc)
     versions = sorted({e.triton_version for e in entries if e.triton_version})
@@ -274,6 +295,8 @@ def labels_for(
             f"Compile cache: {kinds} with Triton kernels"
             + (f" (Triton {', '.join(versions)})" if versions else "")
         )
+    if gpus:
+        labels[LABEL_GPUS] = canonical(gpus).decode()
     for p in parts or []:
         if p.kind == "vllm":
             labels[LABEL_VLLM_COUNT] = str(len({unit_of(f.rel) for f in p.files}))
@@ -293,9 +316,11 @@ def package(
     parts: list[Part] | None = None,
     dests: dict[str, list[Dest]] | None = None,
     builds: dict[str, Any] | None = None,
+    gpus: dict[str, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BuiltImage:
-    """Build the image's blobs into ``store`` (anything with ``add_blob_file``)."""
+    """Build the image's blobs into ``store`` (anything with ``add_blob_file``); ``gpus``:
+    the GPUs its parts were made for (device name -> Triton target)."""
     chosen = sorted(
         (e for e in entries if e.kind == EntryKind.KERNEL and e.files_of(FileKind.METADATA)),
         key=lambda e: e.key,
@@ -328,7 +353,8 @@ def package(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    labels = {**labels_for(chosen, producer, parts), **(extra_labels or {})}
+    served = gpus_label(chosen, parts, builds or {}, gpus) if gpus else None
+    labels = {**labels_for(chosen, producer, parts, served), **(extra_labels or {})}
     created = labels["org.opencontainers.image.created"]
     config = canonical({
         "architecture": "amd64", "os": "linux", "created": created,

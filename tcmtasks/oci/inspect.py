@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ImageError, MissingDependency
-from .image import LABEL_COUNT, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY
+from .image import LABEL_COUNT, LABEL_GPUS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY
 from .layout import SafeTarInfo, check_doc_size, parse_manifest, read_doc
 
 MANIFEST_NAMES = ("io.triton.manifest/manifest.json",)
@@ -107,6 +107,8 @@ class ImageInfo:
     producer: dict[str, Any] | None
     entries: list[dict[str, Any]] | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)  # Inductor's, vLLM's
+    #: the GPUs an image warmed for a fleet serves: name -> target, units per part, entries
+    gpus: dict[str, dict[str, Any]] = field(default_factory=dict)
     runtime: dict[str, Any] | None = None  # what ``skip`` in each entry was judged for
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +138,9 @@ def inspect(source: Any, *, entries: bool = True) -> ImageInfo:
         targets=[t for t in targets if isinstance(t, dict)],
         producer=producer if isinstance(producer, dict) else None,
     )
+    gpus = json_label(labels.get(LABEL_GPUS))
+    if isinstance(gpus, dict):
+        info.gpus = {str(k): v for k, v in gpus.items() if isinstance(v, dict)}
     if entries:
         data = read_layer_manifest(source, manifest)
         rows = data.get("triton", []) if isinstance(data, dict) else data

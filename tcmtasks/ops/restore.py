@@ -9,7 +9,7 @@ from typing import Any
 
 from ..cache.roots import discover
 from ..errors import NoGpu, UsageError
-from ..extract import MAX_TOTAL, RestoreReport, default_destinations
+from ..extract import MAX_TOTAL, GpuChoice, RestoreReport, default_destinations
 from ..extract import extract as extract_image
 from ..gpuprofile import GpuProfile, save
 from ..oci.refs import ImageRef, parse
@@ -18,7 +18,7 @@ from ..producer import Producer, detect
 from ..progress import Progress, ProgressEvent
 from ..runtime import resolve
 from ..selection import parse_size
-from ..targets import Target, host_targets
+from ..targets import Target, host_gpus, host_targets
 from ._common import DbPath, open_index
 
 
@@ -70,7 +70,7 @@ def workload_runtime(
 ) -> tuple[Producer, dict[str, Any]]:
     """The workload's runtime with this host's GPUs: what a restore selects for."""
     rt = resolve(python=python, triton=triton)
-    targets, names = host_targets()
+    targets, names = host_gpus()
     host = rt.producer
     host.gpus, host.targets = names, [str(t) for t in targets]
     return host, rt.to_dict()
@@ -86,21 +86,31 @@ def default_cache_dir() -> Path:
     return Path(home) / ".triton" / "cache"
 
 
-def _wanted_targets(targets: list[Target] | None, all_targets: bool) -> list[Target] | None:
-    """The targets to keep (None: every one)."""
-    if all_targets and targets:
-        raise UsageError("--all and --target contradict each other: pick one")
+def _wanted(
+    targets: list[Target] | None, all_targets: bool, gpus: list[str] | None, force: bool
+) -> tuple[list[Target] | None, GpuChoice | None]:
+    """The targets whose entries to keep (None: every one, or with ``gpus`` theirs) and whose
+    Inductor/vLLM units (an image warmed for several GPUs): the GPUs named, else this host's
+    (None: every GPU's)."""
+    if all_targets and (targets or gpus):
+        raise UsageError(
+            f"--all and {'--target' if targets else '--gpu'} contradict each other: pick one"
+        )
+    if gpus:
+        return targets or None, GpuChoice(tuple(gpus), named=True)
     if all_targets:
-        return None
+        return None, None
+    choice = None if force else GpuChoice(tuple(host_gpus()[1]))
     if targets:
-        return targets
+        return targets, choice
     found, _names = host_targets()
     if not found:
         raise NoGpu(
             "no GPU found on this host: name the targets to keep with "
-            "--target (e.g. --target cuda:90), or keep everything with --all"
+            "--target (e.g. --target cuda:90), the GPU with --gpu NAME, or keep everything "
+            "with --all"
         )
-    return found
+    return found, choice
 
 
 def pull(
@@ -117,6 +127,7 @@ def pull(
     vllm_dir: Path | None = None,
     same_paths: bool = False,
     force: bool = False,
+    gpus: list[str] | None = None,
     python: str | Path | None = None,
     triton: str | None = None,
     registry: RegistryOptions | None = None,
@@ -135,12 +146,15 @@ def pull(
     and hit there (the host's GPUs unless ``targets`` or ``all_targets``; entries built by the
     same Triton build and Python ABI; parts whose torch, Python and GPU match; anything of a
     wanted target with ``force``), extracts safely, fixes the absolute paths the caches store,
-    installs atomically, and indexes what arrived. The report says what was skipped, and
-    why."""
+    installs atomically, and indexes what arrived. From an image warmed for several GPUs it
+    installs the Inductor and vLLM units of this host's GPU (their keys hold its name), or of
+    ``gpus`` (names as ``tcm inspect`` shows them, or their start: ``nvidia-h100``; their
+    targets' entries unless ``targets``), or of every GPU with ``all_targets`` or ``force``.
+    The report says what was skipped, and why."""
     parsed = parse(ref) if isinstance(ref, str) else ref
     if local_only and parsed.transport == "docker":
         raise UsageError("tcm extract reads local images; use tcm pull for docker://")
-    wanted = _wanted_targets(targets, all_targets)
+    wanted, choice = _wanted(targets, all_targets, gpus, force)
     dest = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dests = default_destinations(dest)
     if inductor_dir is not None:
@@ -173,6 +187,7 @@ def pull(
         dry_run=dry_run,
         max_total=limit,
         progress=bytes_done if progress is not None else None,
+        gpus=choice,
     )
     if not dry_run:
         arrived = {Path(str(k["dest"])) for k in report.kept if k.get("dest")} | {dest}
@@ -196,6 +211,7 @@ def extract(
     vllm_dir: Path | None = None,
     same_paths: bool = False,
     force: bool = False,
+    gpus: list[str] | None = None,
     python: str | Path | None = None,
     triton: str | None = None,
     db: DbPath = None,
@@ -216,6 +232,7 @@ def extract(
         vllm_dir=vllm_dir,
         same_paths=same_paths,
         force=force,
+        gpus=gpus,
         python=python,
         triton=triton,
         db=db,

@@ -14,6 +14,7 @@ from ..cache.entries import Entry, binary_suffixes
 from ..cache.groups import check_group, group_filename, read_group, relocated_children
 from ..cache.roots import Root
 from ..errors import CacheError, GroupFormatError, UsageError, map_os_error
+from ..fleet import member_dirs
 from ..oci.compress import check_level
 from ..oci.image import MANIFEST_METADATA, MT_MANIFEST, Dest
 from ..oci.image import package as build_image
@@ -22,7 +23,7 @@ from ..oci.inspect import inspect as read_image
 from ..oci.layout import OciLayout
 from ..oci.refs import ImageRef, parse
 from ..oci.transfer import RegistryOptions, copy_image, discard_new_layout, open_dest, open_source
-from ..parts import Part
+from ..parts import Part, for_gpus
 from ..parts import find as find_part
 from ..producer import RECORD
 from ..progress import Progress, counter
@@ -75,6 +76,8 @@ class Sources:
     dest_of: dict[str, Dest] = field(default_factory=dict)  # abs Triton root -> destination
     record_of: dict[str, dict[str, Any]] = field(default_factory=dict)  # abs root -> record
     records: list[dict[str, Any]] = field(default_factory=list)
+    #: the GPUs the parts were made for (device name -> Triton target), from the warms' records
+    gpus: dict[str, str] = field(default_factory=dict)
 
     @property
     def producer(self) -> dict[str, Any] | None:
@@ -93,12 +96,15 @@ BUILD_FIELDS = ("python", "triton_key", "ptxas", "torch")
 
 
 def collect(cache_dirs: list[Path]) -> Sources:
-    """Sort the given dirs into Inductor/vLLM parts and plain Triton roots."""
+    """Sort the given dirs (a fleet dir: its members) into Inductor/vLLM parts and plain
+    Triton roots; caches of one kind warmed for different GPUs become one part whose units
+    say which GPUs need them."""
     found = Sources()
-    for d in cache_dirs:
-        d = Path(d)
+    by_kind: dict[str, list[tuple[Part, list[str]]]] = {}
+    for d in [m for given in cache_dirs for m in member_dirs(Path(given))]:
         part = find_part(d) if d.is_dir() else None
         record = read_producer_record(d) if d.is_dir() else None
+        gpus = [str(g) for g in (record or {}).get("gpus") or []]
         if record is not None:
             found.records.append(record)
         first = len(found.roots)
@@ -107,11 +113,10 @@ def collect(cache_dirs: list[Path]) -> Sources:
                 found.roots.append(root)
                 found.dest_of[os.path.abspath(root.path)] = ("triton", "")
         else:
-            if any(p.kind == part.kind for p in found.parts):
-                raise UsageError(
-                    f"two {part.kind} caches in one image ({d}): package each separately"
-                )
-            found.parts.append(part)
+            by_kind.setdefault(part.kind, []).append((part, gpus))
+            targets = [str(t) for t in (record or {}).get("targets") or []]
+            for g, t in zip(gpus, targets, strict=False):  # Triton's target of each GPU
+                found.gpus.setdefault(g, t)
             for rel in part.triton_roots:
                 root = Root(part.base / rel, part.kind, rel)
                 found.roots.append(root)
@@ -120,18 +125,34 @@ def collect(cache_dirs: list[Path]) -> Sources:
         for root in found.roots[first:]:
             if record is not None:
                 found.record_of[os.path.abspath(root.path)] = record
+    found.parts = [
+        for_gpus([p for p, _g in group], [g for _p, g in group]) for group in by_kind.values()
+    ]
+    if not any(p.gpus for p in found.parts):
+        found.gpus = {}  # only Inductor's and vLLM's keys hold the GPU's name
     return found
 
 
-def builds_of(entries: list[Entry], record_of: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def builds_of(
+    chosen: list[Entry], record_of: dict[str, dict[str, Any]], every: list[Entry] | None = None
+) -> dict[str, Any]:
     """Per entry key, the build its warm recorded (Python ABI, triton_key, ptxas, torch): the
-    restore keeps only entries whose key this workload's runtime can compute."""
+    restore keeps only entries whose key this workload's runtime can compute; and, for a
+    cache made for named GPUs, which of them compiled it (of ``every`` entry, the key's
+    copies in several GPUs' caches included)."""
     out: dict[str, Any] = {}
-    for e in entries:
+    for e in chosen:
         record = record_of.get(os.path.abspath(e.root)) or {}
         build = {k: record[k] for k in BUILD_FIELDS if record.get(k)}
         if build:
             out[e.key] = build
+    by_key: dict[str, set[str]] = {}
+    for e in every or []:
+        gpus = (record_of.get(os.path.abspath(e.root)) or {}).get("gpus") or []
+        by_key.setdefault(e.key, set()).update(map(str, gpus))
+    for key, gpus in by_key.items():
+        if gpus and key in out:
+            out[key]["gpus"] = sorted(gpus)
     return out
 
 
@@ -199,9 +220,11 @@ def package(
         return _package_with_engine(
             builder, chosen, skipped, dest, registry, mount_path, sources.producer
         )
+    ok = [e for e, why in verdicts if why is None]
+    builds = builds_of(chosen, sources.record_of, ok if sources.gpus else None)
     return _package(
         chosen, skipped, dest, registry, compression, level, mount_path, sources.producer,
-        progress, sources.parts, dests, builds_of(chosen, sources.record_of),
+        progress, sources.parts, dests, builds, sources.gpus,
     )  # fmt: skip
 
 
@@ -250,6 +273,7 @@ def _package(
     parts: list[Part],
     dests: dict[str, list[Dest]] | None,
     builds: dict[str, Any],
+    gpus: dict[str, str],
 ) -> PackageResult:
     local = dest.path if dest.transport in ("oci", "oci-archive") else None
     existed = local is not None and local.exists()
@@ -273,6 +297,7 @@ def _package(
                     parts=parts,
                     dests=dests,
                     builds=builds,
+                    gpus=gpus,
                     progress=counter(progress, "packaging", "bytes"),
                 )
                 store.put_manifest(built.manifest, MT_MANIFEST)

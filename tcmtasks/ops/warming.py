@@ -6,6 +6,7 @@ produces is exactly what the command produces.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tarfile
 import tempfile
@@ -16,7 +17,6 @@ from typing import Any
 
 from ..cache.entries import iter_dirs, scan_root
 from ..errors import UsageError, map_os_error
-from ..gpuprofile import load as load_profile
 from ..producer import host_producer, write_record
 from ..progress import Progress, ProgressEvent
 from ..runtime import probe_python
@@ -49,15 +49,16 @@ class CommandWarm:
 class TorchWarm:
     """torch.compile a transformers model built from a config (random weights) on this GPU,
     once per dtype x batch x sequence length; the output is the whole Inductor cache. With
-    ``gpu_profile`` (tcm gpu --save-profile) it compiles for that GPU on a machine without
-    one (tcmtasks/warm/gpuless.py)."""
+    ``gpu_profiles`` (files from ``tcm gpu --save-profile``, or names of profiles tcm ships:
+    ``nvidia-h100``) it compiles for each of those GPUs, on a machine without them
+    (tcmtasks/warm/gpuless.py) or on the one that is this machine's, into a dir per GPU."""
 
     model: str
     batch: list[int] = field(default_factory=lambda: [1])
     seq: list[int] = field(default_factory=lambda: [128])
     dtype: list[str] = field(default_factory=lambda: ["fp16"])
     python: str | None = None  # compile with this interpreter's torch and Triton
-    gpu_profile: Path | None = None
+    gpu_profiles: list[str | Path] = field(default_factory=list)
 
 
 WarmSpec = TritonWarm | CommandWarm | TorchWarm | VllmWarm
@@ -113,14 +114,18 @@ def warm(
         producer = own
     if isinstance(spec, TorchWarm) and producer.torch_ptxas:  # its child compiled with it
         producer.ptxas = producer.torch_ptxas
-    profile = getattr(spec, "gpu_profile", None)
-    if profile is not None:  # compiled for the profile's GPU, not for this host's (none)
-        gp = load_profile(profile)
-        producer.gpus, producer.targets = [gp.name], [str(gp.triton_target)]
     extra: dict[str, Any] = {"backend": backend}
     if isinstance(spec, VllmWarm):
         extra["image"] = spec.image  # the Triton that compiled is the image's, not this host's
-    write_record(output, producer, **extra)
+    members = details.pop("members", [])
+    for m in members:  # a fleet: each GPU's dir says which GPU it was compiled for
+        one = dataclasses.replace(producer, gpus=[m.gpu], targets=[m.target])
+        write_record(output / m.dir, one, **extra, how=m.how, profile=m.profile)
+    if members:
+        producer.gpus, producer.targets = [m.gpu for m in members], [m.target for m in members]
+        details["gpus"] = [dataclasses.asdict(m) for m in members]
+    else:
+        write_record(output, producer, **extra)
     if tarball is not None:
         write_tarball(output, tarball)
     return WarmResult(
@@ -148,14 +153,11 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
     if isinstance(spec, TorchWarm):
         from ..warm.torch_backend import warm_model
 
-        runs = warm_model(
+        runs, members = warm_model(
             spec.model, output, spec.batch, spec.seq, spec.dtype,
-            python=spec.python, gpu_profile=spec.gpu_profile,
+            python=spec.python, gpu_profiles=spec.gpu_profiles,
         )  # fmt: skip
-        out: dict[str, Any] = {"model": spec.model, "runs": runs}
-        if spec.gpu_profile is not None:
-            out["gpu_profile"] = str(spec.gpu_profile)
-        return out
+        return {"model": spec.model, "runs": runs, "members": members}
     from ..warm.vllm_backend import run_vllm
 
     return run_vllm(spec, output)

@@ -53,6 +53,9 @@ class Part:
     mount: str = ""  # where ``base`` sits inside the kind's cache root ("" = the root itself)
     triton_roots: list[str] = field(default_factory=list)  # relative to base
     files: list[PartFile] = field(default_factory=list)
+    #: GPU device name -> the units that GPU's processes look up (its keys hold the name);
+    #: empty when the cache was not made for a named GPU (a CPU cache, an older warm)
+    gpus: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def prefix(self) -> str:
@@ -62,9 +65,13 @@ class Part:
     def bytes(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def units(self) -> list[str]:
+        return sorted({unit_of(f.rel) for f in self.files})
+
     def describe(self) -> dict[str, Any]:
-        """The part's row in the in-layer manifest."""
-        return {
+        """The part's row in the in-layer manifest (``gpus``: which GPU needs which unit)."""
+        row = {
             "kind": self.kind,
             "prefix": self.prefix,
             "source": str(self.base),
@@ -72,8 +79,62 @@ class Part:
             "triton_roots": self.triton_roots,
             "files": len(self.files),
             "bytes": self.bytes,
-            "units": len({unit_of(f.rel) for f in self.files}),
+            "units": len(self.units),
         }
+        if self.gpus:
+            row["gpus"] = self.gpus
+        return row
+
+
+def for_gpus(parts: list[Part], gpus: list[list[str]]) -> Part:
+    """One part from caches of one kind warmed for different GPUs (a fleet warm: one dir per
+    GPU), each unit once, ``gpus`` saying which GPUs need it. Units at one path hold the same
+    bytes across GPUs (generated code is named by its content's hash, graphs by their key,
+    which differs per GPU); a path with different bytes is refused, as the image could hold
+    only one of them."""
+    first = parts[0]
+    if len(parts) == 1:
+        first.gpus = {g: first.units for g in gpus[0]}
+        return first
+    where = ", ".join(str(p.base) for p in parts)
+    named = [g for names in gpus for g in names]
+    if not all(gpus) or len(set(named)) != len(named):
+        raise UsageError(
+            f"{len(parts)} {first.kind} caches in one image ({where}) that are not one per "
+            "GPU: package each separately, or warm them as one fleet "
+            "(tcm warm --gpu-profile A --gpu-profile B)"
+        )
+    if first.kind != "inductor" or any(p.mount != first.mount for p in parts):
+        raise UsageError(
+            f"{len(parts)} {first.kind} caches in one image ({where}): package each separately"
+        )
+    files: dict[str, PartFile] = {}
+    by_gpu: dict[str, set[str]] = {}
+    for part, names in zip(parts, gpus, strict=True):
+        for f in part.files:
+            seen = files.setdefault(f.rel, f)
+            if seen is not f and not _same_bytes(seen, f):
+                raise UsageError(
+                    f"the {first.kind} caches for {', '.join(named)} hold different files at "
+                    f"{f.rel} ({seen.path}, {f.path}): one image can ship one of them; "
+                    "package each GPU's cache separately"
+                )
+        for g in names:
+            by_gpu.setdefault(g, set()).update(part.units)
+    return Part(
+        first.kind,
+        first.base,
+        first.mount,
+        sorted({r for p in parts for r in p.triton_roots}),
+        sorted(files.values(), key=lambda f: f.rel),
+        {g: sorted(units) for g, units in sorted(by_gpu.items())},
+    )
+
+
+def _same_bytes(a: PartFile, b: PartFile) -> bool:
+    import filecmp
+
+    return a.size == b.size and filecmp.cmp(a.path, b.path, shallow=False)
 
 
 def prefix_of(kind: str) -> str:

@@ -10,9 +10,10 @@ cache dir and loads it from there, so a dir copied to another path hits (measure
 
 from __future__ import annotations
 
+import getpass
+import os
+import tempfile
 from pathlib import Path
-
-from ..cache.roots import default_inductor_dir
 
 MARKERS = ("fxgraph", "aotautograd")
 
@@ -38,7 +39,14 @@ def triton_roots(base: Path) -> list[str]:
 def default_dest() -> Path:
     """Where the workload's Inductor looks: TORCHINDUCTOR_CACHE_DIR, else
     /tmp/torchinductor_$USER."""
-    return default_inductor_dir()
+    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if env:
+        return Path(env)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Path(tempfile.gettempdir()) / f"torchinductor_{user}"
 
 
 def relocate(staged: Path, rel: str, old_root: str, new_root: Path) -> str | None:

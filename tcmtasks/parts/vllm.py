@@ -18,8 +18,6 @@ import pprint
 from pathlib import Path
 from typing import Any
 
-from ..cache.roots import default_vllm_dir
-
 COMPILE_CACHE = "torch_compile_cache"
 INDEX_FILE = "vllm_compile_cache.py"
 
@@ -61,7 +59,11 @@ def triton_roots(base: Path) -> list[str]:
 
 def default_dest() -> Path:
     """Where the workload's vLLM looks: VLLM_CACHE_ROOT, else ~/.cache/vllm."""
-    return default_vllm_dir()
+    env = os.environ.get("VLLM_CACHE_ROOT")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "vllm"
 
 
 def relocate(staged: Path, rel: str, old_root: str, new_root: Path) -> str | None:

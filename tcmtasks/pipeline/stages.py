@@ -74,21 +74,12 @@ def content_manifest(directory: Path) -> list[list[Any]]:
     ]
 
 
-def gpu_profile_path(recipe: Recipe) -> Path | None:
-    """The recipe's ``gpu_profile:``, relative to the recipe file."""
-    name = recipe.warm.get("gpu_profile")
-    return (recipe.path.parent / name).resolve() if name else None
+def gpu_profile_paths(recipe: Recipe) -> list[Path]:
+    """The recipe's ``gpu_profiles:``: files relative to the recipe, or names of profiles
+    tcm ships."""
+    from ..gpuprofile import find
 
-
-def gpu_profile_here(recipe: Recipe) -> Path | None:
-    """The profile to compile for, when this machine has no GPU; on a GPU machine the warm
-    compiles for its own GPU, as without a profile."""
-    path = gpu_profile_path(recipe)
-    if path is None:
-        return None
-    from ..targets import host_targets
-
-    return None if host_targets()[0] else path
+    return [find(spec, base=recipe.path.parent) for spec in recipe.warm.get("gpu_profiles", [])]
 
 
 def warm_spec(recipe: Recipe) -> ops.WarmSpec:
@@ -107,7 +98,7 @@ def warm_spec(recipe: Recipe) -> ops.WarmSpec:
     if backend == "torch":
         return ops.TorchWarm(
             w["model"], w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"]),
-            w.get("python"), gpu_profile=gpu_profile_here(recipe),
+            w.get("python"), gpu_profiles=list(gpu_profile_paths(recipe)),
         )  # fmt: skip
     return ops.VllmWarm(
         w["model"],

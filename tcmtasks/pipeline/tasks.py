@@ -22,7 +22,7 @@ from . import stages
 from .recipe import Recipe, load_all
 
 #: Bump a stage's version when its code changes what it produces.
-VERSIONS = {"warm": 2, "index": 2, "dedup": 2, "prune": 2, "package": 2, "push": 2}
+VERSIONS = {"warm": 3, "index": 2, "dedup": 2, "prune": 2, "package": 2, "push": 2}
 
 GetVar = Callable[[str, Any], Any]
 TaskDict = dict[str, Any]
@@ -73,7 +73,7 @@ def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dic
     dest = f"docker://{registry}" if registry else None
     if wanted and wanted not in recipes:
         raise InvalidCommand(f"unknown model {wanted!r}; known: {', '.join(sorted(recipes))}")
-    selected, left = ([wanted], []) if wanted else runnable_here(recipes)
+    selected, left = ([wanted], {}) if wanted else runnable_here(recipes)
     if get_var("dry_run", None):
         return {"task_warm_and_ship": _dry_run(recipes, selected, dest, build, left)}
 
@@ -103,9 +103,9 @@ def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dic
 
     def warm(r: Recipe) -> TaskDict:
         params = r.warm | {"targets": r.targets}
-        profile = stages.gpu_profile_path(r)
-        if profile is not None:  # a re-recorded profile is new input: warm again
-            params["gpu_profile_sha256"] = _file_digest(profile)
+        profiles = stages.gpu_profile_paths(r)
+        if profiles:  # a re-recorded profile is new input: warm again
+            params["gpu_profiles_sha256"] = [_file_digest(p) for p in profiles]
         t = task(r, "warm", params)
         t["uptodate"].append(WarmUnchanged(stages.stage_dir(r.model, "warm", build)))
         return t
@@ -148,23 +148,37 @@ def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dic
 GPU_BACKENDS = ("torch", "vllm")
 
 
-def runnable_here(recipes: dict[str, Recipe]) -> tuple[list[str], list[str]]:
-    """The models a bare ``doit`` runs here, and those it leaves (their warm needs a GPU and
-    this machine has none): a CPU-only machine ships what it can instead of stopping at the
-    first model it cannot warm."""
+def runnable_here(recipes: dict[str, Recipe]) -> tuple[list[str], dict[str, str]]:
+    """The models a bare ``doit`` runs here, and those it leaves, each with why: a torch or
+    vLLM warm needs a GPU, which this machine lacks, unless the recipe names GPU profiles
+    and this machine has their runtime. A CPU-only machine ships what it can instead of
+    stopping at the first model it cannot warm."""
     names = sorted(recipes)
     if not any(recipes[m].warm.get("backend") in GPU_BACKENDS for m in names):
-        return names, []
+        return names, {}
     from ..targets import host_targets
 
     if host_targets()[0]:
-        return names, []
-    left = [
-        m
-        for m in names
-        if recipes[m].warm.get("backend") in GPU_BACKENDS and not recipes[m].warm.get("gpu_profile")
-    ]
+        return names, {}
+    why = {m: _cannot_warm_here(recipes[m]) for m in names}
+    left = {m: reason for m, reason in why.items() if reason}
     return [m for m in names if m not in left], left
+
+
+def _cannot_warm_here(recipe: Recipe) -> str | None:
+    """Why this GPU-less machine cannot warm ``recipe`` (None: it can)."""
+    if recipe.warm.get("backend") not in GPU_BACKENDS:
+        return None
+    profiles = stages.gpu_profile_paths(recipe)
+    if not profiles:
+        return (
+            "its warm compiles on a GPU, and this machine has none (on a GPU machine: "
+            f"doit warm_and_ship model={recipe.model}; or name the GPUs with gpu_profiles:)"
+        )
+    from ..gpuprofile import fleet_mismatch, load, runtime_of
+
+    python = recipe.warm.get("python")
+    return fleet_mismatch([load(p) for p in profiles], runtime_of(python), python or "tcm's Python")
 
 
 def _file_digest(path: Path) -> str:
@@ -174,11 +188,8 @@ def _file_digest(path: Path) -> str:
         raise RecipeError(f"cannot read GPU profile {path}: {exc.strerror or exc}") from None
 
 
-def _left_note(left: list[str]) -> str:
-    return (
-        f"not run here: {', '.join(left)} (their warm compiles on a GPU, and this machine has "
-        f"none); on a GPU machine: doit warm_and_ship model={left[0]}"
-    )
+def _left_note(left: dict[str, str]) -> str:
+    return "not run here: " + "; ".join(f"{m}: {reason}" for m, reason in left.items())
 
 
 def _dry_run(
@@ -186,7 +197,7 @@ def _dry_run(
     selected: list[str],
     dest: str | None,
     build: Path,
-    left: list[str],
+    left: dict[str, str],
 ) -> Callable[[], TaskDict]:
     lines = [line for m in selected for line in stages.describe(recipes[m], dest, build)]
     lines += [_left_note(left)] if left else []

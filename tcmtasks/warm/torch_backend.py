@@ -17,16 +17,20 @@ import contextlib
 import importlib.util
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import fleet
 from ..errors import MissingDependency, NoGpu, UsageError
+from ..fleet import Member
+from ..gpuprofile import WarmRuntime, find, fleet_mismatch, load_fleet, runtime_mismatch, runtime_of
 from ..gpuprofile import load as load_profile
-from ..gpuprofile import runtime_mismatch
 from ..producer import use_workload_ptxas
 from ..resources import model_dir
+from ..targets import host_gpus
 from .child import child_main, run_child
 
 DTYPES = {
@@ -47,30 +51,65 @@ def warm_model(
     dtypes: list[str],
     *,
     python: str | None = None,
-    gpu_profile: Path | None = None,
-) -> list[dict[str, Any]]:
+    gpu_profiles: list[str | Path] | None = None,
+) -> tuple[list[dict[str, Any]], list[Member]]:
+    """Compile the model into ``out``: for this machine's GPU; or with ``gpu_profiles``, for
+    each GPU of a fleet, into ``out/<gpu>/`` (a fleet dir, tcmtasks/fleet.py): on the GPU
+    itself where it is this machine's, else without it, from its profile (gpuless.py).
+    Returns the runs' reports and the fleet's members (none without profiles)."""
     cfg = model_dir(model)
-    if gpu_profile is not None:
-        load_profile(gpu_profile)  # a bad file is refused here, before torch starts
-        if len(batches) * len(seqs) > 1:
-            raise UsageError(
-                "without a GPU, warm one shape per run (one --batch, one --seq): a second "
-                "shape recompiles with dynamic shapes, which needs the GPU"
-            )
     for d in dtypes:
         if d not in DTYPES:
             raise UsageError(f"unknown dtype {d!r}; use fp16, bf16 or fp32")
-    for module in ("torch", "transformers"):
-        if python is None and importlib.util.find_spec(module) is None:
-            raise MissingDependency(f"{module} (the torch warm backend)", "torch")
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(out.resolve())}
-    env.pop("TRITON_CACHE_DIR", None)  # Inductor puts Triton's cache inside its own
+    profiles = load_fleet(list(gpu_profiles or []))  # bad files are refused before torch starts
+    if not profiles:
+        for module in ("torch", "transformers"):
+            if python is None and importlib.util.find_spec(module) is None:
+                raise MissingDependency(f"{module} (the torch warm backend)", "torch")
     args = ["--config", str(cfg), "--batch", ",".join(map(str, batches))]
     args += ["--seq", ",".join(map(str, seqs)), "--dtype", ",".join(dtypes)]
-    if gpu_profile is not None:
-        args += ["--gpu-profile", str(Path(gpu_profile).resolve())]
-    return run_child("tcmtasks.warm.torch_backend", args, env, what="the torch warm", python=python)
+    if not profiles:
+        out.mkdir(parents=True, exist_ok=True)
+        return run_child(
+            "tcmtasks.warm.torch_backend", args, _env(out), what="the torch warm", python=python
+        ), []
+    local = set(host_gpus()[1])
+    if len(batches) * len(seqs) > 1 and any(p.name not in local for p in profiles):
+        raise UsageError(
+            "without a GPU, warm one shape per run (one --batch, one --seq): a second "
+            "shape recompiles with dynamic shapes, which needs the GPU"
+        )
+    # one line before anything compiles: what the fleet's keys need that this runner lacks
+    mismatch = fleet_mismatch(profiles, runtime_of(python), python or sys.executable)
+    if mismatch:
+        raise UsageError(mismatch)
+    out.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    members: list[Member] = []
+    for spec, profile in zip(gpu_profiles or [], profiles, strict=True):
+        where = out / profile.slug
+        env, extra = _env(where), []
+        native = profile.name in local
+        if not native:  # compiled from the profile: the child must see no GPU at all
+            env["CUDA_VISIBLE_DEVICES"] = ""
+            extra = ["--gpu-profile", str(find(spec))]
+        found = run_child(
+            "tcmtasks.warm.torch_backend", args + extra, env,
+            what=f"the torch warm for {profile.name}", python=python,
+        )  # fmt: skip
+        how = "native" if native else "gpu-less"
+        runs += [{**r, "gpu": profile.name, "how": how} for r in found]
+        members.append(
+            Member(profile.slug, profile.name, str(profile.triton_target), how, str(spec))
+        )
+    fleet.write(out, members)
+    return runs, members
+
+
+def _env(inductor_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_dir.resolve())}
+    env.pop("TRITON_CACHE_DIR", None)  # Inductor puts Triton's cache inside its own
+    return env
 
 
 def _child(
@@ -143,10 +182,11 @@ def _child_without_gpu(
 
     profile = load_profile(profile_path)  # the torch build was checked by _child
     own = detect()
-    mismatch = runtime_mismatch(
-        profile, str(torch.__version__), triton.__version__, str(own.python), own.triton_key,
-        {"transformers": str(transformers.__version__)}, own.ptxas,
+    have = WarmRuntime(
+        str(torch.__version__), triton.__version__, own.python, own.triton_key, own.ptxas,
+        {"transformers": str(transformers.__version__)},
     )  # fmt: skip
+    mismatch = runtime_mismatch(profile, have)
     if mismatch:
         raise UsageError(mismatch)
     if torch.cuda.is_available():

@@ -156,22 +156,31 @@ def test_schema_error_classes(tmp_path, text, message):
     assert f"{path}:" in str(info.value) or "must match" in str(info.value)
 
 
-def test_example_recipes_are_valid_and_their_profiles_exist():
+def test_the_shipped_opt_recipe_names_the_fleet_tcm_ships_profiles_for():
     from tcmtasks.gpuprofile import load
-    from tcmtasks.pipeline.stages import gpu_profile_path
+    from tcmtasks.pipeline.stages import gpu_profile_paths
 
-    recipe = load_recipe(REPO / "examples" / "pipelines" / "opt-125m-h200.yaml")
-    profile = gpu_profile_path(recipe)
-    assert profile is not None and load(profile).name == "NVIDIA H200"
+    recipe = load_recipe(builtin_recipes() / "opt-125m.yaml")
+    names = {load(p).name for p in gpu_profile_paths(recipe)}
+    assert names == {"NVIDIA H100 80GB HBM3", "NVIDIA H200"}
 
 
-def test_gpu_profile_is_only_for_the_torch_backend(tmp_path):
+def test_gpu_profiles_are_only_for_the_torch_backend(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text(
-        "model: x\nwarm: {backend: triton, kernels: k, gpu_profile: p.json}\nimage: {name: a}\n"
+        "model: x\nwarm: {backend: triton, kernels: k, gpu_profiles: [p.json]}\nimage: {name: a}\n"
     )
     with pytest.raises(RecipeError, match="torch"):
         load_recipe(path)
+
+
+def test_an_unknown_profile_name_lists_the_known_ones(project):
+    (project / "pipelines" / "x.yaml").write_text(
+        "model: x\nwarm: {backend: torch, model: tiny-opt, gpu_profiles: [nvidia-a100]}\n"
+        "image: {name: a}\n"
+    )
+    r = doit(project, "list", ok=3)
+    assert "no GPU profile 'nvidia-a100'" in r.stderr and "nvidia-h100, nvidia-h200" in r.stderr
 
 
 def test_shipped_recipes_are_valid():
@@ -226,29 +235,65 @@ def test_bare_doit_runs_what_this_machine_can_and_names_the_rest(project):
     assert "build/gpu-model/warm" in explicit  # named, it is planned (and fails clearly)
 
 
-def test_a_gpu_profile_recipe_warms_and_ships_without_a_gpu(project, tmp_path):
-    """doit warm_and_ship of a torch recipe on this GPU-less machine: compiled for the
-    profile's GPU, shipped whole (Inductor part included); a rerun does nothing, a
-    re-recorded profile warms again. A bare run includes it (it can run here)."""
+def test_a_fleet_recipe_warms_and_ships_both_gpus_without_a_gpu(project, tmp_path):
+    """doit warm_and_ship of a torch recipe naming two GPUs, on this GPU-less machine: one
+    warm compiles for each profile, one image holds both GPUs' units (its label counts
+    them); a rerun does nothing, a re-recorded profile warms again. A bare run includes it
+    (this interpreter has the profiles' runtime)."""
     from tcmtasks.gpuprofile import load, save
-    from tests.support.profiles import h200_profile_for, runtime_of
+    from tests.support.profiles import H100, profile_for, runtime_of
     from tests.support.tools import require_cuda_python
 
     python = require_cuda_python()
-    profile = h200_profile_for(runtime_of(python), project / "pipelines" / "h200.json")
+    rt = runtime_of(python)
+    h200 = profile_for(rt, project / "pipelines" / "h200.json")
+    profile_for(rt, project / "pipelines" / "h100.json", H100)
     (project / "pipelines" / "tiny.yaml").write_text(
         "model: tiny\nwarm:\n  backend: torch\n  model: tiny-opt\n"
-        f"  python: {python}\n  gpu_profile: h200.json\n"
+        f"  python: {python}\n  gpu_profiles: [h100.json, h200.json]\n"
         "image:\n  name: tcm/tiny\n"
     )
     assert "build/tiny/warm" in doit(project, "dry_run=1").stdout
     first = doit(project, "warm_and_ship", "model=tiny")
     assert ran(first) == ["warm", "index", "dedup", "prune", "package", "push"]
+    warmed = project / "build/tiny/warm"
+    assert sorted(p.name for p in warmed.iterdir() if p.is_dir()) == [
+        "nvidia-h100-80gb-hbm3", "nvidia-h200"
+    ]  # fmt: skip
     pkg = json.loads((project / "build/tiny/package.json").read_text())
     # the whole Inductor cache (FX graph, AOTAutograd, code units) beside Triton's kernels
-    assert pkg["parts"]["inductor"] >= 3 and pkg["entries"] > pkg["parts"]["inductor"]
+    assert pkg["parts"]["inductor"] >= 3 and pkg["entries"] > 0
+    from tcmtasks import ops
+
+    info = ops.inspect(f"oci:{project}/{pkg['reference'][len('oci:') :]}", entries=False)
+    assert set(info.gpus) == {"NVIDIA H100 80GB HBM3", "NVIDIA H200"}
+    assert all(g["inductor"] >= 3 and g["target"] == "cuda:90" for g in info.gpus.values())
     assert ran(doit(project, "warm_and_ship", "model=tiny")) == []
-    again = load(profile)
+    again = load(h200)
     again.recorded_by = "recorded again"
-    save(again, profile)
+    save(again, h200)
     assert ran(doit(project, "warm_and_ship", "model=tiny"))[:1] == ["warm"]
+
+
+def test_a_runner_without_the_fleets_runtime_says_so_before_compiling(project):
+    """This interpreter has the CPU build of torch and Python 3.11: the shipped profiles
+    need torch 2.11.0+cu130 on Python 3.12. A bare run leaves the recipe with that line; run
+    by name, its warm fails with it, having compiled nothing."""
+    (project / "pipelines" / "fleet.yaml").write_text(
+        "model: fleet\nwarm:\n  backend: torch\n  model: tiny-opt\n"
+        "  gpu_profiles: [nvidia-h100, nvidia-h200]\nimage:\n  name: tcm/fleet\n"
+    )
+    plan = doit(project, "dry_run=1").stdout
+    assert "build/fleet" not in plan
+    assert "not run here: fleet: this runner cannot warm for NVIDIA H100 80GB HBM3" in plan
+    r = doit(project, "warm_and_ship", "model=fleet", ok=1)
+    out = r.stdout + r.stderr
+    line = next(x for x in out.splitlines() if "cannot warm for" in x)
+    for needed in ("torch 2.11.0+cu130", "Python cp312", "transformers 5.17.0",
+                   f"Python cp{sys.version_info.major}{sys.version_info.minor}",
+                   "tcm gpu --save-profile"):  # fmt: skip
+        assert needed in line, line
+    assert "[exit code 2]" in line
+    assert not (project / "build/fleet/warm").exists() or not any(
+        (project / "build/fleet/warm").iterdir()
+    )

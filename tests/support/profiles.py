@@ -1,6 +1,6 @@
-"""The H200 profile that ships with tcm, re-targeted at a test interpreter's runtime: its
-device facts are the H200's, its torch/Triton/Python those of the CUDA torch under test (a
-profile names the runtime it must be replayed with, or every key would miss)."""
+"""The H100 and H200 profiles that ship with tcm, re-targeted at a test interpreter's runtime:
+their device facts are the GPUs', their torch/Triton/Python those of the CUDA torch under test
+(a profile names the runtime it must be replayed with, or every key would miss)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from tcmtasks.gpuprofile import load, save
+from tcmtasks.gpuprofile import load, save, shipped
 
 REPO = Path(__file__).resolve().parents[2]
-H200 = next((REPO / "examples" / "gpu-profiles").glob("nvidia-h200-*.json"))
+H200 = shipped()["nvidia-h200"]
+H100 = shipped()["nvidia-h100"]
 _RUNTIME = (
     "import json, torch, triton; from tcmtasks.producer import detect; d = detect(); "
     "print(json.dumps({'torch': torch.__version__, 'cuda': torch.version.cuda, "
@@ -32,8 +33,9 @@ def runtime_of(python: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def h200_profile_for(runtime: dict, dest: Path) -> Path:
-    p = load(H200)
+def profile_for(runtime: dict, dest: Path, source: Path = H200) -> Path:
+    """``source`` (the H200's by default) with ``runtime``'s torch, Triton and Python."""
+    p = load(source)
     p.torch, p.torch_cuda, p.triton = runtime["torch"], runtime["cuda"], runtime["triton"]
     p.python, p.triton_key, p.ptxas = runtime["python"], runtime["triton_key"], runtime["ptxas"]
     p.libraries = {"transformers": runtime["transformers"]}

@@ -21,7 +21,7 @@ from tcmtasks.cache.entries import EntryKind, scan_root
 from tcmtasks.errors import UsageError
 from tcmtasks.gpuprofile import load, save
 from tcmtasks.targets import Target
-from tests.support.profiles import H200, REPO, h200_profile_for, runtime_of
+from tests.support.profiles import H200, REPO, runtime_of
 from tests.support.tools import require_cuda_python
 
 
@@ -42,29 +42,37 @@ def runtime(cuda_python: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def profile(runtime: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def profile(fleet_warm) -> Path:
     """The H200's device facts with the test interpreter's runtime."""
-    return h200_profile_for(runtime, tmp_path_factory.mktemp("profile") / "h200-here.json")
+    return fleet_warm.profiles["h200"]
 
 
 @pytest.fixture(scope="module")
-def warmed(cuda_python: str, profile: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("gpuless") / "inductor"
-    result = ops.warm(ops.TorchWarm("tiny-opt", python=cuda_python, gpu_profile=profile), out)
-    return out, result
+def warmed(fleet_warm):
+    """The H200's cache of the session's fleet warm (H100 and H200, one run)."""
+    return fleet_warm.out / "nvidia-h200", fleet_warm.result
 
 
-def test_writes_fx_graph_aot_and_sm90_kernels(warmed) -> None:
-    out, result = warmed
-    (run,) = result.details["runs"]
-    assert run["fx_graphs"] == 1 and run["aot_graphs"] == 1
-    assert run["gpu"].startswith("NVIDIA H200 (sm_90")
-    assert len([p for p in out.glob("fxgraph/*/*") if p.is_dir()]) == 1
-    assert len([p for p in out.glob("aotautograd/*") if p.is_dir()]) == 1
-    kernels = [e for e in scan_root(out / "triton" / "0") if e.kind == EntryKind.KERNEL]
-    assert kernels, "no Triton kernel was compiled"
-    assert {e.target for e in kernels} == {Target("cuda", "90", 32)}
-    assert all(any(f.name.endswith(".cubin") for f in e.files) for e in kernels)
+def test_one_warm_writes_fx_graph_aot_and_sm90_kernels_for_each_gpu(fleet_warm) -> None:
+    runs = fleet_warm.result.details["runs"]
+    assert [(r["gpu"].split(" (")[0], r["how"]) for r in runs] == [
+        ("NVIDIA H100 80GB HBM3", "gpu-less"), ("NVIDIA H200", "gpu-less")
+    ]  # fmt: skip
+    assert all(r["fx_graphs"] == 1 and r["aot_graphs"] == 1 for r in runs)
+    keys = {}
+    for gpu in ("nvidia-h100-80gb-hbm3", "nvidia-h200"):
+        out = fleet_warm.out / gpu
+        fx = [p.name for p in out.glob("fxgraph/*/*") if p.is_dir()]
+        aot = [p.name for p in out.glob("aotautograd/*") if p.is_dir()]
+        assert len(fx) == 1 and len(aot) == 1
+        kernels = [e for e in scan_root(out / "triton" / "0") if e.kind == EntryKind.KERNEL]
+        assert kernels, "no Triton kernel was compiled"
+        assert {e.target for e in kernels} == {Target("cuda", "90", 32)}
+        assert all(any(f.name.endswith(".cubin") for f in e.files) for e in kernels)
+        keys[gpu] = (fx, aot, {e.key for e in kernels})
+    h100, h200 = keys.values()
+    # the graphs' keys hold the GPU's name; the kernels (same arch, same code) are the same
+    assert h100[0] != h200[0] and h100[1] != h200[1] and h100[2] == h200[2]
 
 
 def test_attention_takes_the_kernel_the_gpu_chose(warmed) -> None:
@@ -76,14 +84,15 @@ def test_attention_takes_the_kernel_the_gpu_chose(warmed) -> None:
     assert "extern_kernels.bmm" not in code
 
 
-def test_keys_do_not_depend_on_the_run_or_the_output_path(
+def test_keys_do_not_depend_on_the_run_the_fleet_or_the_output_path(
     warmed, cuda_python: str, profile: Path, tmp_path: Path
 ) -> None:
-    """A second warm, another process and another dir: the same FX-graph, AOTAutograd and
-    kernel keys (the node restores to its own path; nothing of this run may be in a key)."""
+    """A second warm, of the H200 alone, in another process and another dir: the same
+    FX-graph, AOTAutograd and kernel keys as the fleet's H200 cache (the node restores to its
+    own path; nothing of this run, nor of the other GPU's, may be in a key)."""
     first, _ = warmed
     second = tmp_path / "elsewhere" / "inductor"
-    ops.warm(ops.TorchWarm("tiny-opt", python=cuda_python, gpu_profile=profile), second)
+    ops.warm(ops.TorchWarm("tiny-opt", python=cuda_python, gpu_profiles=[profile]), second)
 
     def keys(d: Path) -> dict[str, set[str]]:
         return {
@@ -92,15 +101,22 @@ def test_keys_do_not_depend_on_the_run_or_the_output_path(
             "kernels": {p.name for p in d.glob("triton/0/*")},
         }
 
-    assert keys(first) == keys(second) and all(keys(first).values())
+    assert keys(first) == keys(second / "nvidia-h200") and all(keys(first).values())
 
 
-def test_the_record_names_the_profile_gpu_not_this_host(warmed, runtime: dict) -> None:
-    out, result = warmed
-    record = json.loads((out / ".tcm-producer.json").read_text())
-    assert record["gpus"] == ["NVIDIA H200"] and record["targets"] == ["cuda:90"]
-    assert record["triton_version"] == runtime["triton"]
-    assert result.to_dict()["gpu_profile"]
+def test_each_gpus_record_names_that_gpu_not_this_host(fleet_warm, runtime: dict) -> None:
+    members = json.loads((fleet_warm.out / ".tcm-fleet.json").read_text())["members"]
+    assert [(m["dir"], m["gpu"], m["how"]) for m in members] == [
+        ("nvidia-h100-80gb-hbm3", "NVIDIA H100 80GB HBM3", "gpu-less"),
+        ("nvidia-h200", "NVIDIA H200", "gpu-less"),
+    ]
+    for m in members:
+        record = json.loads((fleet_warm.out / m["dir"] / ".tcm-producer.json").read_text())
+        assert record["gpus"] == [m["gpu"]] and record["targets"] == ["cuda:90"]
+        assert record["triton_version"] == runtime["triton"]
+    assert [g["gpu"] for g in fleet_warm.result.to_dict()["gpus"]] == [
+        "NVIDIA H100 80GB HBM3", "NVIDIA H200"
+    ]  # fmt: skip
 
 
 def test_patches_are_undone_even_after_an_error(cuda_python: str, profile: Path) -> None:
@@ -177,9 +193,9 @@ def test_a_profile_of_another_torch_build_is_refused_before_compiling(
               "--python", cuda_python, "-o", str(out)])  # fmt: skip
     assert p.returncode == 2, p.stderr
     err = p.stderr.strip().splitlines()
-    assert len(err) == 1 and "recorded with torch 2.11.0+cu130" in err[0], p.stderr
-    assert "every key would miss" in err[0]
-    assert not list(out.glob("fxgraph/*"))
+    assert len(err) == 1 and "cannot warm for NVIDIA H200: it needs torch 2.11.0+cu130" in err[0]
+    assert "tcm gpu --save-profile" in err[0]
+    assert not out.exists()
 
 
 def test_another_transformers_is_refused(cuda_python: str, profile: Path, tmp_path: Path) -> None:
@@ -193,7 +209,7 @@ def test_another_transformers_is_refused(cuda_python: str, profile: Path, tmp_pa
     r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(other),
               "--python", cuda_python, "-o", str(tmp_path / "o")])  # fmt: skip
     assert r.returncode == 2, r.stderr
-    assert "recorded with transformers 5.17.0" in r.stderr
+    assert "transformers 5.17.0" in r.stderr and "cannot warm for NVIDIA H200" in r.stderr
 
 
 def test_attention_the_profile_did_not_record_is_refused(
@@ -230,7 +246,21 @@ def test_a_cpu_only_torch_is_refused(tmp_path: Path) -> None:
     assert torch.version.cuda is None, "the test extra installs the CPU build of torch"
     r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(H200),
               "--python", sys.executable, "-o", str(tmp_path / "o")])  # fmt: skip
-    assert r.returncode == 2 and "CPU-only build" in r.stderr, r.stderr
+    assert r.returncode == 2 and f"has torch {torch.__version__}" in r.stderr, r.stderr
+
+
+def test_the_replay_refuses_a_torch_it_does_not_support(
+    cuda_python: str, profile: Path, tmp_path: Path
+) -> None:
+    """A profile whose runtime matches but whose torch tcm's patches were not written for:
+    the child names it before compiling (here the test interpreter's torch, marked CPU)."""
+    code = (
+        "from tcmtasks.warm import gpuless\n"
+        "try:\n    gpuless.check_supported('2.14.1+cpu', None)\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    r = subprocess.run([cuda_python, "-c", code], env=_env(), capture_output=True, text=True)
+    assert "CPU-only build" in r.stdout, r.stdout + r.stderr
 
 
 def test_gpu_profile_is_for_the_torch_backend(tmp_path: Path) -> None:
@@ -261,5 +291,58 @@ def test_a_bad_profile_file_is_refused_before_torch_starts(tmp_path: Path) -> No
     bad = tmp_path / "bad.json"
     bad.write_text("{")
     with pytest.raises(UsageError, match="not JSON"):
-        ops.warm(ops.TorchWarm("tiny-opt", gpu_profile=bad), tmp_path / "o")
-    assert not (tmp_path / "o" / "fxgraph").exists()
+        ops.warm(ops.TorchWarm("tiny-opt", gpu_profiles=[bad]), tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"targets": ["cuda:90"]}', "not a GPU profile (no format field"),
+        ('{"format": 7}', "GPU profile format 7, this tcm reads format 1"),
+        ('{"format": 1, "name": "x"}', "GPU profile lacks capability"),
+        ("[1, 2]", "not a GPU profile"),
+        ("model: opt\n", "not JSON"),
+    ],
+)
+def test_a_file_that_is_not_a_profile_is_one_line(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    bad = tmp_path / "p.json"
+    bad.write_text(content)
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", "nvidia-h100",
+              "--gpu-profile", str(bad), "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_an_unknown_profile_name_lists_the_shipped_ones(tmp_path: Path) -> None:
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", "nvidia-h100",
+              "--gpu-profile", "nvidia-a100", "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "no GPU profile 'nvidia-a100'" in r.stderr and "nvidia-h100, nvidia-h200" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_one_gpu_twice_with_two_runtimes_is_refused(tmp_path: Path) -> None:
+    """One image can say only one thing per GPU name: a node of that GPU runs one runtime."""
+    other = load(H200)
+    other.torch = "2.14.1+cu130"
+    save(other, tmp_path / "h200-2.14.json")
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", "nvidia-h200",
+              "--gpu-profile", str(tmp_path / "h200-2.14.json"), "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip()
+    assert "both describe NVIDIA H200, with different runtimes" in line
+    assert "torch 2.11.0+cu130" in line and "torch 2.14.1+cu130" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_profiles_of_two_runtimes_cannot_share_one_warm(tmp_path: Path) -> None:
+    other = load(H200)
+    other.torch = "2.14.1+cu130"
+    save(other, tmp_path / "h200-2.14.json")
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", "nvidia-h100",
+              "--gpu-profile", str(tmp_path / "h200-2.14.json"), "-o", str(tmp_path / "o")])  # fmt: skip
+    assert r.returncode == 2 and "the GPU profiles name different runtimes" in r.stderr
+    assert not (tmp_path / "o").exists()
