@@ -330,7 +330,8 @@ def test_one_gpu_twice_with_two_runtimes_is_refused(tmp_path: Path) -> None:
     other.torch = "2.14.1+cu130"
     save(other, tmp_path / "h200-2.14.json")
     r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", "nvidia-h200",
-              "--gpu-profile", str(tmp_path / "h200-2.14.json"), "-o", str(tmp_path / "o")])  # fmt: skip
+              "--gpu-profile", str(tmp_path / "h200-2.14.json"),
+              "-o", str(tmp_path / "o")])  # fmt: skip
     assert r.returncode == 2, r.stderr
     line = r.stderr.strip()
     assert "both describe NVIDIA H200, with different runtimes" in line
@@ -343,6 +344,7 @@ def test_profiles_of_two_runtimes_cannot_share_one_warm(tmp_path: Path) -> None:
     other.torch = "2.14.1+cu130"
     save(other, tmp_path / "h200-2.14.json")
     r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", "nvidia-h100",
-              "--gpu-profile", str(tmp_path / "h200-2.14.json"), "-o", str(tmp_path / "o")])  # fmt: skip
+              "--gpu-profile", str(tmp_path / "h200-2.14.json"),
+              "-o", str(tmp_path / "o")])  # fmt: skip
     assert r.returncode == 2 and "the GPU profiles name different runtimes" in r.stderr
     assert not (tmp_path / "o").exists()
