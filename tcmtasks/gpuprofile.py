@@ -155,20 +155,10 @@ def runtime_here() -> WarmRuntime:
     file (``2.11.0+cu130``; a PyPI wheel's metadata says ``2.11.0``), Triton's build from
     ``detect``, and the ptxas a torch warm compiles with (torch's where its build ships one)."""
     import importlib.metadata
-    import os
 
-    from .producer import detect, package_dirs
+    from .producer import detect
 
     d = detect()
-    torch = None
-    for top in package_dirs("torch"):
-        try:
-            text = Path(os.path.join(top, "version.py")).read_text(encoding="utf-8")
-        except OSError:
-            continue
-        m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", text, re.M)
-        torch = m.group(1) if m else None
-        break
     libraries = {}
     for name in LIBRARIES:
         try:
@@ -176,7 +166,7 @@ def runtime_here() -> WarmRuntime:
         except importlib.metadata.PackageNotFoundError:
             libraries[name] = ""
     return WarmRuntime(
-        torch, d.triton_version, d.python, d.triton_key, d.torch_ptxas or d.ptxas, libraries
+        d.torch, d.triton_version, d.python, d.triton_key, d.torch_ptxas or d.ptxas, libraries
     )
 
 

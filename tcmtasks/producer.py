@@ -65,16 +65,35 @@ def detect(*, with_key: bool = True) -> Producer:
         _detect_triton(p, with_key)
         if with_key:
             _write_build_cache(stamp, p)
-    # torch's version from its metadata: importing torch costs seconds, and this runs on
-    # every pull; ROCm's version is only known when the process has torch loaded already
-    with contextlib.suppress(Exception):
-        import importlib.metadata  # here: 10 ms of start-up for commands that never detect
-
-        p.torch = importlib.metadata.version("torch")
+    # importing torch costs seconds, and this runs on every pull; ROCm's version is only known
+    # when the process has torch loaded already
+    p.torch = torch_version()
     torch = sys.modules.get("torch")
     if torch is not None:
         p.rocm = getattr(getattr(torch, "version", None), "hip", None)
     return p
+
+
+def torch_version() -> str | None:
+    """``torch.__version__`` without importing torch (seconds): its ``version.py``. The wheel's
+    metadata is not it: PyPI's CUDA 13.0 build of 2.11.0 says ``2.11.0`` there and
+    ``2.11.0+cu130`` here, the same build from PyTorch's own index says ``2.11.0+cu130`` in
+    both; the keys hash ``torch.__version__``."""
+    import os
+
+    for top in package_dirs("torch"):
+        try:
+            with open(os.path.join(top, "version.py"), encoding="utf-8") as f:
+                m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", f.read(), re.M)
+        except OSError:
+            continue
+        if m:
+            return m.group(1)
+    with contextlib.suppress(Exception):
+        import importlib.metadata  # here: 10 ms of start-up for commands that never detect
+
+        return importlib.metadata.version("torch")
+    return None
 
 
 #: Where torch builds that ship a ptxas keep it, as their Inductor looks for it (2.14:
