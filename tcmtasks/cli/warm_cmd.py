@@ -33,7 +33,10 @@ def warm_cmd(
         list[str] | None, typer.Argument(help="command backend: the command, after --")
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="triton (no GPU), command, torch (GPU) or vllm (container).")
+        str,
+        typer.Option(
+            help="triton (no GPU), command, torch (a GPU, or GPU profiles) or vllm (container)."
+        ),
     ] = "triton",
     output: Annotated[
         Path | None,
