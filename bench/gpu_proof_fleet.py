@@ -14,12 +14,15 @@ warm for the H100 and the H200 profiles that ship with tcm. On this GPU:
    with no --gpu (the node's GPU decides): it installs this GPU's units only and skips the
    other GPU's with the reason; then OPT-125m's first forward on the restored dir and on a copy
    of the local warm's, with Inductor's counters;
-4. ``tcm track --require-hits`` on a fresh restore: nothing may compile, at any level.
+4. ``tcm track --require-hits`` on a fresh restore: nothing may compile, at any level;
+5. the same fleet warmed here (``--gpu-profile nvidia-h100 --gpu-profile nvidia-h200``): this
+   GPU's part compiled on it (its graph keys equal the local warm's), the other's without it
+   (its graph keys equal what the CPU runner's image holds for that GPU).
 
 Prints every figure as JSON and ``PROOF PASSED`` when the pull installed this GPU's units and
-no other's, the keys are equal, every restored round hit the FX-graph and AOTAutograd caches,
-the tracked run compiled nothing, and the restored first forward's median is within 1.2x of
-the local warm's.
+no other's, the keys are equal (step 5's too), every restored round hit the FX-graph and
+AOTAutograd caches, the tracked run compiled nothing, and the restored first forward's median
+is within 1.2x of the local warm's.
 """
 
 from __future__ import annotations
@@ -109,6 +112,26 @@ def main() -> None:
     local = w / "local" / "inductor"
     r["local_warm"] = tcm(["warm", "--backend", "torch", "--model", MODEL, "-o", str(local)],
                           fresh_env(w / "home-warm"))  # fmt: skip
+    # the same fleet warmed here: this GPU's part on the GPU, the other's without it
+    mixed = w / "mixed"
+    r["mixed_warm"] = tcm(["warm", "--backend", "torch", "--model", MODEL,
+                           "--gpu-profile", "nvidia-h100", "--gpu-profile", "nvidia-h200",
+                           "-o", str(mixed)], fresh_env(w / "home-mixed"))  # fmt: skip
+    members = json.loads((mixed / ".tcm-fleet.json").read_text())["members"]
+    r["mixed_members"] = {m["gpu"]: m["how"] for m in members}
+    r["mixed_keys_equal"] = {}
+    for m in members:
+        got_keys = keys(mixed / m["dir"])
+        if m["gpu"] == own:  # compiled on this GPU: as the plain local warm
+            want = keys(local)
+            same = all(got_keys[k] == want[k] for k in ("fxgraph", "aotautograd"))
+        else:  # compiled without its GPU here: as the CPU runner's image says
+            units = part["gpus"].get(m["gpu"], [])
+            want_graphs = sorted(u.rsplit("/", 1)[1] for u in units
+                                 if u.startswith(("fxgraph/", "aotautograd/")))  # fmt: skip
+            same = sorted(got_keys["fxgraph"] + got_keys["aotautograd"]) == want_graphs
+        r["mixed_keys_equal"][m["gpu"]] = same
+    save()
     rows: dict[str, list[dict]] = {"local": [], "restored": []}
     pulls = []
     for i in range(args.rounds):
@@ -159,6 +182,9 @@ def main() -> None:
         "graph_keys_equal": r["keys_equal"]["fxgraph"] and r["keys_equal"]["aotautograd"],
         "every_restored_round_hit": all(hit_both(x) for x in rows["restored"]),
         "tracked_compiled_nothing": bool(r["track"].get("compiled_nothing")),
+        "mixed_warm_native_here_gpuless_other": r["mixed_members"].get(own) == "native"
+        and set(r["mixed_members"].values()) == {"native", "gpu-less"}
+        and all(r["mixed_keys_equal"].values()),
         "restored_within_1.2x": r["restored_over_local"] <= 1.2,
     }
     save()
