@@ -1013,7 +1013,14 @@ def why_skip(
     if target and target.backend == "cuda" and usable and ptxas and ptxas not in usable:
         return f"compiled with ptxas {ptxas}; the workload uses {' or '.join(usable)} (a miss)"
     built_at, here = build.get("hip_libdir"), hip_libdir(host)
-    if target and target.backend == "hip" and built_at and here and built_at != here:
+    if (
+        target
+        and target.backend == "hip"
+        and host.hip_paths_in_key is not False  # the workload's Triton says (None: unknown)
+        and built_at
+        and here
+        and built_at != here
+    ):
         return (
             f"compiled with Triton's AMD libraries at {built_at}, the workload's are at {here}: "
             "HIP keys hold that path (a miss; warm where Triton sits at the workload's path)"

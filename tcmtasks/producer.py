@@ -24,6 +24,10 @@ class Producer:
     #: absolute paths of its bitcode libraries, ``<triton_dir>/backends/amd/lib/*.bc``)
     triton_dir: str | None = None
     rocm: str | None = None
+    #: whether this Triton's HIP keys hold its bitcode libraries' paths (3.6, 3.8: their
+    #: absolute paths; 3.9: their contents), as its own ``HIPOptions.hash`` answers; None:
+    #: not known (no AMD backend to ask)
+    hip_paths_in_key: bool | None = None
     torch: str | None = None
     gpus: list[str] = field(default_factory=list)  # device names: Inductor's keys hold them
     targets: list[str] = field(default_factory=list)  # "cuda:90", as the GPUs above
@@ -61,6 +65,7 @@ def detect(*, with_key: bool = True) -> Producer:
         p.triton_key = cached.get("triton_key") if with_key else None
         p.ptxas = cached.get("ptxas")
         p.torch_ptxas = cached.get("torch_ptxas")
+        p.hip_paths_in_key = cached.get("hip_paths_in_key")
     else:
         _detect_triton(p, with_key)
         if with_key:
@@ -172,6 +177,7 @@ def _detect_triton(p: Producer, with_key: bool) -> None:
         p.ptxas = _ptxas_version(str(get_ptxas_version()))
     except Exception:
         pass
+    p.hip_paths_in_key = hip_paths_in_key()
     shipped = None if os.environ.get("TRITON_PTXAS_PATH") else torch_ptxas()
     if shipped is not None:  # what a torch workload's compiles use (use_workload_ptxas)
         with contextlib.suppress(Exception):
@@ -179,6 +185,32 @@ def _detect_triton(p: Producer, with_key: bool) -> None:
                 [shipped, "--version"], capture_output=True, text=True, timeout=60, check=True
             ).stdout
             p.torch_ptxas = _ptxas_version(text)
+
+
+def hip_paths_in_key() -> bool | None:
+    """Ask this Triton's AMD backend whether its options' hash (part of every HIP key) changes
+    when the bitcode libraries it links sit elsewhere: the same options, once with its own
+    ``ocml.bc``/``ockl.bc`` and once with byte-identical copies in another dir. Triton 3.6.0
+    and 3.8.0 hash the paths, 3.9.0 the contents (docs/cache-formats.md, "The key"); asking the
+    code itself holds for versions no table lists. None when there is no AMD backend to ask."""
+    import copy
+    import shutil
+    import tempfile
+
+    try:
+        from triton.backends.amd.compiler import HIPOptions
+
+        options = HIPOptions(arch="gfx942")
+        libs = dict(options.extern_libs)
+        with tempfile.TemporaryDirectory(prefix="tcm-hip-libs-") as elsewhere:
+            moved = {}
+            for name, path in libs.items():
+                moved[name] = shutil.copy(path, elsewhere)
+            other = copy.copy(options)
+            object.__setattr__(other, "extern_libs", tuple(moved.items()))
+            return bool(options.hash() != other.hash())
+    except Exception:  # no AMD backend, or one whose options tcm cannot build
+        return None
 
 
 def triton_dir() -> str | None:
@@ -216,7 +248,7 @@ def _triton_stamp() -> str | None:
     tops = package_dirs("triton")
     if not tops:
         return None
-    h = hashlib.sha256(f"{sys.executable}\0{sys.version}".encode())
+    h = hashlib.sha256(f"{BUILD_CACHE_FORMAT}\0{sys.executable}\0{sys.version}".encode())
     for var in ("TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH", "PATH"):
         h.update(f"\0{var}={os.environ.get(var, '')}".encode())
     ptxas = torch_ptxas()  # torch's own: another build of it is another torch_ptxas
@@ -235,6 +267,10 @@ def _triton_stamp() -> str | None:
                     continue
                 h.update(f"\0{dirpath}/{name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+#: Bumped when the build cache gains a field: older entries are then computed again.
+BUILD_CACHE_FORMAT = 2
 
 
 def _build_cache_path() -> Any:
@@ -263,7 +299,8 @@ def _write_build_cache(stamp: str, p: Producer) -> None:
 
     entries = _read_build_cache()
     entries[stamp] = {"triton_version": p.triton_version, "triton_key": p.triton_key,
-                      "ptxas": p.ptxas, "torch_ptxas": p.torch_ptxas}  # fmt: skip
+                      "ptxas": p.ptxas, "torch_ptxas": p.torch_ptxas,
+                      "hip_paths_in_key": p.hip_paths_in_key}  # fmt: skip
     keep = dict(list(entries.items())[-8:])  # a few installs (venvs) at most
     with contextlib.suppress(OSError):
         path = _build_cache_path()

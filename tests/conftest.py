@@ -44,11 +44,16 @@ def triton_env(
 
 
 def compile_kernels(
-    cache_dir: Path, targets=TARGETS, events: Path | None = None, first: Path | None = None
+    cache_dir: Path,
+    targets=TARGETS,
+    events: Path | None = None,
+    first: Path | None = None,
+    python: str = sys.executable,
 ) -> list[dict]:
-    """Compile the test kernel set for ``targets`` into ``cache_dir`` in a fresh process."""
+    """Compile the test kernel set for ``targets`` into ``cache_dir`` in a fresh process (of
+    ``python``: another interpreter's Triton)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.support.compile_kernels", *targets],
+        [python, "-m", "tests.support.compile_kernels", *targets],
         env=triton_env(cache_dir, events, first),
         cwd=REPO,
         capture_output=True,

@@ -153,9 +153,11 @@ def test_hip_entries_hit_only_a_triton_at_their_path(image, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     (site / "triton").symlink_to(here.triton_dir)
+    assert here.hip_paths_in_key is True  # Triton 3.6.0's own answer (its HIPOptions.hash)
     elsewhere = Producer(
-        triton_version=here.triton_version, python=here.python, triton_dir=str(site / "triton")
-    )
+        triton_version=here.triton_version, python=here.python, triton_dir=str(site / "triton"),
+        hip_paths_in_key=True,
+    )  # fmt: skip
     kept, forced = tmp_path / "kept", tmp_path / "forced"
     report = extract(store, kept, targets=None, host=elsewhere)
     assert len(report.kept) == 6 and {s["target"] for s in report.skipped} == {"hip:gfx942"}
@@ -168,6 +170,38 @@ def test_hip_entries_hit_only_a_triton_at_their_path(image, tmp_path):
         assert lookups(events) == {"hit": 6, "miss": 3, "store": 3}, d.name
     home = extract(store, tmp_path / "home", targets=None, host=here)
     assert len(home.kept) == 9  # at its own path every entry stays (and hits: the round trip)
+
+
+def test_hip_entries_stay_for_a_triton_that_hashes_the_libraries_contents(tmp_path, monkeypatch):
+    """Triton 3.9.0 hashes its bitcode libraries' contents: the same Triton reached through
+    another path computes the same HIP keys. Asked through --python, the workload's Triton
+    says so itself; the restore keeps all 9 entries and that Triton's lookups hit all 9 (a
+    table by version would have skipped the 3 HIP ones, as tcm did before)."""
+    from tcmtasks.runtime import probe_python
+    from tests.support.tools import require_triton39_python
+
+    python = require_triton39_python()
+    made = tmp_path / "made"
+    compile_kernels(made, python=python)
+    store = build(made, tmp_path / "img")[1]
+    top = subprocess.run(
+        [python, "-c", "import triton, os; print(os.path.dirname(triton.__file__))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "triton").symlink_to(top)
+    monkeypatch.setenv("PYTHONPATH", str(site))  # the workload imports it from there
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    workload = probe_python(python)
+    assert workload.triton_version == "3.9.0" and workload.hip_paths_in_key is False
+    assert workload.triton_dir == str(site / "triton")
+    kept = tmp_path / "kept"
+    report = extract(store, kept, targets=None, host=workload)
+    assert len(report.kept) == 9 and not report.skipped
+    events = tmp_path / "events.log"
+    compile_kernels(kept, events=events, first=site, python=python)
+    assert lookups(events) == {"hit": 9, "miss": 0, "store": 0}
 
 
 def test_hip_path_check_on_images_without_the_field(cache, tmp_path, monkeypatch):
@@ -199,6 +233,8 @@ def test_hip_libdir_from_metadata_and_the_verdict() -> None:
     assert why and f"{lib}," in why and "/opt/conda/lib/python3.12/site-packages/triton/" in why
     assert why_skip(cuda, None, None, other, {"hip_libdir": lib}) is None  # CUDA: content
     assert why_skip(hip, None, None, Producer(), {"hip_libdir": lib}) is None  # unknown host
+    contents = Producer(triton_dir=other.triton_dir, hip_paths_in_key=False)  # Triton 3.9.0
+    assert why_skip(hip, None, None, contents, {"hip_libdir": lib}) is None
     assert why_skip(hip, None, None, other, {"hip_libdir": lib}, force=True) is None
 
 

@@ -38,3 +38,12 @@ def require_cuda_python() -> str:
     if not python or not os.access(python, os.X_OK):
         _missing("an interpreter with CUDA torch (TCM_CUDA_PYTHON)")
     return str(python)
+
+
+def require_triton39_python() -> str:
+    """An interpreter with Triton 3.9.0 (``TCM_TRITON39_PYTHON``; .ci/run makes one with pip):
+    the first Triton whose HIP keys hash its bitcode libraries' contents, not their paths."""
+    python = os.environ.get("TCM_TRITON39_PYTHON")
+    if not python or not os.access(python, os.X_OK):
+        _missing("an interpreter with Triton 3.9.0 (TCM_TRITON39_PYTHON)")
+    return str(python)
