@@ -18,7 +18,8 @@ NAMES = ("fx_graph_cache_miss", "fx_graph_cache_hit", "aotautograd_cache_miss",
 def components(trace_dir: str) -> list[str]:
     out = []
     for path in sorted(glob.glob(os.path.join(trace_dir, "*.log"))):
-        lines = open(path, encoding="utf-8").read().splitlines()
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
         for i, line in enumerate(lines):
             if not any(f'"name": "{n}"' in line for n in NAMES) or '"has_payload"' not in line:
                 continue
