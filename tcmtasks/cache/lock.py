@@ -96,9 +96,29 @@ def _flock(fd: int, root: Path, timeout: float) -> None:
             return
         except BlockingIOError:
             if time.monotonic() >= deadline:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                holder = _holder(fd)
+                who = f"another tcm (pid {holder})" if holder else "another tcm"
                 raise CacheLocked(
-                    f"another tcm (pid {holder}) is changing {root}; wait for it to finish "
-                    "and run this again"
+                    f"{who} is changing {root}; wait for it to finish and run this again"
                 ) from None
             time.sleep(0.1)
+
+
+def _holder(fd: int) -> str | None:
+    """The pid holding the lock: the kernel's word (``/proc/locks`` lists each ``flock`` with
+    its owner and the file's device:inode), else the pid the holder wrote, if it has yet (it
+    writes right after taking the lock, so a run that has just started has not)."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if "FLOCK" in fields and inode in fields and not line.lstrip().startswith("->"):
+                    pid = fields[fields.index(inode) - 1]
+                    if pid.isdigit():
+                        return pid
+    except OSError:
+        pass
+    written = os.pread(fd, 64, 0).decode(errors="replace").strip()
+    return written if written.isdigit() else None
