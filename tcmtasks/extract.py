@@ -60,6 +60,7 @@ from .oci.image import LABEL_GPUS, LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABE
 from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
 from .oci.layout import CHUNK, SafeTarInfo
 from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
+from .safedirs import check_dirs, make_dirs
 from .targets import Target
 
 CACHE_PREFIX = "io.triton.cache/"
@@ -89,10 +90,15 @@ class Destinations:
         return {"triton": self.triton, "inductor": self.inductor, "vllm": self.vllm}[kind]
 
     def root_for(self, dest: Dest) -> Path:
+        named, rel = self.split(dest)
+        return named / rel if rel else named
+
+    def split(self, dest: Dest) -> tuple[Path, str]:
+        """(the dir the user named or the workload's default, the Triton root below it)."""
         kind, rel = dest
         if kind == "triton" or (kind == "inductor" and self.triton_env):
-            return self.triton
-        return self.kind_root(kind) / rel
+            return self.triton, ""
+        return self.kind_root(kind), rel
 
 
 @dataclass
@@ -327,10 +333,11 @@ class Staging:
         self.stack = stack
         self.dirs: dict[Path, Path] = {}
 
-    def dir_for(self, root: Path) -> Path:
-        root = Path(os.path.abspath(root))
+    def dir_for(self, named: Path, rel: str = "") -> Path:
+        """The staging dir of ``named/rel`` (every level below ``named`` checked: no link)."""
+        root = Path(os.path.abspath(named / rel if rel else named))
         if root not in self.dirs:
-            root.mkdir(parents=True, exist_ok=True)
+            make_dirs(named, rel)
             self.stack.enter_context(locked(root))
             purge_stale_staging(root)
             d = root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -843,8 +850,8 @@ def _stream_and_install(
         if area == CACHE_PREFIX:
             key = first
             if key not in staged_keys:  # (its dir is made with its first file)
-                root = dests.root_for(layout.dests.get(key, [TRITON])[0])
-                staged_keys[key] = staging.dir_for(root) / key
+                first_dest = layout.dests.get(key, [TRITON])[0]
+                staged_keys[key] = staging.dir_for(*dests.split(first_dest)) / key
             return staged_keys[key] / rest
         plan = layout.parts[area]
         if plan.skipped or not plan.wants(cache_parts.unit_of(rest)):
@@ -867,6 +874,13 @@ def _stream_and_install(
     for key in sorted(staged_keys):
         ready += _prepare_triton(key, staged_keys[key], layout, staging, dests, targets, host,
                                  overwrite, report, force)  # fmt: skip
+    # Every part is prepared (paths fixed, every destination dir made and checked) before
+    # anything is installed: an image's selected parts arrive all, or none of them.
+    units: list[_Unit] = []
+    for plan in layout.parts.values():
+        if not plan.skipped:
+            staged = staging.dir_for(dests.kind_root(plan.kind)) / plan.prefix.rstrip("/")
+            units += _prepare_part(plan, staged, overwrite)
     # Everything staged is made durable at once, before the renames that publish it: an entry
     # Triton can see never has a file still in flight (one syncfs, not an fsync per entry).
     for d in staging.dirs.values():
@@ -878,10 +892,14 @@ def _stream_and_install(
             continue
         report.kept.append({**r.item, "dest": str(r.final.parent)})
         report.bytes += r.size
-    for plan in layout.parts.values():
-        if not plan.skipped:
-            staged = staging.dir_for(dests.kind_root(plan.kind)) / plan.prefix.rstrip("/")
-            _install_part(plan, staged, overwrite, report)
+    for u in units:
+        failed = _install(u.staged, u.final, overwrite, trash=u.trash)
+        if failed is not None:
+            u.plan.failed.append(f"{u.name}: {failed}")
+            continue
+        u.plan.installed += 1
+        u.plan.bytes += u.size
+        report.bytes += u.size
 
 
 @dataclass
@@ -916,10 +934,11 @@ def _prepare_triton(
     if why is not None:
         report.skipped.append({**item, "reason": why})
         return []
-    roots = list(dict.fromkeys(dests.root_for(d) for d in layout.dests.get(key, [TRITON])))
+    places = list(dict.fromkeys(dests.split(d) for d in layout.dests.get(key, [TRITON])))
+    roots = [named / rel if rel else named for named, rel in places]
     copies = [staged]
-    for root in roots[1:]:  # the same kernel for another root (a vLLM rank): a copy of its own
-        copies.append(staging.dir_for(root) / key)
+    for named, rel in places[1:]:  # the same kernel for another root (a vLLM rank): a copy
+        copies.append(staging.dir_for(named, rel) / key)
         shutil.copytree(staged, copies[-1])
     ready = []
     for root, here in zip(roots, copies, strict=True):
@@ -936,8 +955,21 @@ def _prepare_triton(
     return ready
 
 
-def _install_part(plan: PartPlan, staged: Path, overwrite: bool, report: RestoreReport) -> None:
-    """Install a staged part unit by unit; each unit's paths are fixed first."""
+@dataclass
+class _Unit:
+    """A part's unit, its paths fixed and its dir made, waiting for its rename."""
+
+    plan: PartPlan
+    name: str
+    staged: Path
+    final: Path
+    trash: Path
+    size: int
+
+
+def _prepare_part(plan: PartPlan, staged: Path, overwrite: bool) -> list[_Unit]:
+    """Fix each staged unit's paths and make (and check) the dir it goes to. A unit whose
+    paths cannot be fixed stops the whole restore here, before anything is installed."""
     mod = cache_parts.module(plan.kind)
     units: dict[str, list[str]] = {}
     for rel in _files_under(staged):
@@ -953,20 +985,16 @@ def _install_part(plan: PartPlan, staged: Path, overwrite: bool, report: Restore
         reasons = [mod.relocate(staged / rel, rel, old_root, new_root) for rel in rels if moved]
         why = next((r for r in reasons if r is not None), None)
         if why is not None:
-            plan.failed.append(f"{unit}: {why}")
-            continue
-        ready.append((unit, rels, final))
-    if ready:
-        sync_filesystem(staged)  # the units' files and fixed paths, durable before published
-    for unit, rels, final in ready:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        failed = _install(staged / unit, final, overwrite, trash=staged.parent)
-        if failed is not None:
-            plan.failed.append(f"{unit}: {failed}")
-            continue
-        plan.installed += 1
-        plan.bytes += sum((staged / r).stat().st_size for r in rels if (staged / r).exists())
-    report.bytes += plan.bytes
+            raise ImageError(
+                f"the {plan.kind} part's {unit} cannot be installed at {plan.dest}: {why}; "
+                "nothing was installed"
+            )
+        check_dirs(new_root, os.path.relpath(final.parent, new_root))
+        size = sum((staged / r).stat().st_size for r in rels)
+        ready.append(_Unit(plan, unit, staged / unit, final, staged.parent, size))
+    for u in ready:  # every level checked first: made only when none is a link
+        make_dirs(new_root, os.path.relpath(u.final.parent, new_root))
+    return ready
 
 
 def _kind_root(plan: PartPlan) -> Path:

@@ -250,3 +250,24 @@ def test_a_fleet_dir_packages_like_its_members_given_one_by_one(
     first, again = ops.inspect(image), ops.inspect(second)
     assert first.gpus == again.gpus
     assert [p["gpus"] for p in first.parts] == [p["gpus"] for p in again.parts]
+
+
+@pytest.mark.parametrize("planted", ["triton", "triton/0"])
+def test_a_link_planted_where_tritons_entries_go_is_never_written_through(
+    fleet_warm, image: str, tmp_path: Path, planted: str
+) -> None:
+    """The Triton root inside Inductor's dir (``triton/0``), or the dir above it, planted as
+    a link: the restore stops before staging anything there (exit 4), writes nothing through
+    it and installs nothing."""
+    from tcmtasks.errors import CacheError
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    node = tmp_path / "inductor"
+    (node / planted).parent.mkdir(parents=True, exist_ok=True)
+    (node / planted).symlink_to(victim, target_is_directory=True)
+    with pytest.raises(CacheError, match=f"{node / planted} is a symbolic link") as info:
+        ops.extract(image, inductor_dir=node, gpus=["nvidia-h200"], python=fleet_warm.python)
+    assert info.value.exit_code == 4
+    assert not any(victim.iterdir())
+    assert not graphs(node) and not code(node)

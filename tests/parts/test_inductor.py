@@ -233,3 +233,30 @@ def test_index_lists_units_and_gc_budgets_the_whole_cache(tcm, inductor_cache):
     assert not (inductor_cache / ".tcm-trash").exists() or not any(
         (inductor_cache / ".tcm-trash").iterdir()
     )
+
+
+@pytest.mark.parametrize("planted", ["fxgraph", "aotautograd"])
+def test_a_link_planted_in_the_destination_is_never_written_through(
+    tcm, inductor_cache, tmp_path, planted
+):
+    """Inductor's default dir lives in /tmp, where another user can plant ``fxgraph ->
+    /victim`` before the node's first run. The restore stops at the link (exit 4, one line),
+    writes nothing through it, and installs nothing; the same image then restores once the
+    link is gone."""
+    image = f"oci:{tmp_path / 'img'}:v1"
+    tcm("package", inductor_cache, image)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("mine")
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / planted).symlink_to(victim)
+    r = tcm("extract", image, "--all", "--inductor-dir", node, "-c", tmp_path / "t", ok=4)
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and f"{node / planted} is a symbolic link" in line
+    assert "nothing was installed" in line
+    assert tree(victim) == {"precious": b"mine"}
+    assert sorted(p.name for p in node.iterdir() if not p.name.startswith(".tcm")) == [planted]
+    (node / planted).unlink()
+    report = json.loads(tcm("extract", image, "--all", "--inductor-dir", node, "--json").stdout)
+    assert report["parts"][0]["units"] > 5

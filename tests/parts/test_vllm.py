@@ -65,15 +65,28 @@ def test_unreadable_index_file_is_refused_and_same_paths_restores(tcm, vllm_cach
     image = f"oci:{tmp_path / 'img'}:v1"
     tcm("package", vllm_cache, image)
     node = tmp_path / "node"
-    report = json.loads(
-        tcm("extract", image, "--all", "--vllm-dir", node, "--json", ok=1).stdout
-    )  # exit 1: one unit selected but not installed; the rest is in place
-    (failed,) = report["parts"][0]["failed"]
-    assert "rank_0_0/vllm_compile_cache.py" in failed and "--same-paths" in failed
-    assert not (node / "torch_compile_cache" / HASH / "rank_0_0" / "vllm_compile_cache.py").exists()
-    assert (node / "torch_compile_cache" / HASH / "rank_1_0" / "vllm_compile_cache.py").exists()
+    r = tcm("extract", image, "--all", "--vllm-dir", node, ok=3)
+    # one line, naming the unit and what to do; the image's parts arrive all or none
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and "rank_0_0/vllm_compile_cache.py" in line
+    assert "--same-paths" in line and "nothing was installed" in line
+    assert not list(node.rglob("vllm_compile_cache.py"))
+    assert not list(node.rglob("__grp__*.json"))
     shutil.rmtree(vllm_cache)  # the producer's own path, free again on this "node"
     tcm("extract", image, "--all", "--same-paths")
     restored = rank0 / "vllm_compile_cache.py"
     assert restored.read_text() == "{'broken': __import__('os')}"  # as shipped, unparsed
     assert len(list((rank0 / "triton_cache").glob("*/__grp__*.json"))) == 9
+
+
+def test_a_link_planted_in_the_vllm_dir_is_never_written_through(tcm, vllm_cache, tmp_path):
+    image = f"oci:{tmp_path / 'img'}:v1"
+    tcm("package", vllm_cache, image)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / "torch_compile_cache").symlink_to(victim)
+    r = tcm("extract", image, "--all", "--vllm-dir", node, ok=4)
+    assert f"{node / 'torch_compile_cache'} is a symbolic link" in r.stderr
+    assert not any(victim.iterdir())
