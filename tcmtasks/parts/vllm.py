@@ -72,14 +72,43 @@ def relocate(staged: Path, rel: str, old_root: str, new_root: Path) -> str | Non
     if Path(rel).name != INDEX_FILE or not old_root:
         return None
     try:
-        table = ast.literal_eval(staged.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, SyntaxError, MemoryError) as exc:
+        table = read_index(staged)
+        fixed = _replace(table, old_root.rstrip("/") + "/", str(new_root).rstrip("/") + "/")
+    except IndexTooLarge as exc:
+        return f"{rel} {exc}; use --same-paths to restore it unparsed at the producer's path"
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, SyntaxError, MemoryError,
+            RecursionError) as exc:  # fmt: skip
         return f"cannot read {rel} as a Python literal ({exc.__class__.__name__}); use --same-paths"
-    old = old_root.rstrip("/") + "/"
-    fixed = _replace(table, old, str(new_root).rstrip("/") + "/")
     if fixed != table:
         staged.write_text(pprint.pformat(fixed) + "\n", encoding="utf-8")
     return None
+
+
+#: vLLM's index maps a few hundred (shape, graph, backend) tuples to a hash and a path: a
+#: large model's is kilobytes. Bounds far above that keep a hostile one from taking the node's
+#: memory: parsing a 10 MB list of ints peaked at 4.9 GB (every token is an AST node).
+MAX_INDEX_BYTES = 4 << 20
+MAX_INDEX_TOKENS = 200_000
+
+
+class IndexTooLarge(ValueError):
+    pass
+
+
+def read_index(path: Path) -> Any:
+    """``vllm_compile_cache.py`` as a literal, its size and token count bounded before any
+    AST is built (``tokenize`` streams; the parser does not)."""
+    import io
+    import tokenize
+
+    with open(path, "rb") as f:
+        data = f.read(MAX_INDEX_BYTES + 1)
+    if len(data) > MAX_INDEX_BYTES:
+        raise IndexTooLarge(f"is over {MAX_INDEX_BYTES >> 20} MiB")
+    for n, _tok in enumerate(tokenize.tokenize(io.BytesIO(data).readline)):
+        if n > MAX_INDEX_TOKENS:
+            raise IndexTooLarge(f"holds over {MAX_INDEX_TOKENS} tokens")
+    return ast.literal_eval(ast.parse(data.decode("utf-8"), mode="eval"))
 
 
 def _replace(value: Any, old: str, new: str) -> Any:

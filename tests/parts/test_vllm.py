@@ -8,6 +8,8 @@ import ast
 import json
 import pprint
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -90,3 +92,46 @@ def test_a_link_planted_in_the_vllm_dir_is_never_written_through(tcm, vllm_cache
     r = tcm("extract", image, "--all", "--vllm-dir", node, ok=4)
     assert f"{node / 'torch_compile_cache'} is a symbolic link" in r.stderr
     assert not any(victim.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("index", "why"),
+    [
+        ("[" + ",".join(["1"] * 2_000_000) + "]", "holds over 200000 tokens"),
+        ("{[]: '/producer/vl/x'}", "(TypeError)"),
+        ("1" + "+1" * 100_000, "holds over 200000 tokens"),
+        ("[" * 5000 + "]" * 5000, "(SyntaxError)"),
+        ("'" + "x" * (5 << 20) + "'", "is over 4 MiB"),
+    ],
+    ids=["a-10MB-list", "unhashable-key", "long-sum", "deep-nesting", "over-4MiB"],
+)
+def test_a_hostile_index_is_the_parts_failure_in_bounded_memory(
+    tcm, vllm_cache, tmp_path, index, why
+):
+    """The index is parsed with its size and token count bounded before any AST is built
+    (a 10 MB list of ints had peaked at 4.9 GB), under a 1.5 GiB address-space cap here; any
+    parse error refuses the restore with one line before anything of the image is installed
+    (it had crashed with exit 70, or installed the Inductor part and dropped the rest)."""
+    import resource
+
+    rank0 = vllm_cache / "torch_compile_cache" / HASH / "rank_0_0"
+    (rank0 / "vllm_compile_cache.py").write_text(index)
+    image = f"oci:{tmp_path / 'img'}:v1"
+    tcm("package", vllm_cache, image)
+    node = tmp_path / "node"
+    cap = 1536 << 20
+
+    def capped() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    r = subprocess.run(
+        [sys.executable, "-m", "tcmtasks.cli", "extract", image, "--all", "--vllm-dir",
+         str(node), "-c", str(tmp_path / "t")],
+        env=tcm.env, capture_output=True, text=True, preexec_fn=capped, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and why in line and "nothing was installed" in line
+    assert "rank_0_0/vllm_compile_cache.py" in line
+    assert not [p for p in node.rglob("*") if p.is_file() and ".tcm" not in str(p)]
+    assert not (tmp_path / "t").exists() or not list((tmp_path / "t").glob("*/__grp__*"))
