@@ -71,6 +71,7 @@ MAX_FILE = 1 << 30  # no kernel file comes near 1 GiB
 MAX_PART_FILE = 4 << 30  # an FX graph or vLLM artifact of a very large model
 MAX_MANIFEST = 64 << 20
 MAX_TOTAL = 64 << 30
+MAX_DESTS = 1024  # places one entry may go: a vLLM rank each
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{8,128}")
 _SAFE_FILE = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+-]{0,254}")
 TRITON: Dest = ("triton", "")
@@ -373,6 +374,11 @@ class _Layout:
                 continue
             key = str(row.get("key") or row.get("dummy_key") or "")
             if isinstance(row.get("dests"), list):
+                if len(row["dests"]) > MAX_DESTS:
+                    raise HostileImage(
+                        f"the in-layer manifest sends entry {key[:16]} to {len(row['dests'])} "
+                        f"places (at most {MAX_DESTS}: one per vLLM rank)"
+                    )
                 self.dests[key] = [_dest(d) for d in row["dests"]]
             self.builds[key] = build_of(row)
         for p in doc.get("parts") or []:
@@ -859,7 +865,7 @@ def _stream_and_install(
         plan.files += 1
         return staging.dir_for(dests.kind_root(plan.kind)) / area.rstrip("/") / rest
 
-    stream_into(
+    written = stream_into(
         source,
         manifest,
         layout,
@@ -870,10 +876,11 @@ def _stream_and_install(
     )
     for staged in staged_keys.values():  # all checked before anything is installed
         _check_group_names(staged)
+    budget = _Budget(max_total, written)
     ready: list[_Ready] = []
     for key in sorted(staged_keys):
         ready += _prepare_triton(key, staged_keys[key], layout, staging, dests, targets, host,
-                                 overwrite, report, force)  # fmt: skip
+                                 overwrite, report, force, budget)  # fmt: skip
     # Every part is prepared (paths fixed, every destination dir made and checked) before
     # anything is installed: an image's selected parts arrive all, or none of them.
     units: list[_Unit] = []
@@ -903,6 +910,24 @@ def _stream_and_install(
 
 
 @dataclass
+class _Budget:
+    """The bytes a restore may still write: an entry copied for several roots (a vLLM rank
+    each) counts once per copy, so ``dests`` cannot multiply a small layer past the caps."""
+
+    limit: int
+    spent: int
+
+    def spend(self, size: int, what: str) -> None:
+        self.spent += size
+        if self.spent > self.limit:
+            raise HostileImage(
+                f"the layer unpacks to more than {self.limit} bytes with {what} copied for "
+                "each place the manifest names (what the image declares, or --max-size): "
+                "nothing was installed"
+            )
+
+
+@dataclass
 class _Ready:
     """A staged entry, finished for its place, waiting for the sync and its rename."""
 
@@ -923,6 +948,7 @@ def _prepare_triton(
     overwrite: bool,
     report: RestoreReport,
     force: bool,
+    budget: _Budget,
 ) -> list[_Ready]:
     """Judge a staged entry for this node and finish a copy for each root it goes to."""
     entry = scan_entry(staged.parent, key)
@@ -938,6 +964,7 @@ def _prepare_triton(
     roots = [named / rel if rel else named for named, rel in places]
     copies = [staged]
     for named, rel in places[1:]:  # the same kernel for another root (a vLLM rank): a copy
+        budget.spend(entry.size, f"entry {key}")
         copies.append(staging.dir_for(named, rel) / key)
         shutil.copytree(staged, copies[-1])
     ready = []

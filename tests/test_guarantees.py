@@ -463,3 +463,51 @@ def test_a_read_only_destination_is_a_clear_error(tcm, cache, tmp_path):
 def test_a_full_disk_is_not_called_a_corrupt_layer():
     err = extract_mod.os_error(OSError(errno.ENOSPC, "No space left on device"), "write", "/x")
     assert isinstance(err, DiskFull) and "disk is full" in str(err) and "/x" in str(err)
+
+
+def _entry_members(cache: Path, tmp_path: Path) -> tuple[str, dict[str, bytes], dict, dict]:
+    """One real entry's members from a tcm image of ``cache``: (key, members, its manifest
+    row, the image's labels)."""
+    _, store = build(cache, tmp_path / "img")
+    manifest = json.loads(store.manifest()[0])
+    members = _members(store, manifest["layers"][0])
+    doc = json.loads(members["io.triton.manifest/manifest.json"])
+    row = next(r for r in doc["triton"] if r["backend"] == "cuda")
+    key = row["key"]
+    own = {n: d for n, d in members.items() if n.startswith(f"io.triton.cache/{key}/")}
+    config = store.open_blob(manifest["config"]["digest"]).read()
+    return key, own, row, json.loads(config)["config"]["Labels"]
+
+
+def test_dests_cannot_multiply_a_layer_past_the_caps(cache, tmp_path):
+    """One entry with a 10 MiB file sent to 200 places had installed 2.0 GiB from an image
+    declaring 10 MiB, --max-size 20M notwithstanding: each copy now counts against the cap,
+    and the restore stops before anything is installed."""
+    key, own, row, labels = _entry_members(cache, tmp_path)
+    own[f"io.triton.cache/{key}/pad.ttir"] = os.urandom(10 << 20)
+    dests = [["vllm", f"torch_compile_cache/h/rank_{i}_0/triton_cache"] for i in range(200)]
+    doc = {"triton": [{**row, "dests": dests}]}
+    members = {"io.triton.manifest/manifest.json": canonical(doc), **own}
+    store = _layout(tmp_path / "amp", members, labels)
+    vllm = tmp_path / "vllm"
+    dests_obj = extract_mod.Destinations(tmp_path / "t", tmp_path / "ind", vllm)
+    with pytest.raises(HostileImage, match="copied for each place the manifest names"):
+        extract(store, tmp_path / "t", targets=None, host=HOST, dests=dests_obj,
+                max_total=20 << 20)  # fmt: skip
+    written = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()
+                  and "vllm" in p.parts)  # fmt: skip
+    assert written < 40 << 20  # the streamed layer and at most the copies the cap allowed
+    assert not list(vllm.rglob("__grp__*.json")) or all(
+        ".tcm-staging-" in str(p) for p in vllm.rglob("__grp__*.json")
+    )
+    assert not list(vllm.rglob(".tcm-staging-*"))  # staging removed
+
+
+def test_more_places_than_vllm_ranks_is_refused(cache, tmp_path):
+    _key, own, row, labels = _entry_members(cache, tmp_path)
+    dests = [["vllm", f"torch_compile_cache/h/rank_{i}_0/triton_cache"] for i in range(1025)]
+    members = {"io.triton.manifest/manifest.json": canonical({"triton": [{**row,
+               "dests": dests}]}), **own}  # fmt: skip
+    store = _layout(tmp_path / "amp", members, labels)
+    with pytest.raises(HostileImage, match="to 1025 places"):
+        extract(store, tmp_path / "t", targets=None, host=HOST)
