@@ -72,6 +72,11 @@ MAX_PART_FILE = 4 << 30  # an FX graph or vLLM artifact of a very large model
 MAX_MANIFEST = 64 << 20
 MAX_TOTAL = 64 << 30
 MAX_DESTS = 1024  # places one entry may go: a vLLM rank each
+#: Tar members in one layer, whatever its manifest says: every header is parsed and counted
+#: (a 7 MB layer once unpacked to 1,000,000 empty files)
+MAX_MEMBERS = 2_000_000
+#: What may follow a tar's end marker: its writer pads the last record (10 KiB for GNU tar)
+MAX_TRAILING = 1 << 20
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{8,128}")
 _SAFE_FILE = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+-]{0,254}")
 TRITON: Dest = ("triton", "")
@@ -357,6 +362,7 @@ class _Layout:
 
     def __init__(self) -> None:
         self.seen = False
+        self.max_members = MAX_MEMBERS  # until the manifest says how many files it ships
         self.dests: dict[str, list[Dest]] = {}
         self.builds: dict[str, dict[str, str]] = {}  # key -> the build its warm recorded
         self.parts: dict[str, PartPlan] = {}  # by prefix
@@ -367,6 +373,7 @@ class _Layout:
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ImageError(f"the in-layer manifest is not JSON ({exc})") from None
         self.seen = True
+        self.max_members = _member_limit(doc)
         if not isinstance(doc, dict):
             return  # the older MCV shape: a plain list of Triton rows
         for row in doc.get("triton") or []:
@@ -386,6 +393,26 @@ class _Layout:
                 raise HostileImage(f"the in-layer manifest names an unknown part: {p!r:.80}")
             plan = make_plan(p)
             self.parts[plan.prefix] = plan
+
+
+def _member_limit(doc: Any) -> int:
+    """How many tar members a layer may hold, from what its manifest says it ships: each
+    Triton row's files, each part's files, a dir per entry and per part dir, and slack. The
+    ceiling applies to manifests that do not say (MCV's rows list no files)."""
+    rows = doc.get("triton") if isinstance(doc, dict) else doc
+    parts = doc.get("parts") if isinstance(doc, dict) else None
+    declared = 0
+    for row in rows if isinstance(rows, list) else []:
+        files = row.get("files") if isinstance(row, dict) else None
+        if not isinstance(files, list):
+            return MAX_MEMBERS
+        declared += len(files) + 1
+    for p in parts if isinstance(parts, list) else []:
+        files = p.get("files") if isinstance(p, dict) else None
+        if not isinstance(files, int) or files < 0:
+            return MAX_MEMBERS
+        declared += files * (1 + cache_parts.MAX_DEPTH)  # each file's dirs at most
+    return min(MAX_MEMBERS, declared + 1024)
 
 
 def build_of(row: dict[str, Any]) -> dict[str, str]:
@@ -439,6 +466,7 @@ def stream_into(
     returns bytes written. The layer's digest is checked at its end: on a mismatch everything
     staged is void."""
     total = 0
+    members = 0
     made: set[str] = set()
     part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
     for desc in manifest.get("layers", []):
@@ -447,6 +475,14 @@ def stream_into(
             stream = decompressed(raw, desc.get("mediaType", ""))
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo) as tar:
                 for m in tar:
+                    # a stream's headers are not kept: memory stays flat (typeshed lacks it)
+                    getattr(tar, "members").clear()  # noqa: B009
+                    members += 1
+                    if members > layout.max_members:
+                        raise HostileImage(
+                            f"the layer holds more than {layout.max_members} members, more "
+                            "than its manifest ships: nothing was installed"
+                        )
                     name = _name_of(m)
                     if m.isdir():
                         if not name.startswith((CACHE_PREFIX, MANIFEST_PREFIX, *part_prefixes)) \
@@ -475,8 +511,14 @@ def stream_into(
                     total += m.size
                     if progress:
                         progress(total)
-            while stream.read(CHUNK):  # the rest (tar padding, gzip trailer)
-                pass
+            trailing = 0
+            while chunk := stream.read(CHUNK):  # the rest: tar padding, then the gzip trailer
+                trailing += len(chunk)
+                if trailing > MAX_TRAILING:
+                    raise HostileImage(
+                        f"the layer goes on for more than {MAX_TRAILING} bytes after the "
+                        "archive's end: nothing was installed"
+                    )
             while raw.read(CHUNK):  # ...so that the digest check runs now
                 pass
         except FileExistsError as exc:

@@ -511,3 +511,35 @@ def test_more_places_than_vllm_ranks_is_refused(cache, tmp_path):
     store = _layout(tmp_path / "amp", members, labels)
     with pytest.raises(HostileImage, match="to 1025 places"):
         extract(store, tmp_path / "t", targets=None, host=HOST)
+
+
+def test_more_members_than_the_manifest_ships_is_refused(cache, tmp_path):
+    """A 7 MB layer declaring nothing had unpacked to 1,000,000 empty files: the member count
+    is now bounded by what the manifest lists (here one entry's files, and slack)."""
+    key, own, row, labels = _entry_members(cache, tmp_path)
+    members = {"io.triton.manifest/manifest.json": canonical({"triton": [row]}), **own}
+    members.update({f"io.triton.cache/{key}/x{i}.ttir": b"" for i in range(5000)})
+    store = _layout(tmp_path / "many", members, labels)
+    node = tmp_path / "node"
+    with pytest.raises(HostileImage, match=r"more than 10\d\d members"):
+        extract(store, node, targets=None, host=HOST)
+    assert not [p for p in node.rglob("*") if p.is_file() and ".tcm" not in p.name]
+
+
+def test_data_after_the_archives_end_is_counted_and_refused(cache, tmp_path):
+    key, own, row, labels = _entry_members(cache, tmp_path)
+    members = {"io.triton.manifest/manifest.json": canonical({"triton": [row]}), **own}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    good = buf.getvalue()
+    node = tmp_path / "node"
+    padded = _layout(tmp_path / "pad", {}, labels, raw_layer=good + b"\0" * 10240)
+    assert len(extract(padded, node, targets=None, host=HOST).kept) == 1  # a tar's own padding
+    bomb = _layout(tmp_path / "trail", {}, labels, raw_layer=good + b"\0" * (8 << 20))
+    with pytest.raises(HostileImage, match="after the archive's end"):
+        extract(bomb, tmp_path / "node2", targets=None, host=HOST)
+    assert not list((tmp_path / "node2").glob(f"{key}/*"))
