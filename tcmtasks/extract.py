@@ -721,6 +721,7 @@ def extract(
     progress: Callable[[int], None] | None = None,
     runtime: dict[str, Any] | None = None,
     gpus: GpuChoice | None = None,
+    same_paths_roots: list[Path] | None = None,
 ) -> RestoreReport:
     """Preflight, then (unless ``dry_run``) stream, select, relocate and install.
 
@@ -760,6 +761,8 @@ def extract(
         root = _producer_root(source_dir, mount) if same_paths else dests.kind_root(kind)
         if same_paths and not root:
             raise IncompatibleImage(f"the image does not say where its {kind} part was made")
+        if same_paths:
+            _check_same_path(kind, str(root), same_paths_roots or [])
         if same_paths:  # its Triton entries follow it to the producer's path
             setattr(dests, kind, Path(root))
         plan = PartPlan(kind, cache_parts.prefix_of(kind), source_dir, mount, Path(root) / mount)
@@ -832,6 +835,23 @@ def default_destinations(cache_dir: Path) -> Destinations:
         inductor.default_dest(),
         vllm.default_dest(),
         triton_env=bool(os.environ.get("TRITON_CACHE_DIR")),
+    )
+
+
+def _check_same_path(kind: str, root: str, allowed: list[Path]) -> None:
+    """``--same-paths`` writes where the image says its part was made: only below a dir the
+    user named (--inductor-dir, --vllm-dir, --same-paths-root), and never through ``..``."""
+    if os.path.normpath(root) != root.rstrip("/") or "/../" in f"{root}/":
+        raise HostileImage(f"the image's {kind} part was made at {root!r}: not a plain path")
+    here = os.path.realpath(root)
+    for base in allowed:
+        real = os.path.realpath(base)
+        if here == real or here.startswith(real.rstrip("/") + "/"):
+            return
+    named = ", ".join(str(b) for b in allowed) or "none"
+    raise UsageError(
+        f"--same-paths would restore the {kind} part to {root}, the producer's path, which is "
+        f"under no dir you named ({named}): add --same-paths-root DIR for a dir above it"
     )
 
 

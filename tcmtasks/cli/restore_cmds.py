@@ -198,9 +198,19 @@ def restore_cmd(
     same_paths: Annotated[
         bool,
         typer.Option(
-            "--same-paths", help="Restore Inductor and vLLM parts to the producer's own paths."
+            "--same-paths",
+            help="Restore Inductor and vLLM parts to the producer's own paths, when they lie "
+            "below --inductor-dir, --vllm-dir or a --same-paths-root.",
         ),
     ] = False,
+    same_paths_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--same-paths-root",
+            metavar="DIR",
+            help="With --same-paths: a dir the producer's paths may lie below; repeatable.",
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -242,6 +252,7 @@ def restore_cmd(
             inductor_dir=inductor_dir,
             vllm_dir=vllm_dir,
             same_paths=same_paths,
+            same_paths_root=same_paths_root,
             force=force,
             gpus=gpu or None,
             python=python,

@@ -126,6 +126,7 @@ def pull(
     inductor_dir: Path | None = None,
     vllm_dir: Path | None = None,
     same_paths: bool = False,
+    same_paths_root: list[Path] | None = None,
     force: bool = False,
     gpus: list[str] | None = None,
     python: str | Path | None = None,
@@ -140,7 +141,8 @@ def pull(
     TORCHINDUCTOR_CACHE_DIR, else Inductor's own default) with its Triton entries in its
     ``triton/<device>`` dirs unless TRITON_CACHE_DIR is set, a vLLM part into ``vllm_dir``
     (default VLLM_CACHE_ROOT, else ~/.cache/vllm); ``same_paths`` restores parts to the
-    producer's own paths. Selects for the workload's runtime: ``python`` (that interpreter is
+    producer's own paths, when they lie below ``inductor_dir``, ``vllm_dir`` or a
+    ``same_paths_root``. Selects for the workload's runtime: ``python`` (that interpreter is
     asked for its Triton build, Python ABI and torch), else ``triton`` (a version), else the
     Triton tcm imports. Checks the image against it before downloading, keeps what will load
     and hit there (the host's GPUs unless ``targets`` or ``all_targets``; entries built by the
@@ -188,6 +190,9 @@ def pull(
         max_total=limit,
         progress=bytes_done if progress is not None else None,
         gpus=choice,
+        same_paths_roots=[
+            Path(p) for p in (inductor_dir, vllm_dir, *(same_paths_root or [])) if p is not None
+        ],
     )
     if not dry_run:
         arrived = {Path(str(k["dest"])) for k in report.kept if k.get("dest")} | {dest}
@@ -210,6 +215,7 @@ def extract(
     inductor_dir: Path | None = None,
     vllm_dir: Path | None = None,
     same_paths: bool = False,
+    same_paths_root: list[Path] | None = None,
     force: bool = False,
     gpus: list[str] | None = None,
     python: str | Path | None = None,
@@ -231,6 +237,7 @@ def extract(
         inductor_dir=inductor_dir,
         vllm_dir=vllm_dir,
         same_paths=same_paths,
+        same_paths_root=same_paths_root,
         force=force,
         gpus=gpus,
         python=python,

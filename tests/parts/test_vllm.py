@@ -10,9 +10,11 @@ import pprint
 import shutil
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
+from tcmtasks.oci.image import canonical
 from tests.conftest import compile_kernels, lookups, relocate_copy
 
 HASH = "3f1e9c2ab7"
@@ -75,7 +77,10 @@ def test_unreadable_index_file_is_refused_and_same_paths_restores(tcm, vllm_cach
     assert not list(node.rglob("vllm_compile_cache.py"))
     assert not list(node.rglob("__grp__*.json"))
     shutil.rmtree(vllm_cache)  # the producer's own path, free again on this "node"
-    tcm("extract", image, "--all", "--same-paths")
+    refused = tcm("extract", image, "--all", "--same-paths", ok=2)  # no dir named: nowhere
+    assert f"--same-paths would restore the vllm part to {vllm_cache}" in refused.stderr
+    assert "--same-paths-root" in refused.stderr and not vllm_cache.exists()
+    tcm("extract", image, "--all", "--same-paths", "--same-paths-root", vllm_cache.parent)
     restored = rank0 / "vllm_compile_cache.py"
     assert restored.read_text() == "{'broken': __import__('os')}"  # as shipped, unparsed
     assert len(list((rank0 / "triton_cache").glob("*/__grp__*.json"))) == 9
@@ -135,3 +140,34 @@ def test_a_hostile_index_is_the_parts_failure_in_bounded_memory(
     assert "rank_0_0/vllm_compile_cache.py" in line
     assert not [p for p in node.rglob("*") if p.is_file() and ".tcm" not in str(p)]
     assert not (tmp_path / "t").exists() or not list((tmp_path / "t").glob("*/__grp__*"))
+
+
+@pytest.mark.parametrize("source", ["/etc", "/tmp/../etc/vllm", "relative/vllm"])
+def test_same_paths_writes_only_below_a_named_dir(tcm, vllm_cache, tmp_path, source):
+    """The image alone chose where --same-paths wrote (any absolute dir, '..' accepted). Now
+    the producer's path must be a plain absolute path below a dir the user named."""
+    from tests.test_guarantees import _layout
+
+    image = f"oci:{tmp_path / 'img'}:v1"
+    tcm("package", vllm_cache, image)
+    from tcmtasks.oci.layout import OciLayout
+
+    store = OciLayout(tmp_path / "img", "v1")
+    manifest = json.loads(store.manifest()[0])
+    with (
+        store.open_blob(manifest["layers"][0]["digest"]) as raw,
+        tarfile.open(fileobj=raw, mode="r|gz") as tar,
+    ):
+        members = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    doc = json.loads(members["io.triton.manifest/manifest.json"])
+    doc["parts"][0]["source"] = source
+    members["io.triton.manifest/manifest.json"] = canonical(doc)
+    config = json.loads(store.open_blob(manifest["config"]["digest"]).read())
+    _layout(tmp_path / "moved", members, config["config"]["Labels"])
+    r = tcm("extract", f"oci:{tmp_path / 'moved'}:v1", "--all", "--same-paths",
+            "--same-paths-root", tmp_path, ok=None)  # fmt: skip
+    assert r.returncode in (2, 3), r.stderr
+    assert any(
+        w in r.stderr for w in ("not a plain path", "under no dir you named", "does not say where")
+    )
+    assert len(r.stderr.strip().splitlines()) == 1
