@@ -72,10 +72,11 @@ def relocate(staged: Path, rel: str, old_root: str, new_root: Path) -> str | Non
     if Path(rel).name != INDEX_FILE or not old_root:
         return None
     try:
-        table = read_index(staged)
+        data = index_bytes(staged)
+        if isinstance(data, str):  # over a bound: why
+            return f"{rel} {data}; use --same-paths to restore it unparsed at the producer's path"
+        table = ast.literal_eval(ast.parse(data.decode("utf-8"), mode="eval"))
         fixed = _replace(table, old_root.rstrip("/") + "/", str(new_root).rstrip("/") + "/")
-    except IndexTooLarge as exc:
-        return f"{rel} {exc}; use --same-paths to restore it unparsed at the producer's path"
     except (OSError, UnicodeDecodeError, ValueError, TypeError, SyntaxError, MemoryError,
             RecursionError) as exc:  # fmt: skip
         return f"cannot read {rel} as a Python literal ({exc.__class__.__name__}); use --same-paths"
@@ -91,24 +92,20 @@ MAX_INDEX_BYTES = 4 << 20
 MAX_INDEX_TOKENS = 200_000
 
 
-class IndexTooLarge(ValueError):
-    pass
-
-
-def read_index(path: Path) -> Any:
-    """``vllm_compile_cache.py`` as a literal, its size and token count bounded before any
-    AST is built (``tokenize`` streams; the parser does not)."""
+def index_bytes(path: Path) -> bytes | str:
+    """``vllm_compile_cache.py``'s bytes, or why they are not parsed: over the size or token
+    bound, checked before any AST is built (``tokenize`` streams; the parser does not)."""
     import io
     import tokenize
 
     with open(path, "rb") as f:
         data = f.read(MAX_INDEX_BYTES + 1)
     if len(data) > MAX_INDEX_BYTES:
-        raise IndexTooLarge(f"is over {MAX_INDEX_BYTES >> 20} MiB")
+        return f"is over {MAX_INDEX_BYTES >> 20} MiB"
     for n, _tok in enumerate(tokenize.tokenize(io.BytesIO(data).readline)):
         if n > MAX_INDEX_TOKENS:
-            raise IndexTooLarge(f"holds over {MAX_INDEX_TOKENS} tokens")
-    return ast.literal_eval(ast.parse(data.decode("utf-8"), mode="eval"))
+            return f"holds over {MAX_INDEX_TOKENS} tokens"
+    return data
 
 
 def _replace(value: Any, old: str, new: str) -> Any:
