@@ -28,6 +28,7 @@ from tcmtasks.oci.layout import OciLayout
 from tcmtasks.producer import Producer
 from tests.conftest import REPO, compile_kernels, lookups
 from tests.oci.test_image import build
+from tests.support.images import entry_members, image_from, layer_files
 
 HOST = Producer(triton_version="3.6.0")
 
@@ -98,10 +99,10 @@ def test_group_children_outside_their_entry_are_corruption(tcm, cache, victim, t
     image = tmp_path / "img"
     _built, store = build(cache, image)
     layer = json.loads(store.manifest()[0])["layers"][0]
-    members = _members(store, layer)
+    members = layer_files(store, layer)
     name = next(n for n in members if n.endswith(grp.name))
     members[name] = json.dumps({"child_paths": {"../escape": "../escape"}}).encode()
-    hostile = _layout(tmp_path / "hostile", members, {})
+    hostile = image_from(tmp_path / "hostile", members, {})
     dest = tmp_path / "node"
     with pytest.raises(HostileImage, match="a path out of its entry"):
         extract(hostile, dest, targets=None, host=HOST)
@@ -288,44 +289,18 @@ def test_a_full_disk_says_so_and_keeps_nothing_partial(tcm, cache, tmp_path, tin
 # -- 3. bounded memory and disk ----------------------------------------------------------------
 
 
-def _members(store: OciLayout, layer: dict) -> dict[str, bytes]:
-    with store.open_blob(layer["digest"]) as raw, tarfile.open(fileobj=raw, mode="r|gz") as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
-
-
-def _layout(path: Path, members: dict[str, bytes], labels: dict[str, str],
-            raw_layer: bytes | None = None) -> OciLayout:  # fmt: skip
-    if raw_layer is None:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for name, data in members.items():
-                ti = tarfile.TarInfo(name)
-                ti.size = len(data)
-                tar.addfile(ti, io.BytesIO(data))
-        raw_layer = buf.getvalue()
-    store = OciLayout(path, "v1", create=True)
-    layer = store.add_blob_bytes(raw_layer, MT_LAYER["none"])
-    config = store.add_blob_bytes(canonical({"config": {"Labels": labels}}), "application/json")
-    store.put_manifest(
-        canonical({"schemaVersion": 2, "mediaType": MT_MANIFEST,
-                   "config": config.descriptor(), "layers": [layer.descriptor()]}),
-        MT_MANIFEST,
-    )  # fmt: skip
-    return store
-
-
 def test_a_huge_tar_header_is_refused_before_it_is_read(tmp_path):
     pax = tarfile.TarInfo("././@PaxHeader")
     pax.type = tarfile.XHDTYPE
     pax.size = 2 << 30  # declares 2 GiB; tarfile alone would read all of it into memory
     header = pax.tobuf(format=tarfile.USTAR_FORMAT)
-    store = _layout(tmp_path / "img", {}, {}, raw_layer=header + b"\0" * 4096)
+    store = image_from(tmp_path / "img", {}, {}, raw_layer=header + b"\0" * 4096)
     with pytest.raises(HostileImage, match="tar header extension"):
         extract(store, tmp_path / "node", targets=None, host=HOST)
 
 
 def test_manifests_and_configs_over_4_mib_are_refused_unread(tmp_path):
-    store = _layout(tmp_path / "img", {}, {})
+    store = image_from(tmp_path / "img", {}, {})
     index = json.loads((tmp_path / "img" / "index.json").read_text())
     index["manifests"][0]["size"] = 1 << 30
     (tmp_path / "img" / "index.json").write_text(json.dumps(index))
@@ -342,7 +317,7 @@ def test_manifests_and_configs_over_4_mib_are_refused_unread(tmp_path):
 def test_a_gzip_bomb_stops_at_what_the_image_declares(cache, tmp_path):
     _, store = build(cache, tmp_path / "img")
     layer = json.loads(store.manifest()[0])["layers"][0]
-    members = _members(store, layer)
+    members = layer_files(store, layer)
     key = next(n.split("/")[1] for n in members if n.startswith("io.triton.cache/"))
     members[f"io.triton.cache/{key}/zeros.ttir"] = b"\0" * (64 << 20)  # compresses to ~64 KiB
     labels = json.loads(
@@ -350,7 +325,7 @@ def test_a_gzip_bomb_stops_at_what_the_image_declares(cache, tmp_path):
         .joinpath(json.loads(store.manifest()[0])["config"]["digest"].split(":")[1])
         .read_text()
     )["config"]["Labels"]
-    bomb = _layout(tmp_path / "bomb", members, labels)
+    bomb = image_from(tmp_path / "bomb", members, labels)
     dest = tmp_path / "node"
     with pytest.raises(HostileImage, match="unpacks to more than"):
         extract(bomb, dest, targets=None, host=HOST)
@@ -465,30 +440,16 @@ def test_a_full_disk_is_not_called_a_corrupt_layer():
     assert isinstance(err, DiskFull) and "disk is full" in str(err) and "/x" in str(err)
 
 
-def _entry_members(cache: Path, tmp_path: Path) -> tuple[str, dict[str, bytes], dict, dict]:
-    """One real entry's members from a tcm image of ``cache``: (key, members, its manifest
-    row, the image's labels)."""
-    _, store = build(cache, tmp_path / "img")
-    manifest = json.loads(store.manifest()[0])
-    members = _members(store, manifest["layers"][0])
-    doc = json.loads(members["io.triton.manifest/manifest.json"])
-    row = next(r for r in doc["triton"] if r["backend"] == "cuda")
-    key = row["key"]
-    own = {n: d for n, d in members.items() if n.startswith(f"io.triton.cache/{key}/")}
-    config = store.open_blob(manifest["config"]["digest"]).read()
-    return key, own, row, json.loads(config)["config"]["Labels"]
-
-
 def test_dests_cannot_multiply_a_layer_past_the_caps(cache, tmp_path):
     """One entry with a 10 MiB file sent to 200 places had installed 2.0 GiB from an image
     declaring 10 MiB, --max-size 20M notwithstanding: each copy now counts against the cap,
     and the restore stops before anything is installed."""
-    key, own, row, labels = _entry_members(cache, tmp_path)
+    key, own, row, labels = entry_members(cache, tmp_path)
     own[f"io.triton.cache/{key}/pad.ttir"] = os.urandom(10 << 20)
     dests = [["vllm", f"torch_compile_cache/h/rank_{i}_0/triton_cache"] for i in range(200)]
     doc = {"triton": [{**row, "dests": dests}]}
     members = {"io.triton.manifest/manifest.json": canonical(doc), **own}
-    store = _layout(tmp_path / "amp", members, labels)
+    store = image_from(tmp_path / "amp", members, labels)
     vllm = tmp_path / "vllm"
     dests_obj = extract_mod.Destinations(tmp_path / "t", tmp_path / "ind", vllm)
     with pytest.raises(HostileImage, match="copied for each place the manifest names"):
@@ -504,11 +465,11 @@ def test_dests_cannot_multiply_a_layer_past_the_caps(cache, tmp_path):
 
 
 def test_more_places_than_vllm_ranks_is_refused(cache, tmp_path):
-    _key, own, row, labels = _entry_members(cache, tmp_path)
+    _key, own, row, labels = entry_members(cache, tmp_path)
     dests = [["vllm", f"torch_compile_cache/h/rank_{i}_0/triton_cache"] for i in range(1025)]
     members = {"io.triton.manifest/manifest.json": canonical({"triton": [{**row,
                "dests": dests}]}), **own}  # fmt: skip
-    store = _layout(tmp_path / "amp", members, labels)
+    store = image_from(tmp_path / "amp", members, labels)
     with pytest.raises(HostileImage, match="to 1025 places"):
         extract(store, tmp_path / "t", targets=None, host=HOST)
 
@@ -516,10 +477,10 @@ def test_more_places_than_vllm_ranks_is_refused(cache, tmp_path):
 def test_more_members_than_the_manifest_ships_is_refused(cache, tmp_path):
     """A 7 MB layer declaring nothing had unpacked to 1,000,000 empty files: the member count
     is now bounded by what the manifest lists (here one entry's files, and slack)."""
-    key, own, row, labels = _entry_members(cache, tmp_path)
+    key, own, row, labels = entry_members(cache, tmp_path)
     members = {"io.triton.manifest/manifest.json": canonical({"triton": [row]}), **own}
     members.update({f"io.triton.cache/{key}/x{i}.ttir": b"" for i in range(5000)})
-    store = _layout(tmp_path / "many", members, labels)
+    store = image_from(tmp_path / "many", members, labels)
     node = tmp_path / "node"
     with pytest.raises(HostileImage, match=r"more than 10\d\d members"):
         extract(store, node, targets=None, host=HOST)
@@ -527,7 +488,7 @@ def test_more_members_than_the_manifest_ships_is_refused(cache, tmp_path):
 
 
 def test_data_after_the_archives_end_is_counted_and_refused(cache, tmp_path):
-    key, own, row, labels = _entry_members(cache, tmp_path)
+    key, own, row, labels = entry_members(cache, tmp_path)
     members = {"io.triton.manifest/manifest.json": canonical({"triton": [row]}), **own}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -537,9 +498,9 @@ def test_data_after_the_archives_end_is_counted_and_refused(cache, tmp_path):
             tar.addfile(ti, io.BytesIO(data))
     good = buf.getvalue()
     node = tmp_path / "node"
-    padded = _layout(tmp_path / "pad", {}, labels, raw_layer=good + b"\0" * 10240)
+    padded = image_from(tmp_path / "pad", {}, labels, raw_layer=good + b"\0" * 10240)
     assert len(extract(padded, node, targets=None, host=HOST).kept) == 1  # a tar's own padding
-    bomb = _layout(tmp_path / "trail", {}, labels, raw_layer=good + b"\0" * (8 << 20))
+    bomb = image_from(tmp_path / "trail", {}, labels, raw_layer=good + b"\0" * (8 << 20))
     with pytest.raises(HostileImage, match="after the archive's end"):
         extract(bomb, tmp_path / "node2", targets=None, host=HOST)
     assert not list((tmp_path / "node2").glob(f"{key}/*"))

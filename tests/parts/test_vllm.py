@@ -16,6 +16,7 @@ import pytest
 
 from tcmtasks.oci.image import canonical
 from tests.conftest import compile_kernels, lookups, relocate_copy
+from tests.support.images import image_from
 
 HASH = "3f1e9c2ab7"
 RANKS = ("rank_0_0", "rank_1_0")
@@ -146,8 +147,6 @@ def test_a_hostile_index_is_the_parts_failure_in_bounded_memory(
 def test_same_paths_writes_only_below_a_named_dir(tcm, vllm_cache, tmp_path, source):
     """The image alone chose where --same-paths wrote (any absolute dir, '..' accepted). Now
     the producer's path must be a plain absolute path below a dir the user named."""
-    from tests.test_guarantees import _layout
-
     image = f"oci:{tmp_path / 'img'}:v1"
     tcm("package", vllm_cache, image)
     from tcmtasks.oci.layout import OciLayout
@@ -163,7 +162,7 @@ def test_same_paths_writes_only_below_a_named_dir(tcm, vllm_cache, tmp_path, sou
     doc["parts"][0]["source"] = source
     members["io.triton.manifest/manifest.json"] = canonical(doc)
     config = json.loads(store.open_blob(manifest["config"]["digest"]).read())
-    _layout(tmp_path / "moved", members, config["config"]["Labels"])
+    image_from(tmp_path / "moved", members, config["config"]["Labels"])
     r = tcm("extract", f"oci:{tmp_path / 'moved'}:v1", "--all", "--same-paths",
             "--same-paths-root", tmp_path, ok=None)  # fmt: skip
     assert r.returncode in (2, 3), r.stderr
