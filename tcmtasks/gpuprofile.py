@@ -175,28 +175,15 @@ def runtime_of(python: str | None) -> WarmRuntime:
     if python is None:
         return runtime_here()
     import dataclasses
-    import os
-    import subprocess
 
-    from .runtime import PACKAGE_PARENT
+    from .runtime import ask
 
-    code = (
+    data = ask(python, (
         "import dataclasses, json; from tcmtasks.gpuprofile import runtime_here; "
         "print(json.dumps(dataclasses.asdict(runtime_here())))"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH", "")) if p
-    )}  # fmt: skip
-    try:
-        proc = subprocess.run(
-            [python, "-c", code], env=env, capture_output=True, text=True, timeout=300
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"--python {python}: cannot run it ({exc})") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"--python {python}: it failed to describe itself ({last})")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    ))  # fmt: skip
+    if not isinstance(data, dict):
+        raise UsageError(f"--python {python}: it gave no description")
     fields = {f.name for f in dataclasses.fields(WarmRuntime)}
     return WarmRuntime(**{k: v for k, v in data.items() if k in fields})
 

@@ -55,6 +55,15 @@ class Runtime:
 
 def probe_python(python: str | Path) -> Producer:
     """Ask an interpreter, in a subprocess, for its Triton build, Python ABI and torch."""
+    found = Producer.from_dict(ask(python, PROBE))
+    if found is None:
+        raise UsageError(f"--python {python}: it gave no description")
+    return found
+
+
+def ask(python: str | Path, code: str) -> Any:
+    """Run ``code`` (tcmtasks importable, standard library only otherwise) in the interpreter
+    ``python``; the JSON its last line prints. Why it could not, as a UsageError."""
     exe = shutil.which(str(python)) or str(python)
     if not os.access(exe, os.X_OK):
         raise UsageError(f"--python {python}: no such interpreter")
@@ -63,17 +72,18 @@ def probe_python(python: str | Path) -> Producer:
     )}  # fmt: skip
     try:
         proc = subprocess.run(
-            [exe, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300
+            [exe, "-c", code], env=env, capture_output=True, text=True, timeout=300
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UsageError(f"--python {python}: cannot run it ({exc})") from None
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise UsageError(f"--python {python}: it failed to describe itself ({last})")
-    found = Producer.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-    if found is None:
-        raise UsageError(f"--python {python}: it gave no description")
-    return found
+    lines = proc.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise UsageError(f"--python {python}: it gave no description") from None
 
 
 def resolve(python: str | Path | None = None, triton: str | None = None) -> Runtime:

@@ -6,7 +6,6 @@ what happened. Each test reproduces one way the earlier code failed."""
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ from tcmtasks.oci.layout import OciLayout
 from tcmtasks.producer import Producer
 from tests.conftest import REPO, compile_kernels, lookups
 from tests.oci.test_image import build
-from tests.support.images import entry_members, image_from, layer_files
+from tests.support.images import entry_members, image_from, layer_files, tar_bytes
 
 HOST = Producer(triton_version="3.6.0")
 
@@ -490,13 +489,7 @@ def test_more_members_than_the_manifest_ships_is_refused(cache, tmp_path):
 def test_data_after_the_archives_end_is_counted_and_refused(cache, tmp_path):
     key, own, row, labels = entry_members(cache, tmp_path)
     members = {"io.triton.manifest/manifest.json": canonical({"triton": [row]}), **own}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    good = buf.getvalue()
+    good = tar_bytes(members)
     node = tmp_path / "node"
     padded = image_from(tmp_path / "pad", {}, labels, raw_layer=good + b"\0" * 10240)
     assert len(extract(padded, node, targets=None, host=HOST).kept) == 1  # a tar's own padding

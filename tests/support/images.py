@@ -18,16 +18,21 @@ def layer_files(store: OciLayout, layer: dict) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
 
 
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    """An uncompressed layer holding ``members`` in order, as regular files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def image_from(path: Path, members: dict[str, bytes], labels: dict[str, str],
             raw_layer: bytes | None = None) -> OciLayout:  # fmt: skip
     if raw_layer is None:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            for name, data in members.items():
-                ti = tarfile.TarInfo(name)
-                ti.size = len(data)
-                tar.addfile(ti, io.BytesIO(data))
-        raw_layer = buf.getvalue()
+        raw_layer = tar_bytes(members)
     store = OciLayout(path, "v1", create=True)
     layer = store.add_blob_bytes(raw_layer, MT_LAYER["none"])
     config = store.add_blob_bytes(canonical({"config": {"Labels": labels}}), "application/json")

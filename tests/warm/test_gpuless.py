@@ -324,11 +324,15 @@ def test_an_unknown_profile_name_lists_the_shipped_ones(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_one_gpu_twice_with_two_runtimes_is_refused(tmp_path: Path) -> None:
-    """One image can say only one thing per GPU name: a node of that GPU runs one runtime."""
+def _h200_of_another_torch(tmp_path: Path) -> Path:
     other = load(H200)
     other.torch = "2.14.1+cu130"
-    save(other, tmp_path / "h200-2.14.json")
+    return save(other, tmp_path / "h200-2.14.json")
+
+
+def test_one_gpu_twice_with_two_runtimes_is_refused(tmp_path: Path) -> None:
+    """One image can say only one thing per GPU name: a node of that GPU runs one runtime."""
+    _h200_of_another_torch(tmp_path)
     r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", "nvidia-h200",
               "--gpu-profile", str(tmp_path / "h200-2.14.json"),
               "-o", str(tmp_path / "o")])  # fmt: skip
@@ -340,9 +344,7 @@ def test_one_gpu_twice_with_two_runtimes_is_refused(tmp_path: Path) -> None:
 
 
 def test_profiles_of_two_runtimes_cannot_share_one_warm(tmp_path: Path) -> None:
-    other = load(H200)
-    other.torch = "2.14.1+cu130"
-    save(other, tmp_path / "h200-2.14.json")
+    _h200_of_another_torch(tmp_path)
     r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", "nvidia-h100",
               "--gpu-profile", str(tmp_path / "h200-2.14.json"),
               "-o", str(tmp_path / "o")])  # fmt: skip
