@@ -56,7 +56,8 @@ from .errors import (
     UsageError,
     os_error,
 )
-from .oci.image import LABEL_GPUS, LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
+from .gpuchoice import GpuChoice, choose_gpus, owners, served_gpus
+from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
 from .oci.layout import CHUNK, SafeTarInfo
 from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
@@ -186,17 +187,6 @@ def _targets_of(labels: dict[str, str]) -> list[Target]:
     return out
 
 
-@dataclass(frozen=True)
-class GpuChoice:
-    """Whose Inductor and vLLM units a node installs from an image made for several GPUs
-    (their keys hold the GPU's name, so another GPU's units would only miss)."""
-
-    names: tuple[str, ...]  # device names ("NVIDIA H200")
-    #: named by the user (--gpu): matched loosely against the image's GPUs, and the entries
-    #: kept are those of their targets unless targets are given
-    named: bool = False
-
-
 @dataclass
 class Preflight:
     """What the labels say, judged for this node before any layer byte is fetched."""
@@ -208,74 +198,6 @@ class Preflight:
     targets: list[Target] | None  # the entries' targets to keep (None: every one)
     served: dict[str, str]  # the GPUs a fleet image serves: name -> target
     gpus: list[str] | None  # whose units to install (None: every GPU's)
-
-
-def served_gpus(labels: dict[str, str]) -> dict[str, str]:
-    """The GPUs an image's units were made for (its ``io.tcm.gpus`` label): name -> target."""
-    found = json_label(labels.get(LABEL_GPUS))
-    if not isinstance(found, dict):
-        return {}
-    return {
-        str(name): str(row.get("target") or "")
-        for name, row in found.items()
-        if isinstance(row, dict)
-    }
-
-
-def match_gpu(name: str, served: dict[str, str]) -> str:
-    """The GPU of ``served`` that ``--gpu NAME`` means: its device name in any case, its
-    name as a dir name (``nvidia-h200``), or the start of one (``nvidia-h100`` for
-    ``NVIDIA H100 80GB HBM3``) when only one GPU starts so."""
-    from .gpuprofile import slug
-
-    wanted = slug(name)
-    exact = [g for g in served if g.lower() == name.strip().lower() or slug(g) == wanted]
-    if exact:
-        return exact[0]
-    starts = [g for g in served if slug(g).startswith(wanted + "-")]
-    if len(starts) == 1:
-        return starts[0]
-    which = f"matches {' and '.join(starts)}" if starts else "is none of its GPUs"
-    raise IncompatibleImage(f"--gpu {name} {which}; the image serves {_served_text(served)}")
-
-
-def _served_text(served: dict[str, str]) -> str:
-    return ", ".join(f"{g} ({t})" if t else g for g, t in sorted(served.items()))
-
-
-def _choose_gpus(
-    source: Any, served: dict[str, str], choice: GpuChoice | None, targets: list[Target] | None
-) -> tuple[list[str] | None, list[Target] | None]:
-    """(whose units to install, the entries' targets) for a fleet image; unchanged for an
-    image whose units serve any GPU."""
-    if not served:
-        if choice is not None and choice.named:
-            raise UsageError(
-                f"{source.describe()} does not say which GPUs its units serve (--gpu chooses "
-                "among the GPUs of an image warmed for a fleet): use --target or --all"
-            )
-        return None, targets
-    if choice is None:
-        return None, targets
-    if choice.named:
-        gpus = list(dict.fromkeys(match_gpu(n, served) for n in choice.names))
-        if targets is None:
-            targets = sorted({Target.parse(served[g]) for g in gpus if served[g]})
-        return gpus, targets
-    if not choice.names:
-        raise UsageError(
-            f"this host has no GPU tcm can name (nvidia-ml-py, amdsmi), and "
-            f"{source.describe()} holds units for {_served_text(served)}: choose whose with "
-            "--gpu NAME, or --all for every GPU's"
-        )
-    gpus = [g for g in choice.names if g in served]
-    if not gpus:
-        raise IncompatibleImage(
-            f"{source.describe()} serves {_served_text(served)}; this node's GPU is "
-            f"{', '.join(choice.names)}: nothing to install (its keys hold the GPU's name; "
-            "warm for this GPU with its profile, or --gpu NAME installs another GPU's units)"
-        )
-    return gpus, targets
 
 
 def preflight(
@@ -290,7 +212,7 @@ def preflight(
     is wanted (--all), or, with GPUs named by the user, those GPUs' targets."""
     manifest, _config, labels = read_labels(source)
     served = served_gpus(labels)
-    chosen, targets = _choose_gpus(source, served, gpus, targets)
+    chosen, targets = choose_gpus(source.describe(), served, gpus, targets)
     image_targets = _targets_of(labels)
     if targets is not None and image_targets and not set(image_targets) & set(targets):
         raise IncompatibleImage(
@@ -766,7 +688,7 @@ def extract(
         if same_paths:  # its Triton entries follow it to the producer's path
             setattr(dests, kind, Path(root))
         plan = PartPlan(kind, cache_parts.prefix_of(kind), source_dir, mount, Path(root) / mount)
-        plan.owners, plan.keep_gpus = _owners(p.get("gpus")), keep
+        plan.owners, plan.keep_gpus = owners(p.get("gpus")), keep
         why = part_mismatch(producer, host, targets)
         if why and not force:
             plan.skipped = why + " (--force installs it anyway)"
@@ -796,16 +718,6 @@ def extract(
             staging.cleanup()
     report.seconds = time.perf_counter() - t0
     return report
-
-
-def _owners(gpus: Any) -> dict[str, frozenset[str]]:
-    """unit -> the GPUs that need it, from a part row's ``gpus`` (GPU -> its units)."""
-    found: dict[str, set[str]] = {}
-    if isinstance(gpus, dict):
-        for gpu, units in gpus.items():
-            for unit in units if isinstance(units, list) else []:
-                found.setdefault(str(unit), set()).add(str(gpu))
-    return {u: frozenset(g) for u, g in found.items()}
 
 
 #: How far a layer may unpack past what its labels declare (group files are rewritten, and

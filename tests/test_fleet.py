@@ -164,7 +164,7 @@ def test_gpu_and_all_contradict(image: str, tcm) -> None:
 
 
 def test_an_ambiguous_gpu_name_names_the_candidates() -> None:
-    from tcmtasks.extract import match_gpu
+    from tcmtasks.gpuchoice import match_gpu
 
     served = {"NVIDIA H100 80GB HBM3": "cuda:90", "NVIDIA H100 PCIe": "cuda:90"}
     assert match_gpu("nvidia h100 pcie", served) == "NVIDIA H100 PCIe"

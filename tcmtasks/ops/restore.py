@@ -9,8 +9,9 @@ from typing import Any
 
 from ..cache.roots import discover
 from ..errors import NoGpu, UsageError
-from ..extract import MAX_TOTAL, GpuChoice, RestoreReport, default_destinations
+from ..extract import MAX_TOTAL, RestoreReport, default_destinations
 from ..extract import extract as extract_image
+from ..gpuchoice import GpuChoice
 from ..gpuprofile import GpuProfile, save
 from ..oci.refs import ImageRef, parse
 from ..oci.transfer import RegistryOptions, open_source
