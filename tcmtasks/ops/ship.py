@@ -151,8 +151,8 @@ def builds_of(
         gpus = (record_of.get(os.path.abspath(e.root)) or {}).get("gpus") or []
         by_key.setdefault(e.key, set()).update(map(str, gpus))
     for key, gpus in by_key.items():
-        if gpus and key in out:
-            out[key]["gpus"] = sorted(gpus)
+        if gpus:
+            out.setdefault(key, {})["gpus"] = sorted(gpus)
     return out
 
 
