@@ -17,7 +17,9 @@ warm for the H100 and the H200 profiles that ship with tcm. On this GPU:
 4. ``tcm track --require-hits`` on a fresh restore: nothing may compile, at any level;
 5. the same fleet warmed here (``--gpu-profile nvidia-h100 --gpu-profile nvidia-h200``): this
    GPU's part compiled on it (its graph keys equal the local warm's), the other's without it
-   (its graph keys equal what the CPU runner's image holds for that GPU).
+   (its graph keys equal what the CPU runner's image holds for that GPU);
+6. ``tcm gpu --save-profile`` here: the Inductor settings it records (what the graph keys hash,
+   ``$CXX`` among them) equal those of the profile tcm ships for this GPU.
 
 Prints every figure as JSON and ``PROOF PASSED`` when the pull installed this GPU's units and
 no other's, the keys are equal (step 5's too), every restored round hit the FX-graph and
@@ -43,6 +45,8 @@ from gpu_proof_gpuless import FORWARD, clean_env, forward, keys, tcm  # noqa: E4
 from opt_forward import hit_both  # noqa: E402
 
 from tcmtasks import ops  # noqa: E402
+from tcmtasks.gpuprofile import load as load_profile  # noqa: E402
+from tcmtasks.gpuprofile import shipped  # noqa: E402
 
 MODEL = "opt-125m"
 
@@ -102,6 +106,13 @@ def main() -> None:
 
     r["gpu"] = tcm(["gpu"], fresh_env(w / "home-gpu"))
     own = r["gpu"]["gpus"][0].split(" x")[0]  # "NVIDIA H200 x2" on a machine of two
+    recorded = w / "profile.json"
+    tcm(["gpu", "--save-profile", str(recorded)], fresh_env(w / "home-profile"))
+    here = load_profile(recorded).inductor_config
+    ours = [load_profile(p) for p in shipped().values()]
+    (ship,) = [p.inductor_config for p in ours if p.name == own]
+    r["profile_settings_differ"] = {k: [ship.get(k), v] for k, v in here.items()
+                                    if ship.get(k) != v}  # fmt: skip
     info = ops.inspect(args.image)
     r["image_gpus"] = info.gpus
     (part,) = [p for p in info.parts if p.get("kind") == "inductor"]
@@ -186,6 +197,8 @@ def main() -> None:
         and set(r["mixed_members"].values()) == {"native", "gpu-less"}
         and all(r["mixed_keys_equal"].values()),
         "restored_within_1.2x": r["restored_over_local"] <= 1.2,
+        "shipped_profile_settings_as_recorded_here": not r["profile_settings_differ"]
+        and len(here) > 100,
     }
     save()
     print(json.dumps(r, indent=2, default=str))

@@ -51,6 +51,12 @@ class GpuProfile:
     libraries: dict[str, str] = field(default_factory=dict)
     #: "dtype|head_dim|mask|causal|grad|dropout|square" -> torch's SDPBackend name
     sdp_choices: dict[str, str] = field(default_factory=dict)
+    #: Inductor's settings as its FX-graph and AOTAutograd keys hash them
+    #: (``config.save_config_portable``), JSON-normalised. Some come from the machine's
+    #: environment at import (``cpp.cxx`` from ``$CXX``): a runner that differs in one of
+    #: them writes keys the GPU never looks up (seen: ``CXX=/opt/gcc/bin/g++`` on the GPU
+    #: machines, ``g++`` on the runner). Empty in profiles recorded before this field.
+    inductor_config: dict[str, Any] = field(default_factory=dict)
     recorded_by: str = ""
 
     @property
@@ -111,6 +117,7 @@ class GpuProfile:
                 ptxas=data.get("ptxas"),
                 libraries={str(k): str(v) for k, v in (data.get("libraries") or {}).items()},
                 sdp_choices={str(k): str(v) for k, v in (data.get("sdp_choices") or {}).items()},
+                inductor_config=dict(data.get("inductor_config") or {}),
                 recorded_by=str(data.get("recorded_by") or ""),
             )
         except (TypeError, ValueError, IndexError, KeyError, UsageError) as exc:

@@ -120,6 +120,29 @@ def test_the_shipped_profiles_are_the_two_gpus_of_one_runtime() -> None:
     assert h100.props["multi_processor_count"] == h200.props["multi_processor_count"] == 132
 
 
+def test_the_shipped_profiles_carry_the_gpu_machines_inductor_settings() -> None:
+    """The GPU machines set CXX=/opt/gcc/bin/g++, which Inductor's key hashes as
+    ``cpp.cxx``: a runner replays it (tests/warm/test_gpuless.py shows the keys follow)."""
+    for p in (load(H100), load(H200)):
+        assert p.inductor_config["cpp.cxx"] == [None, "/opt/gcc/bin/g++"]
+        assert len(p.inductor_config) > 400  # every setting the key hashes, not a pick
+
+
+def test_recording_takes_every_setting_the_key_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As torch's FX-graph key reads them (the CPU torch under test stands in for the GPU's:
+    the settings are read from the config module, not from the device)."""
+    torch = pytest.importorskip("torch")
+    from torch._inductor import config
+
+    from tcmtasks.warm.profile_child import record_inductor_config
+
+    got = record_inductor_config(torch)
+    hashed = config.save_config_portable(ignore_private_configs=False)
+    assert set(got) <= set(hashed) and len(got) >= len(hashed) - 5
+    assert got["cpp.cxx"] == list(config.cpp.cxx)
+    assert json.loads(json.dumps(got)) == got
+
+
 def test_find_takes_a_file_a_file_beside_the_recipe_or_a_shipped_name(tmp_path: Path) -> None:
     assert find("nvidia-h100") == H100
     mine = save(load(H200), tmp_path / "mine.json")

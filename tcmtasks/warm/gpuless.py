@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -87,11 +88,51 @@ def patched(profile: GpuProfile) -> Iterator[list[str]]:
     check_supported(str(torch.__version__), torch.version.cuda)
     p = _Patches()
     try:
+        changes = settings_to_replay(profile)
+        if changes:  # first: the replay's own patches below must win over the profile's
+            from torch._inductor import config
+
+            ctx = config.patch(changes)
+            ctx.__enter__()
+            p.undo.append(lambda: ctx.__exit__(None, None, None))
+            p.names += [f"inductor config {k} = {v!r} (the profile's)" for k, v in changes.items()]
         _install(torch, profile, p)
         _verify(profile)
         yield p.names
     finally:
         p.close()
+
+
+def settings_to_replay(profile: GpuProfile) -> dict[str, Any]:
+    """The profile's Inductor settings that differ here, as this torch holds them: every one
+    is hashed into the FX-graph and AOTAutograd keys, and some come from the environment the
+    profile was recorded in (``cpp.cxx`` is ``$CXX``), so the runner compiles with the GPU
+    machine's values. Settings this torch lacks are left alone (the torch build is checked
+    equal before this runs)."""
+    from torch._inductor import config
+
+    try:
+        here = config.save_config_portable(ignore_private_configs=False)
+    except TypeError:  # a torch before the argument
+        here = config.save_config_portable()
+    changes: dict[str, Any] = {}
+    for name, want in sorted(profile.inductor_config.items()):
+        if name not in here:
+            continue
+        try:
+            have = json.loads(json.dumps(here[name]))
+        except (TypeError, ValueError):
+            continue
+        if have != want:
+            changes[name] = _like(want, here[name])
+    return changes
+
+
+def _like(value: Any, current: Any) -> Any:
+    """A JSON value back in the container types the setting holds (tuples became lists)."""
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
 
 
 def _install(torch: Any, profile: GpuProfile, p: _Patches) -> None:

@@ -69,6 +69,24 @@ def record_sdp_choices(torch: Any) -> dict[str, str]:
     return choices
 
 
+def record_inductor_config(torch: Any) -> dict[str, Any]:
+    """Inductor's settings as its cache keys hash them (codecache.py, FxGraphHashDetails:
+    ``save_config_portable(ignore_private_configs=False)``), JSON-normalised."""
+    from torch._inductor import config
+
+    try:
+        hashed = config.save_config_portable(ignore_private_configs=False)
+    except TypeError:  # a torch before the argument
+        hashed = config.save_config_portable()
+    out: dict[str, Any] = {}
+    for k, v in hashed.items():
+        try:
+            out[k] = json.loads(json.dumps(v))
+        except (TypeError, ValueError):  # a callable or an object: not replayable, left out
+            continue
+    return out
+
+
 def record() -> GpuProfile:
     try:
         import torch
@@ -110,6 +128,7 @@ def record() -> GpuProfile:
         ptxas=producer.ptxas,  # the workload's (main() set it first)
         libraries=libraries,
         sdp_choices=record_sdp_choices(torch),
+        inductor_config=record_inductor_config(torch),
     )
 
 

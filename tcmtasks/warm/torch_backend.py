@@ -194,11 +194,12 @@ def _child_without_gpu(
             "a GPU is visible here: warm on it without --gpu-profile, or hide it "
             "(CUDA_VISIBLE_DEVICES=) to compile for the profile's GPU"
         )
-    cfg_inductor = torch._inductor.config
-    if cfg_inductor.max_autotune or cfg_inductor.max_autotune_gemm:
-        raise UsageError("max-autotune benchmarks on the GPU while compiling: warm on the GPU")
     cfg = transformers.AutoConfig.from_pretrained(config)
+    settings = gpuless.settings_to_replay(profile)
     with gpuless.patched(profile):
+        cfg_inductor = torch._inductor.config  # the profile's settings applied
+        if cfg_inductor.max_autotune or cfg_inductor.max_autotune_gemm:
+            raise UsageError("max-autotune benchmarks on the GPU while compiling: warm on the GPU")
         for dtype_name in dtypes:
             dtype = getattr(torch, DTYPES[dtype_name])
             with torch.device("meta"):
@@ -223,6 +224,7 @@ def _child_without_gpu(
                                 "batch": b,
                                 "seq": s,
                                 "gpu": profile.label,
+                                "settings": {k: str(v) for k, v in settings.items()},
                                 "compile_s": time.perf_counter() - t,
                                 "fx_graphs": seen.get("inductor", {}).get("fxgraph_cache_miss", 0),
                                 "aot_graphs": seen.get("aot_autograd", {}).get(

@@ -39,4 +39,5 @@ def profile_for(runtime: dict, dest: Path, source: Path = H200) -> Path:
     p.torch, p.torch_cuda, p.triton = runtime["torch"], runtime["cuda"], runtime["triton"]
     p.python, p.triton_key, p.ptxas = runtime["python"], runtime["triton_key"], runtime["ptxas"]
     p.libraries = {"transformers": runtime["transformers"]}
+    p.inductor_config = {}  # the GPU machine's are its torch's; the runtime's own apply here
     return save(p, dest)

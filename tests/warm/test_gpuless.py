@@ -104,6 +104,39 @@ def test_keys_do_not_depend_on_the_run_the_fleet_or_the_output_path(
     assert keys(first) == keys(second / "nvidia-h200") and all(keys(first).values())
 
 
+def test_the_profiles_inductor_settings_are_the_ones_compiled_with(
+    warmed, cuda_python: str, profile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inductor hashes its settings into the graph keys, and ``cpp.cxx`` is ``$CXX`` where
+    the profile was recorded (/opt/gcc/bin/g++ on the GPU machines): the runner compiles with
+    the profile's value, so its keys are those of a runner whose $CXX is that one, not its
+    own."""
+    first, _ = warmed
+
+    def graph_keys(d: Path) -> dict[str, set[str]]:
+        return {
+            "fx": {p.name for p in d.glob("fxgraph/*/*")},
+            "aot": {p.name for p in d.glob("aotautograd/*")},
+        }
+
+    p = load(profile)
+    p.inductor_config = {"cpp.cxx": [None, "/opt/gcc/bin/g++"], "no.such.setting": 1}
+    with_setting = save(p, tmp_path / "h200-cxx.json")
+    a = ops.warm(
+        ops.TorchWarm("tiny-opt", python=cuda_python, gpu_profiles=[with_setting]),
+        tmp_path / "a",
+    )
+    assert [r["settings"] for r in a.details["runs"]] == [{"cpp.cxx": "(None, '/opt/gcc/bin/g++')"}]
+    monkeypatch.setenv("CXX", "/opt/gcc/bin/g++")
+    ops.warm(ops.TorchWarm("tiny-opt", python=cuda_python, gpu_profiles=[profile]), tmp_path / "b")
+    keys_a, keys_b = (
+        graph_keys(tmp_path / "a" / "nvidia-h200"),
+        graph_keys(tmp_path / "b" / "nvidia-h200"),
+    )
+    assert keys_a == keys_b and all(keys_a.values())
+    assert keys_a["fx"].isdisjoint(graph_keys(first)["fx"])  # $CXX is in the key
+
+
 def test_each_gpus_record_names_that_gpu_not_this_host(fleet_warm, runtime: dict) -> None:
     members = json.loads((fleet_warm.out / ".tcm-fleet.json").read_text())["members"]
     assert [(m["dir"], m["gpu"], m["how"]) for m in members] == [
