@@ -166,6 +166,11 @@ class OversizeHeader(tarfile.HeaderError):
     as ``HostileImage``."""
 
 
+class CorruptTar(tarfile.TarError):
+    """A layer's tar stream is malformed (oci/tarread.py: a bad checksum, a truncated member);
+    extraction reports it as ``ImageError``, the layer's fault."""
+
+
 # -- mapping the layers below -----------------------------------------------------------------
 
 

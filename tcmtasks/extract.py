@@ -9,7 +9,10 @@
    the destination it is for (a dir on that destination's filesystem). Only regular files with
    plain names under ``io.triton.cache/<KEY>/``, ``io.triton.manifest/`` and a known part's
    prefix are accepted; ``..``, absolute names, links, devices and anything else stop the
-   extraction, as do files over the size caps.
+   extraction, as do files over the size caps. The layer is inflated on a second thread and
+   its headers parsed in place (oci/tarread.py); each entry's JSON files are held in memory
+   as they pass, so the entry is judged without reading it back, and its group is written
+   once, with its final paths.
 3. Triton entries: keep one only for a wanted target and the host's Triton version, check it is
    complete (metadata, binary, group), rewrite its group to the final location (Triton stores
    absolute paths: docs/cache-formats.md, "Groups and the hit rule"), and rename it into the
@@ -17,6 +20,9 @@
    host's; fix the paths its kind knows how to fix, and install it unit by unit (a whole FX-graph
    or AOTAutograd entry, else a file), each in one rename. Existing entries and units are left
    alone unless ``overwrite``.
+
+The index records the installed entries as judged at their place (``Index.record``), with
+empty fingerprints: the next refresh reads them from disk.
 
 A process killed while streaming leaves every destination exactly as it was (things only ever
 arrive by rename); the staging dirs it leaves are removed by the next extraction.
@@ -43,8 +49,16 @@ from typing import Any
 
 from . import parts as cache_parts
 from .atomic import exchange, sync_filesystem
-from .cache.entries import Entry, EntryKind, binary_suffixes, scan_entry
-from .cache.groups import group_filename, group_text, read_group
+from .cache.entries import (
+    Entry,
+    EntryKind,
+    FileInfo,
+    Known,
+    binary_suffixes,
+    file_kind,
+    scan_entry,
+)
+from .cache.groups import MAX_JSON, group_filename, group_text, kernel_name_of_group, read_group
 from .cache.lock import locked
 from .cache.remove import trash_dir
 from .errors import (
@@ -59,7 +73,7 @@ from .errors import (
 from .gpuchoice import GpuChoice, choose_gpus, owners, served_gpus
 from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
-from .oci.layout import CHUNK, SafeTarInfo
+from .oci.tarread import Chunks, Member, TarReader
 from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
 from .safedirs import check_dirs, make_dirs
 from .targets import Target
@@ -163,9 +177,12 @@ class RestoreReport:
     runtime: dict[str, Any] = field(default_factory=dict)  # what entries were selected for
     image_gpus: list[str] = field(default_factory=list)  # the GPUs a fleet image serves
     gpus: list[str] | None = None  # whose units were installed (None: every GPU's)
+    #: the Triton entries installed, as judged at their place (for the index, not the report)
+    arrived: list[Entry] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
+        out.pop("arrived")
         out["parts"] = [p.to_dict() for p in self.parts]
         return out
 
@@ -355,7 +372,7 @@ def _dest(value: Any) -> Dest:
     raise HostileImage(f"the in-layer manifest names a bad destination: {value!r:.80}")
 
 
-def _name_of(m: tarfile.TarInfo) -> str:
+def _name_of(m: Member) -> str:
     name = m.name
     while name.startswith("./"):
         name = name[2:]
@@ -378,76 +395,80 @@ def stream_into(
     source: Any,
     manifest: dict[str, Any],
     layout: _Layout,
-    place: Callable[[str, str, str], Path | None],
+    place: Callable[[str, str, str, int], str | None],
     *,
     max_total: int = MAX_TOTAL,
     progress: Callable[[int], None] | None = None,
     on_manifest: Callable[[bytes], None] | None = None,
+    hold: Callable[[str, bytes], bool] | None = None,
 ) -> int:
-    """Unpack every layer's members where ``place(area, first, rest)`` says (None: drop it);
-    returns bytes written. The layer's digest is checked at its end: on a mismatch everything
-    staged is void."""
+    """Unpack every layer's members where ``place(area, first, rest, size)`` says (None: drop
+    it); returns bytes written. ``hold(path, data)`` sees each Triton entry's JSON files
+    (metadata, group) in memory first, and takes the ones it keeps unwritten (True). The
+    layer's digest is checked at its end: on a mismatch everything staged is void."""
     total = 0
     members = 0
     made: set[str] = set()
     part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
     for desc in manifest.get("layers", []):
         raw = source.open_blob(desc["digest"], desc.get("size"))
+        chunks: Chunks | None = None
         try:
-            stream = decompressed(raw, desc.get("mediaType", ""))
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo) as tar:
-                for m in tar:
-                    # a stream's headers are not kept: memory stays flat (typeshed lacks it)
-                    getattr(tar, "members").clear()  # noqa: B009
-                    members += 1
-                    if members > layout.max_members:
-                        raise HostileImage(
-                            f"the layer holds more than {layout.max_members} members, more "
-                            "than its manifest ships: nothing was installed"
-                        )
-                    name = _name_of(m)
-                    if m.isdir():
-                        if not name.startswith((CACHE_PREFIX, MANIFEST_PREFIX, *part_prefixes)) \
-                                and name.rstrip("/") + "/" not in (CACHE_PREFIX, MANIFEST_PREFIX,
-                                                                   *part_prefixes):  # fmt: skip
-                            raise HostileImage(f"layer entry {m.name!r} is outside the cache")
-                        continue
-                    if name == MANIFEST_FILE:
-                        if m.size > MAX_MANIFEST:
-                            raise HostileImage(f"the in-layer manifest is {m.size} bytes")
-                        data = tar.extractfile(m).read()  # type: ignore[union-attr]
-                        if on_manifest is not None:
-                            on_manifest(data)
-                        continue
-                    where = _route(name, m, layout, place, part_prefixes)
-                    if total + m.size > max_total:
-                        raise HostileImage(
-                            f"the layer unpacks to more than {max_total} bytes (what the "
-                            "image declares, or --max-size): nothing was installed"
-                        )
-                    src = tar.extractfile(m)
-                    if where is None:
-                        total += m.size
-                        continue
-                    _write_member(src, where, made)
-                    total += m.size
-                    if progress:
-                        progress(total)
+            chunks = Chunks(decompressed(raw, desc.get("mediaType", "")), raw)
+            tar = TarReader(chunks)
+            for m in tar:
+                members += 1
+                if members > layout.max_members:
+                    raise HostileImage(
+                        f"the layer holds more than {layout.max_members} members, more "
+                        "than its manifest ships: nothing was installed"
+                    )
+                name = _name_of(m)
+                if m.isdir():
+                    if not name.startswith((CACHE_PREFIX, MANIFEST_PREFIX, *part_prefixes)) \
+                            and name.rstrip("/") + "/" not in (CACHE_PREFIX, MANIFEST_PREFIX,
+                                                               *part_prefixes):  # fmt: skip
+                        raise HostileImage(f"layer entry {m.name!r} is outside the cache")
+                    tar.skip(m)
+                    continue
+                if name == MANIFEST_FILE:
+                    if m.size > MAX_MANIFEST:
+                        raise HostileImage(f"the in-layer manifest is {m.size} bytes")
+                    data = tar.read(m)
+                    if on_manifest is not None:
+                        on_manifest(data)
+                    continue
+                where = _route(name, m, layout, place, part_prefixes)
+                if total + m.size > max_total:
+                    raise HostileImage(
+                        f"the layer unpacks to more than {max_total} bytes (what the "
+                        "image declares, or --max-size): nothing was installed"
+                    )
+                if where is None:
+                    tar.skip(m)
+                elif hold is not None and name.endswith(".json") and m.size <= MAX_JSON \
+                        and name.startswith(CACHE_PREFIX):  # fmt: skip
+                    data = tar.read(m)
+                    if not hold(where, data):
+                        _write_bytes(data, where, made)
+                else:
+                    _write_member(tar, m, where, made)
+                total += m.size
+                if progress and where is not None:
+                    progress(total)
             trailing = 0
-            while chunk := stream.read(CHUNK):  # the rest: tar padding, then the gzip trailer
-                trailing += len(chunk)
+            for n in tar.rest():  # tar padding; the digest is checked once it is read
+                trailing += n
                 if trailing > MAX_TRAILING:
                     raise HostileImage(
                         f"the layer goes on for more than {MAX_TRAILING} bytes after the "
                         "archive's end: nothing was installed"
                     )
-            while raw.read(CHUNK):  # ...so that the digest check runs now
-                pass
         except FileExistsError as exc:
             raise HostileImage(f"layer holds {exc.filename} twice") from None
         except OversizeHeader as exc:
             raise HostileImage(f"the layer holds {exc}: nothing was installed") from None
-        except (tarfile.TarError, EOFError, zlib.error) as exc:
+        except (tarfile.TarError, EOFError, zlib.error) as exc:  # CorruptTar included
             raise ImageError(
                 f"the layer of {source.describe()} is corrupt ({exc}); nothing was installed"
             ) from None
@@ -458,6 +479,8 @@ def stream_into(
                 f"the layer of {source.describe()} is corrupt ({exc}); nothing was installed"
             ) from None
         finally:
+            if chunks is not None:
+                chunks.close()
             raw.close()
     return total
 
@@ -465,48 +488,53 @@ def stream_into(
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _write_member(src: Any, where: Path, made: set[str]) -> None:
-    """Copy one member to its staging path; a local failure (a full disk, permissions) is
-    this machine's, never reported as the image's fault. ``made``: the dirs already created
-    (a mkdir per file, and Python's buffered open, were half of extract's system calls)."""
+def _write_bytes(data: bytes, where: str, made: set[str]) -> None:
+    _write_member(None, None, where, made, data)
+
+
+def _write_member(
+    tar: TarReader | None, m: Member | None, where: str, made: set[str], data: bytes = b""
+) -> None:
+    """Copy one member (or ``data``) to its staging path; a local failure (a full disk,
+    permissions) is this machine's, never reported as the image's fault. ``made``: the dirs
+    already created (a mkdir per file, and Python's buffered open, were half of extract's
+    system calls)."""
+    parent = os.path.dirname(where)
     try:
-        parent = os.path.dirname(where)
         if parent not in made:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
         fd = os.open(where, _WRITE_FLAGS, 0o644)
         try:
-            while True:
-                chunk = src.read(CHUNK)  # a read error here is the layer's: raised as is
-                if not chunk:
-                    break
+            views = tar.content(m) if tar is not None and m is not None else [memoryview(data)]
+            for view in views:  # a read error here is the layer's: raised as is
                 try:
-                    view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view) :]
                 except OSError as exc:
-                    raise os_error(exc, "write", where.parent.parent) from None
+                    raise os_error(exc, "write", os.path.dirname(parent)) from None
         finally:
             os.close(fd)
     except FileExistsError:
         raise
     except (IsADirectoryError, NotADirectoryError) as exc:
-        raise HostileImage(f"the layer holds {where.name} as a file and as a dir") from exc
+        name = os.path.basename(where)
+        raise HostileImage(f"the layer holds {name} as a file and as a dir") from exc
     except PermissionError as exc:
-        raise os_error(exc, "write", where.parent) from None
+        raise os_error(exc, "write", parent) from None
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise os_error(exc, "write", where.parent.parent) from None
+            raise os_error(exc, "write", os.path.dirname(parent)) from None
         raise
 
 
 def _route(
     name: str,
-    m: tarfile.TarInfo,
+    m: Member,
     layout: _Layout,
-    place: Callable[[str, str, str], Path | None],
+    place: Callable[[str, str, str, int], str | None],
     part_prefixes: tuple[str, ...],
-) -> Path | None:
+) -> str | None:
     if name.startswith(CACHE_PREFIX):
         parts = name.split("/")
         if (
@@ -517,7 +545,7 @@ def _route(
             raise HostileImage(f"layer entry {m.name!r} is not {CACHE_PREFIX}<KEY>/<FILE>")
         if m.size > MAX_FILE:
             raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the 1 GiB cap")
-        return place(CACHE_PREFIX, parts[1], parts[2])
+        return place(CACHE_PREFIX, parts[1], parts[2], m.size)
     for prefix in part_prefixes:
         if name.startswith(prefix):
             rel = name[len(prefix) :]
@@ -529,47 +557,53 @@ def _route(
                 raise HostileImage(f"layer entry {m.name!r} has a name tcm never writes")
             if m.size > MAX_PART_FILE:
                 raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the cap")
-            return place(prefix, "", rel)
+            return place(prefix, "", rel, m.size)
     raise HostileImage(f"layer entry {m.name!r} is outside {CACHE_PREFIX} and the known parts")
 
 
-def _check_group_names(staged: Path) -> None:
+def _check_group_names(key: str, known: Known) -> None:
     """A group in an image names files of its entry, nothing else: one that names a path out
     of it (``../x``) makes the whole image hostile."""
-    for grp in staged.glob("__grp__*.json"):
+    for name, data in known.data.items():
+        if kernel_name_of_group(name) is None:
+            continue
         try:
-            children = read_group(grp)
+            children = read_group(name, data=data)
         except (OSError, ValueError):
             continue  # judged per entry later: incomplete
         bad = [c for c in children if not _SAFE_FILE.fullmatch(c)]
         if bad:
             raise HostileImage(
-                f"the group of {staged.name} names {bad[0]!r}, a path out of its entry: "
+                f"the group of {key} names {bad[0]!r}, a path out of its entry: "
                 "nothing was installed"
             )
 
 
-def _finish(entry: Entry, final_dir: Path) -> str | None:
-    """Make a staged entry hit at ``final_dir``: rewrite its group; return why not, if not."""
+def _finish(entry: Entry, final_dir: Path, known: Known) -> Entry | str:
+    """Make a staged entry hit at ``final_dir``: write its group with the final paths (the
+    image's was held in memory, never written); return the entry as judged there, or why
+    it cannot hit."""
     if entry.kind != EntryKind.KERNEL or not entry.name:
         return f"not a kernel entry ({entry.kind})"
     if entry.metadata is None:
         return "incomplete: no readable metadata"
+    grp = group_filename(entry.name)
     try:
-        children = read_group(entry.path / group_filename(entry.name))
-    except (OSError, ValueError) as exc:
+        children = read_group(grp, data=known.data[grp])
+    except (KeyError, OSError, ValueError) as exc:
         return f"incomplete: no usable group ({exc})"
-    present = {c for c in children if _SAFE_FILE.fullmatch(c) and (entry.path / c).is_file()}
+    files = {f.name for f in known.files}
+    present = {c for c in children if _SAFE_FILE.fullmatch(c) and c in files and c != grp}
     if f"{entry.name}.json" not in present:
         return "incomplete: the group does not list the metadata"
     if not any(c.endswith(binary_suffixes(entry.target)) for c in present):
         return "incomplete: no kernel binary"
-    children = {c: str(final_dir / c) for c in sorted(present)}
-    # Rewritten in place, not by a temp file and a rename: nothing reads a staging dir, and on
-    # a slow filesystem the 2,000 extra creates and renames were a tenth of an extract.
-    group = entry.path / group_filename(entry.name)
-    group.write_text(group_text(children), encoding="utf-8")  # synced with the batch
-    return None
+    text = group_text({c: str(final_dir / c) for c in sorted(present)}).encode()
+    # Written once, in place: nothing reads a staging dir (synced with the batch)
+    _write_bytes(text, os.path.join(entry.path, grp), {str(entry.path)})  # (made with the metadata)
+    there = Known([f for f in known.files if f.name != grp], {**known.data, grp: text})
+    there.files.append(FileInfo(grp, file_kind(grp), len(text), time.time()))
+    return scan_entry(final_dir.parent, final_dir.name, known=there)
 
 
 ALIVE_MARK = ".tcm-alive"
@@ -825,19 +859,32 @@ def _stream_and_install(
     force: bool,
 ) -> None:
     staged_keys: dict[str, Path] = {}  # key -> staged dir
+    known: dict[str, Known] = {}  # key -> its files, and its JSON files' bytes
+    seen: set[tuple[str, str]] = set()
+    now = time.time()
 
-    def place(area: str, first: str, rest: str) -> Path | None:
+    def place(area: str, first: str, rest: str, size: int) -> str | None:
         if area == CACHE_PREFIX:
             key = first
             if key not in staged_keys:  # (its dir is made with its first file)
                 first_dest = layout.dests.get(key, [TRITON])[0]
                 staged_keys[key] = staging.dir_for(*dests.split(first_dest)) / key
-            return staged_keys[key] / rest
+                known[key] = Known([], {})
+            if (key, rest) in seen:  # (a held file is never written: O_EXCL would not see it)
+                raise HostileImage(f"layer holds {CACHE_PREFIX}{key}/{rest} twice")
+            seen.add((key, rest))
+            known[key].files.append(FileInfo(rest, file_kind(rest), size, now))
+            return f"{staged_keys[key]}/{rest}"
         plan = layout.parts[area]
         if plan.skipped or not plan.wants(cache_parts.unit_of(rest)):
             return None
         plan.files += 1
-        return staging.dir_for(dests.kind_root(plan.kind)) / area.rstrip("/") / rest
+        return f"{staging.dir_for(dests.kind_root(plan.kind))}/{area.rstrip('/')}/{rest}"
+
+    def hold(where: str, data: bytes) -> bool:
+        key, name = where.rsplit("/", 2)[-2:]
+        known[key].data[name] = data
+        return kernel_name_of_group(name) is not None  # a group: written by _finish
 
     written = stream_into(
         source,
@@ -847,14 +894,15 @@ def _stream_and_install(
         max_total=max_total,
         progress=progress,
         on_manifest=lambda data: layout.read(data, make_plan),
+        hold=hold,
     )
-    for staged in staged_keys.values():  # all checked before anything is installed
-        _check_group_names(staged)
+    for key in staged_keys:  # all checked before anything is installed
+        _check_group_names(key, known[key])
     budget = _Budget(max_total, written)
     ready: list[_Ready] = []
     for key in sorted(staged_keys):
-        ready += _prepare_triton(key, staged_keys[key], layout, staging, dests, targets, host,
-                                 overwrite, report, force, budget)  # fmt: skip
+        ready += _prepare_triton(key, staged_keys[key], known[key], layout, staging, dests,
+                                 targets, host, overwrite, report, force, budget)  # fmt: skip
     # Every part is prepared (paths fixed, every destination dir made and checked) before
     # anything is installed: an image's selected parts arrive all, or none of them.
     units: list[_Unit] = []
@@ -872,6 +920,7 @@ def _stream_and_install(
             report.failed.append({**r.item, "dest": str(r.final.parent), "reason": failed})
             continue
         report.kept.append({**r.item, "dest": str(r.final.parent)})
+        report.arrived.append(r.entry)
         report.bytes += r.size
     for u in units:
         failed = _install(u.staged, u.final, overwrite, trash=u.trash)
@@ -909,11 +958,13 @@ class _Ready:
     staged: Path
     final: Path
     size: int
+    entry: Entry  # as judged at ``final``
 
 
 def _prepare_triton(
     key: str,
     staged: Path,
+    known: Known,
     layout: _Layout,
     staging: Staging,
     dests: Destinations,
@@ -925,7 +976,7 @@ def _prepare_triton(
     budget: _Budget,
 ) -> list[_Ready]:
     """Judge a staged entry for this node and finish a copy for each root it goes to."""
-    entry = scan_entry(staged.parent, key)
+    entry = scan_entry(staged.parent, key, known=known)
     item = {"key": key, "name": entry.name, "target": str(entry.target) if entry.target else None}
     build = layout.builds.get(key, {})
     if "hip_libdir" not in build and (libdir := libdir_of(entry.metadata)):  # older images
@@ -944,15 +995,15 @@ def _prepare_triton(
     ready = []
     for root, here in zip(roots, copies, strict=True):
         if here != staged:
-            entry = scan_entry(here.parent, key)
+            entry = scan_entry(here.parent, key, known=known)
         final = root / key
-        reason = "already in the cache (--overwrite replaces it)" if (
+        done = "already in the cache (--overwrite replaces it)" if (
             _occupied(final) and not overwrite
-        ) else _finish(entry, final)  # fmt: skip
-        if reason is not None:
-            report.skipped.append({**item, "dest": str(root), "reason": reason})
+        ) else _finish(entry, final, known)  # fmt: skip
+        if isinstance(done, str):
+            report.skipped.append({**item, "dest": str(root), "reason": done})
             continue
-        ready.append(_Ready(item, here, final, entry.size))
+        ready.append(_Ready(item, here, final, entry.size, done))
     return ready
 
 

@@ -340,6 +340,27 @@ class Index:
         stats.seconds = time.perf_counter() - start
         return stats
 
+    @_mapped
+    def record(self, root: Root, entries: list[Entry]) -> IndexStats:
+        """Add or replace the rows of entries the caller has just judged without reading the
+        disk (extract, which wrote them: ``scan_entry(known=...)``). Their fingerprints are
+        empty, so the next ``update`` reads them itself (as it would any entry written in the
+        last seconds); the rest of the root is left as it is."""
+        start = time.perf_counter()
+        stats = IndexStats(roots=1, seen=len(entries))
+        now = time.time()
+        with self._transaction():
+            root_id = self._root_id(root)
+            known = self._known(root_id)
+            next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries")
+            ids = _IdAllocator(known, next_id.fetchone()[0])
+            rows = [(_entry_row(e), [_file_row(e, f, hashed=False) for f in e.files])
+                    for e in entries]  # fmt: skip
+            self._write(root_id, rows, ids, now)
+            stats.added, stats.updated = ids.added, ids.updated
+        stats.seconds = time.perf_counter() - start
+        return stats
+
     def _delete(self, entry_ids: list[int]) -> None:
         c = self.conn
         c.executemany("DELETE FROM files WHERE entry_id = ?", [(i,) for i in entry_ids])

@@ -364,7 +364,8 @@ def test_corrupt_layer_installs_nothing(image, tmp_path):
     blob.write_bytes(bytes(data))
     with pytest.raises((ImageError, DigestMismatch)):
         extract(store, tmp_path / "c", targets=None, host=HOST)
-    assert list(scan_root(tmp_path / "c")) == []
+    # (the damage may be found before the first member: then not even the dir is made)
+    assert not (tmp_path / "c").exists() or list(scan_root(tmp_path / "c")) == []
     assert not list((tmp_path / "c").glob(".tcm-staging-*"))
 
 
@@ -483,3 +484,28 @@ def test_each_target_is_named_after_its_own_devices():
     h200, a100 = Target.parse("cuda:90"), Target.parse("cuda:80")
     targets, names = pair_devices([h200, h200, a100], ["NVIDIA H200", "NVIDIA H200", "A100"])
     assert list(zip(targets, names, strict=True)) == [(h200, "NVIDIA H200 x2"), (a100, "A100")]
+
+
+def test_the_index_records_installed_entries_as_a_scan_would_see_them(image, tmp_path, db):
+    """The restore judges each entry where it lands from what it wrote (no read-back) and
+    records that in the index: every column a scan of the installed dir would give, but the
+    fingerprint (left empty, so the next refresh reads the dir) and the files' mtimes."""
+    from tcmtasks import Index, ops
+
+    _built, store = image
+    dest = tmp_path / "node"
+    report = ops.extract(f"oci:{store.path}:v1", cache_dir=dest, all_targets=True)
+    assert len(report.kept) == 9
+    with Index(db) as idx:
+        recorded = {e.key: e for e in idx.entries([dest])}
+    scanned = {e.key: e for e in scan_root(dest)}
+    assert set(recorded) == set(scanned) and len(scanned) == 9
+
+    def view(e):
+        return (e.kind, e.name, str(e.target), e.triton_version, e.lookup,
+                [(p.code, p.severity) for p in e.problems],
+                [(f.name, f.kind, f.size) for f in e.files])  # fmt: skip
+
+    for key, e in scanned.items():
+        assert view(recorded[key]) == view(e), key
+        assert e.lookup == "hit" and recorded[key].fingerprint == ""

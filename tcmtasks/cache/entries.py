@@ -305,6 +305,16 @@ def scan(roots: Iterable[Path], *, now: float | None = None) -> list[Entry]:
     return [e for root in roots for e in scan_root(Path(root), now=now)]
 
 
+@dataclass
+class Known:
+    """What a caller already holds of an entry dir it has just written (extract): its files
+    and the bytes of its JSON files, so that judging the entry reads nothing from disk. Its
+    fingerprint stays empty: the next index refresh reads the dir itself."""
+
+    files: list[FileInfo]
+    data: dict[str, bytes]  # file name -> bytes, for the files ending in .json
+
+
 def scan_entry(
     root: Path,
     dirname: str,
@@ -312,9 +322,15 @@ def scan_entry(
     *,
     error: str | None = None,
     now: float | None = None,
+    known: Known | None = None,
 ) -> Entry:
     """Read one entry dir. Never raises for what is inside it; problems are recorded."""
     now = time.time() if now is None else now
+    if known is not None:
+        return _judge(Entry(key=dirname, root=root, kind=EntryKind.UNKNOWN,
+                            key_format=key_format(dirname)),
+                      os.path.join(root, dirname), sorted(known.files),
+                      {f.name: f.name for f in known.files}, [], [], now, known.data)  # fmt: skip
     key = safe_name(dirname)
     entry = Entry(key=key, root=root, kind=EntryKind.UNKNOWN, key_format=key_format(key))
     problems: list[Problem] = []
@@ -405,8 +421,24 @@ def scan_entry(
         files.append(FileInfo(name, file_kind(name), ist.st_size, ist.st_mtime))
         real_names[name] = item.name
     files.sort(key=lambda f: f.name)
+    return _judge(entry, path, files, real_names, tmp_dirs, problems, now, None, st.st_mtime)
+
+
+def _judge(
+    entry: Entry,
+    path: str,
+    files: list[FileInfo],
+    real_names: dict[str, str],
+    tmp_dirs: list[tuple[str, float]],
+    problems: list[Problem],
+    now: float,
+    data: dict[str, bytes] | None,
+    dir_mtime: float = 0.0,
+) -> Entry:
+    """An entry's kind, kernel, target and problems, from its files (sorted by name) and,
+    where ``data`` holds them, its JSON files' bytes."""
     entry.files = tuple(files)
-    entry.mtime = max((f.mtime for f in files), default=st.st_mtime)
+    entry.mtime = max((f.mtime for f in files), default=dir_mtime)
 
     for name, mtime in tmp_dirs:
         if now - mtime > STALE_TMP_SECONDS:
@@ -431,7 +463,7 @@ def scan_entry(
     }
     if kinds & kernel_kinds:
         entry.kind = EntryKind.KERNEL
-        _read_kernel(entry, path, real_names, problems)
+        _read_kernel(entry, path, real_names, problems, data or {})
     elif FileKind.MODULE in kinds:
         entry.kind = EntryKind.MODULE
         entry.name = next(f.name for f in files if f.kind == FileKind.MODULE).split(".")[0]
@@ -465,7 +497,13 @@ def _kernel_name(files: tuple[FileInfo, ...]) -> tuple[str | None, list[str]]:
     return None, groups
 
 
-def _read_kernel(entry: Entry, path: str, real: dict[str, str], problems: list[Problem]) -> None:
+def _read_kernel(
+    entry: Entry,
+    path: str,
+    real: dict[str, str],
+    problems: list[Problem],
+    data: dict[str, bytes],
+) -> None:
     name, groups = _kernel_name(entry.files)
     entry.name = name
     if len(groups) > 1:
@@ -484,7 +522,7 @@ def _read_kernel(entry: Entry, path: str, real: dict[str, str], problems: list[P
             )
         )
     else:
-        _read_metadata(entry, os.path.join(path, real[meta_file]), problems)
+        _read_metadata(entry, os.path.join(path, real[meta_file]), problems, data.get(meta_file))
 
     grp_file = f"__grp__{name}.json"
     if grp_file not in real:
@@ -499,7 +537,7 @@ def _read_kernel(entry: Entry, path: str, real: dict[str, str], problems: list[P
         entry.lookup = "miss"
         return
     try:
-        children = read_group(os.path.join(path, real[grp_file]))
+        children = read_group(os.path.join(path, real[grp_file]), data=data.get(grp_file))
     except GroupFormatError as exc:
         effect = (
             "Triton fails when it looks this kernel up"
@@ -561,10 +599,12 @@ def _read_kernel(entry: Entry, path: str, real: dict[str, str], problems: list[P
         )
 
 
-def _read_metadata(entry: Entry, meta_path: str, problems: list[Problem]) -> None:
+def _read_metadata(
+    entry: Entry, meta_path: str, problems: list[Problem], data: bytes | None = None
+) -> None:
     fname = os.path.basename(meta_path)
     try:
-        raw = read_capped(meta_path)
+        raw = read_capped(meta_path) if data is None else data
         if len(raw) > MAX_JSON:
             raise ValueError(f"larger than {MAX_JSON >> 20} MiB")
         text = raw.decode("utf-8")  # as Triton reads it: UTF-8, no guessing UTF-16

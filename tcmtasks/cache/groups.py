@@ -76,10 +76,13 @@ def corrupt_group_crashes(triton_version: str | None) -> bool:
     return _minor(triton_version) < (3, 7)
 
 
-def read_group(path: str | Path, *, dir_fd: int | None = None) -> dict[str, str]:
-    """Return ``child_paths``; raise GroupFormatError for a file Triton could not use."""
+def read_group(
+    path: str | Path, *, dir_fd: int | None = None, data: bytes | None = None
+) -> dict[str, str]:
+    """Return ``child_paths``; raise GroupFormatError for a file Triton could not use.
+    ``data``: the file's bytes where the caller holds them (extract, which just wrote it)."""
     try:
-        raw = read_capped(path, dir_fd=dir_fd)
+        raw = read_capped(path, dir_fd=dir_fd) if data is None else data
         if len(raw) > MAX_JSON:
             raise GroupFormatError(f"over {MAX_JSON >> 20} MiB: not a group Triton wrote")
         data = json.loads(raw)

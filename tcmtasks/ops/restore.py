@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cache.entries import Entry
 from ..cache.roots import discover
 from ..errors import NoGpu, UsageError
 from ..extract import MAX_TOTAL, RestoreReport, default_destinations
@@ -196,10 +197,23 @@ def pull(
         ],
     )
     if not dry_run:
-        arrived = {Path(str(k["dest"])) for k in report.kept if k.get("dest")} | {dest}
-        arrived |= {p.dest for p in report.parts if p.installed}
+        # The Triton entries were judged where they now are (without reading them back):
+        # recorded as they are; the parts' units, few, are read
+        by_root: dict[str, list[Entry]] = {}
+        for e in report.arrived:
+            by_root.setdefault(os.path.abspath(e.root), []).append(e)
+        arrived = {p.dest for p in report.parts if p.installed}
+        if os.path.abspath(dest) not in by_root:
+            arrived.add(dest)  # nothing new there: indexed as it is
         with open_index(db) as idx:
-            idx.update([r for r in discover(sorted(arrived)) if r.path.is_dir()])
+            read = []
+            for root in discover([Path(p) for p in sorted(by_root)]):
+                judged = by_root.get(os.path.abspath(root.path))
+                if judged and root.kind == "triton":
+                    idx.record(root, judged)
+                else:
+                    read.append(root)
+            idx.update([r for r in read + discover(sorted(arrived)) if r.path.is_dir()])
     return report
 
 
