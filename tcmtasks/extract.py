@@ -33,17 +33,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import json
 import os
-import re
 import shutil
-import tarfile
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,140 +54,38 @@ from .cache.entries import (
     file_kind,
     scan_entry,
 )
-from .cache.groups import MAX_JSON, group_filename, group_text, kernel_name_of_group, read_group
-from .cache.lock import locked
+from .cache.groups import group_filename, group_text, kernel_name_of_group, read_group
 from .cache.remove import trash_dir
 from .errors import (
     DiskFull,
     HostileImage,
     ImageError,
     IncompatibleImage,
-    OversizeHeader,
     UsageError,
     os_error,
 )
 from .gpuchoice import GpuChoice, choose_gpus, owners, served_gpus
-from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
-from .oci.inspect import decompressed, json_label, read_labels, read_layer_manifest
-from .oci.tarread import Chunks, Member, TarReader
+from .layerstream import (
+    CACHE_PREFIX,
+    MAX_TOTAL,
+    SAFE_FILE,
+    Layout,
+    build_of,
+    stream_into,
+    write_bytes,
+)
+from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY
+from .oci.inspect import json_label, read_labels, read_layer_manifest
 from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
+from .restoreplan import TRITON, Destinations, PartPlan, RestoreReport
 from .safedirs import check_dirs, make_dirs
+from .staging import Staging, purge_stale_staging
 from .targets import Target
 
-CACHE_PREFIX = "io.triton.cache/"
-MANIFEST_PREFIX = "io.triton.manifest/"
-MANIFEST_FILE = MANIFEST_PREFIX + "manifest.json"
-STAGING_PREFIX = ".tcm-staging-"
-MAX_FILE = 1 << 30  # no kernel file comes near 1 GiB
-MAX_PART_FILE = 4 << 30  # an FX graph or vLLM artifact of a very large model
-MAX_MANIFEST = 64 << 20
-MAX_TOTAL = 64 << 30
-MAX_DESTS = 1024  # places one entry may go: a vLLM rank each
-#: Tar members in one layer, whatever its manifest says: every header is parsed and counted
-#: (a 7 MB layer once unpacked to 1,000,000 empty files)
-MAX_MEMBERS = 2_000_000
-#: What may follow a tar's end marker: its writer pads the last record (10 KiB for GNU tar)
-MAX_TRAILING = 1 << 20
-_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{8,128}")
-_SAFE_FILE = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+-]{0,254}")
-TRITON: Dest = ("triton", "")
-
-
-@dataclass
-class Destinations:
-    """Where each part of an image goes on this node."""
-
-    triton: Path  # plain Triton entries: TRITON_CACHE_DIR, else ~/.triton/cache
-    inductor: Path  # the workload's TORCHINDUCTOR_CACHE_DIR
-    vllm: Path  # the workload's VLLM_CACHE_ROOT
-    #: The workload sets TRITON_CACHE_DIR: Inductor then sends Triton there, not to its own dir.
-    triton_env: bool = False
-
-    def kind_root(self, kind: str) -> Path:
-        return {"triton": self.triton, "inductor": self.inductor, "vllm": self.vllm}[kind]
-
-    def root_for(self, dest: Dest) -> Path:
-        named, rel = self.split(dest)
-        return named / rel if rel else named
-
-    def split(self, dest: Dest) -> tuple[Path, str]:
-        """(the dir the user named or the workload's default, the Triton root below it)."""
-        kind, rel = dest
-        if kind == "triton" or (kind == "inductor" and self.triton_env):
-            return self.triton, ""
-        return self.kind_root(kind), rel
-
-
-@dataclass
-class PartPlan:
-    kind: str
-    prefix: str
-    source: str  # the producer's absolute dir
-    mount: str
-    dest: Path  # where its files go here
-    skipped: str | None = None
-    installed: int = 0  # units
-    existing: int = 0  # units kept as they were
-    failed: list[str] = field(default_factory=list)
-    files: int = 0
-    bytes: int = 0
-    #: unit -> the GPUs that need it, from the manifest (empty: the part serves any GPU)
-    owners: dict[str, frozenset[str]] = field(default_factory=dict)
-    #: the GPUs whose units this node installs (None: every GPU's)
-    keep_gpus: frozenset[str] | None = None
-    #: GPU -> its units left out here, because no GPU this node installs for needs them
-    other_gpus: dict[str, set[str]] = field(default_factory=dict)
-
-    def wants(self, unit: str) -> bool:
-        """Whether this node installs ``unit``; one it leaves is counted for its GPUs."""
-        owners = self.owners.get(unit)
-        if not owners or self.keep_gpus is None or owners & self.keep_gpus:
-            return True
-        for gpu in owners:
-            self.other_gpus.setdefault(gpu, set()).add(unit)
-        return False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind, "dest": str(self.dest), "source": self.source,
-            "skipped": self.skipped, "units": self.installed, "existing": self.existing,
-            "failed": self.failed, "files": self.files, "bytes": self.bytes,
-            "other_gpus": {g: len(u) for g, u in sorted(self.other_gpus.items())},
-        }  # fmt: skip
-
-
-@dataclass
-class RestoreReport:
-    reference: str
-    cache_dir: str
-    host_targets: list[str]
-    image_targets: list[str]
-    producer_warnings: list[str] = field(default_factory=list)
-    kept: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    failed: list[dict[str, Any]] = field(default_factory=list)  # selected, but not installed
-    bytes: int = 0
-    seconds: float = 0.0
-    dry_run: bool = False
-    parts: list[PartPlan] = field(default_factory=list)
-    runtime: dict[str, Any] = field(default_factory=dict)  # what entries were selected for
-    image_gpus: list[str] = field(default_factory=list)  # the GPUs a fleet image serves
-    gpus: list[str] | None = None  # whose units were installed (None: every GPU's)
-    #: the Triton entries installed, as judged at their place (for the index, not the report)
-    arrived: list[Entry] = field(default_factory=list, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out.pop("arrived")
-        out["parts"] = [p.to_dict() for p in self.parts]
-        return out
-
-    def skip_reasons(self) -> list[tuple[str, int]]:
-        """Each distinct reason entries were skipped for, with how many, most first."""
-        counts: dict[str, int] = {}
-        for item in self.skipped:
-            counts[str(item.get("reason"))] = counts.get(str(item.get("reason")), 0) + 1
-        return sorted(counts.items(), key=lambda kv: -kv[1])
+__all__ = [
+    "MAX_TOTAL", "Destinations", "PartPlan", "RestoreReport", "build_of", "extract",
+    "purge_stale_staging", "why_skip",
+]  # fmt: skip
 
 
 def _targets_of(labels: dict[str, str]) -> list[Target]:
@@ -270,297 +164,6 @@ def part_mismatch(
     return None
 
 
-class Staging:
-    """One staging dir per destination root, on that root's filesystem, made on first use
-    (with the root's lock taken and leftovers of dead runs purged)."""
-
-    def __init__(self, stack: contextlib.ExitStack):
-        self.stack = stack
-        self.dirs: dict[Path, Path] = {}
-
-    def dir_for(self, named: Path, rel: str = "") -> Path:
-        """The staging dir of ``named/rel`` (every level below ``named`` checked: no link)."""
-        root = Path(os.path.abspath(named / rel if rel else named))
-        if root not in self.dirs:
-            make_dirs(named, rel)
-            self.stack.enter_context(locked(root))
-            purge_stale_staging(root)
-            d = root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            d.mkdir()
-            self.stack.enter_context(_alive_mark(d))
-            self.dirs[root] = d
-        return self.dirs[root]
-
-    def cleanup(self) -> None:
-        for d in self.dirs.values():
-            shutil.rmtree(d, ignore_errors=True)
-
-
-class _Layout:
-    """What the in-layer manifest says: where each Triton key goes, and the parts."""
-
-    def __init__(self) -> None:
-        self.seen = False
-        self.max_members = MAX_MEMBERS  # until the manifest says how many files it ships
-        self.dests: dict[str, list[Dest]] = {}
-        self.builds: dict[str, dict[str, str]] = {}  # key -> the build its warm recorded
-        self.parts: dict[str, PartPlan] = {}  # by prefix
-
-    def read(self, data: bytes, make_plan: Callable[[dict[str, Any]], PartPlan]) -> None:
-        try:
-            doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise ImageError(f"the in-layer manifest is not JSON ({exc})") from None
-        self.seen = True
-        self.max_members = _member_limit(doc)
-        if not isinstance(doc, dict):
-            return  # the older MCV shape: a plain list of Triton rows
-        for row in doc.get("triton") or []:
-            if not isinstance(row, dict):
-                continue
-            key = str(row.get("key") or row.get("dummy_key") or "")
-            if isinstance(row.get("dests"), list):
-                if len(row["dests"]) > MAX_DESTS:
-                    raise HostileImage(
-                        f"the in-layer manifest sends entry {key[:16]} to {len(row['dests'])} "
-                        f"places (at most {MAX_DESTS}: one per vLLM rank)"
-                    )
-                self.dests[key] = [_dest(d) for d in row["dests"]]
-            self.builds[key] = build_of(row)
-        for p in doc.get("parts") or []:
-            if not isinstance(p, dict) or p.get("kind") not in cache_parts.KINDS:
-                raise HostileImage(f"the in-layer manifest names an unknown part: {p!r:.80}")
-            plan = make_plan(p)
-            self.parts[plan.prefix] = plan
-
-
-def _member_limit(doc: Any) -> int:
-    """How many tar members a layer may hold, from what its manifest says it ships: each
-    Triton row's files, each part's files, a dir per entry and per part dir, and slack. The
-    ceiling applies to manifests that do not say (MCV's rows list no files)."""
-    rows = doc.get("triton") if isinstance(doc, dict) else doc
-    parts = doc.get("parts") if isinstance(doc, dict) else None
-    declared = 0
-    for row in rows if isinstance(rows, list) else []:
-        files = row.get("files") if isinstance(row, dict) else None
-        if not isinstance(files, list):
-            return MAX_MEMBERS
-        declared += len(files) + 1
-    for p in parts if isinstance(parts, list) else []:
-        files = p.get("files") if isinstance(p, dict) else None
-        if not isinstance(files, int) or files < 0:
-            return MAX_MEMBERS
-        declared += files * (1 + cache_parts.MAX_DEPTH)  # each file's dirs at most
-    return min(MAX_MEMBERS, declared + 1024)
-
-
-def build_of(row: dict[str, Any]) -> dict[str, str]:
-    """The build behind an entry's key, as its image row records it (tcm images since the
-    build fields were added; empty for older images and MCV's)."""
-    return {k: str(row[k]) for k in ("python", "triton_key", "ptxas", "hip_libdir") if row.get(k)}
-
-
-def _dest(value: Any) -> Dest:
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and value[0] in ("triton", *cache_parts.KINDS)
-        and isinstance(value[1], str)
-        and (value[1] == "" or cache_parts.check_rel(value[1]))
-    ):
-        return (value[0], value[1])
-    raise HostileImage(f"the in-layer manifest names a bad destination: {value!r:.80}")
-
-
-def _name_of(m: Member) -> str:
-    name = m.name
-    while name.startswith("./"):
-        name = name[2:]
-    parts = name.rstrip("/").split("/")
-    if name.startswith("/") or ".." in parts or "" in parts[:-1]:
-        raise HostileImage(f"layer entry {m.name!r} escapes the cache (absolute or '..')")
-    if not (m.isfile() or m.isdir()):
-        kind = (
-            "a symlink"
-            if m.issym()
-            else "a hard link"
-            if m.islnk()
-            else ("a device" if m.isdev() else "not a regular file")
-        )
-        raise HostileImage(f"layer entry {m.name!r} is {kind}; cache images hold only files")
-    return name
-
-
-def stream_into(
-    source: Any,
-    manifest: dict[str, Any],
-    layout: _Layout,
-    place: Callable[[str, str, str, int], str | None],
-    *,
-    max_total: int = MAX_TOTAL,
-    progress: Callable[[int], None] | None = None,
-    on_manifest: Callable[[bytes], None] | None = None,
-    hold: Callable[[str, bytes], bool] | None = None,
-) -> int:
-    """Unpack every layer's members where ``place(area, first, rest, size)`` says (None: drop
-    it); returns bytes written. ``hold(path, data)`` sees each Triton entry's JSON files
-    (metadata, group) in memory first, and takes the ones it keeps unwritten (True). The
-    layer's digest is checked at its end: on a mismatch everything staged is void."""
-    total = 0
-    members = 0
-    made: set[str] = set()
-    part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
-    for desc in manifest.get("layers", []):
-        raw = source.open_blob(desc["digest"], desc.get("size"))
-        chunks: Chunks | None = None
-        try:
-            chunks = Chunks(decompressed(raw, desc.get("mediaType", "")), raw)
-            tar = TarReader(chunks)
-            for m in tar:
-                members += 1
-                if members > layout.max_members:
-                    raise HostileImage(
-                        f"the layer holds more than {layout.max_members} members, more "
-                        "than its manifest ships: nothing was installed"
-                    )
-                name = _name_of(m)
-                if m.isdir():
-                    if not name.startswith((CACHE_PREFIX, MANIFEST_PREFIX, *part_prefixes)) \
-                            and name.rstrip("/") + "/" not in (CACHE_PREFIX, MANIFEST_PREFIX,
-                                                               *part_prefixes):  # fmt: skip
-                        raise HostileImage(f"layer entry {m.name!r} is outside the cache")
-                    tar.skip(m)
-                    continue
-                if name == MANIFEST_FILE:
-                    if m.size > MAX_MANIFEST:
-                        raise HostileImage(f"the in-layer manifest is {m.size} bytes")
-                    data = tar.read(m)
-                    if on_manifest is not None:
-                        on_manifest(data)
-                    continue
-                where = _route(name, m, layout, place, part_prefixes)
-                if total + m.size > max_total:
-                    raise HostileImage(
-                        f"the layer unpacks to more than {max_total} bytes (what the "
-                        "image declares, or --max-size): nothing was installed"
-                    )
-                if where is None:
-                    tar.skip(m)
-                elif hold is not None and name.endswith(".json") and m.size <= MAX_JSON \
-                        and name.startswith(CACHE_PREFIX):  # fmt: skip
-                    data = tar.read(m)
-                    if not hold(where, data):
-                        _write_bytes(data, where, made)
-                else:
-                    _write_member(tar, m, where, made)
-                total += m.size
-                if progress and where is not None:
-                    progress(total)
-            trailing = 0
-            for n in tar.rest():  # tar padding; the digest is checked once it is read
-                trailing += n
-                if trailing > MAX_TRAILING:
-                    raise HostileImage(
-                        f"the layer goes on for more than {MAX_TRAILING} bytes after the "
-                        "archive's end: nothing was installed"
-                    )
-        except FileExistsError as exc:
-            raise HostileImage(f"layer holds {exc.filename} twice") from None
-        except OversizeHeader as exc:
-            raise HostileImage(f"the layer holds {exc}: nothing was installed") from None
-        except (tarfile.TarError, EOFError, zlib.error) as exc:  # CorruptTar included
-            raise ImageError(
-                f"the layer of {source.describe()} is corrupt ({exc}); nothing was installed"
-            ) from None
-        except OSError as exc:
-            if exc.filename is not None:  # a local write failed (disk full...): not the image
-                raise os_error(exc, "write", exc.filename) from None
-            raise ImageError(
-                f"the layer of {source.describe()} is corrupt ({exc}); nothing was installed"
-            ) from None
-        finally:
-            if chunks is not None:
-                chunks.close()
-            raw.close()
-    return total
-
-
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _write_bytes(data: bytes, where: str, made: set[str]) -> None:
-    _write_member(None, None, where, made, data)
-
-
-def _write_member(
-    tar: TarReader | None, m: Member | None, where: str, made: set[str], data: bytes = b""
-) -> None:
-    """Copy one member (or ``data``) to its staging path; a local failure (a full disk,
-    permissions) is this machine's, never reported as the image's fault. ``made``: the dirs
-    already created (a mkdir per file, and Python's buffered open, were half of extract's
-    system calls)."""
-    parent = os.path.dirname(where)
-    try:
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        fd = os.open(where, _WRITE_FLAGS, 0o644)
-        try:
-            views = tar.content(m) if tar is not None and m is not None else [memoryview(data)]
-            for view in views:  # a read error here is the layer's: raised as is
-                try:
-                    while view:
-                        view = view[os.write(fd, view) :]
-                except OSError as exc:
-                    raise os_error(exc, "write", os.path.dirname(parent)) from None
-        finally:
-            os.close(fd)
-    except FileExistsError:
-        raise
-    except (IsADirectoryError, NotADirectoryError) as exc:
-        name = os.path.basename(where)
-        raise HostileImage(f"the layer holds {name} as a file and as a dir") from exc
-    except PermissionError as exc:
-        raise os_error(exc, "write", parent) from None
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise os_error(exc, "write", os.path.dirname(parent)) from None
-        raise
-
-
-def _route(
-    name: str,
-    m: Member,
-    layout: _Layout,
-    place: Callable[[str, str, str, int], str | None],
-    part_prefixes: tuple[str, ...],
-) -> str | None:
-    if name.startswith(CACHE_PREFIX):
-        parts = name.split("/")
-        if (
-            len(parts) != 3
-            or not _SAFE_KEY.fullmatch(parts[1])
-            or not _SAFE_FILE.fullmatch(parts[2])
-        ):
-            raise HostileImage(f"layer entry {m.name!r} is not {CACHE_PREFIX}<KEY>/<FILE>")
-        if m.size > MAX_FILE:
-            raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the 1 GiB cap")
-        return place(CACHE_PREFIX, parts[1], parts[2], m.size)
-    for prefix in part_prefixes:
-        if name.startswith(prefix):
-            rel = name[len(prefix) :]
-            if not layout.seen:
-                raise HostileImage(f"layer entry {m.name!r} comes before the in-layer manifest")
-            if prefix not in layout.parts:
-                raise HostileImage(f"layer entry {m.name!r} belongs to no part the manifest names")
-            if not cache_parts.check_rel(rel):
-                raise HostileImage(f"layer entry {m.name!r} has a name tcm never writes")
-            if m.size > MAX_PART_FILE:
-                raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the cap")
-            return place(prefix, "", rel, m.size)
-    raise HostileImage(f"layer entry {m.name!r} is outside {CACHE_PREFIX} and the known parts")
-
-
 def _check_group_names(key: str, known: Known) -> None:
     """A group in an image names files of its entry, nothing else: one that names a path out
     of it (``../x``) makes the whole image hostile."""
@@ -571,7 +174,7 @@ def _check_group_names(key: str, known: Known) -> None:
             children = read_group(name, data=data)
         except (OSError, ValueError):
             continue  # judged per entry later: incomplete
-        bad = [c for c in children if not _SAFE_FILE.fullmatch(c)]
+        bad = [c for c in children if not SAFE_FILE.fullmatch(c)]
         if bad:
             raise HostileImage(
                 f"the group of {key} names {bad[0]!r}, a path out of its entry: "
@@ -593,72 +196,17 @@ def _finish(entry: Entry, final_dir: Path, known: Known) -> Entry | str:
     except (KeyError, OSError, ValueError) as exc:
         return f"incomplete: no usable group ({exc})"
     files = {f.name for f in known.files}
-    present = {c for c in children if _SAFE_FILE.fullmatch(c) and c in files and c != grp}
+    present = {c for c in children if SAFE_FILE.fullmatch(c) and c in files and c != grp}
     if f"{entry.name}.json" not in present:
         return "incomplete: the group does not list the metadata"
     if not any(c.endswith(binary_suffixes(entry.target)) for c in present):
         return "incomplete: no kernel binary"
     text = group_text({c: str(final_dir / c) for c in sorted(present)}).encode()
     # Written once, in place: nothing reads a staging dir (synced with the batch)
-    _write_bytes(text, os.path.join(entry.path, grp), {str(entry.path)})  # (made with the metadata)
+    write_bytes(text, os.path.join(entry.path, grp), {str(entry.path)})  # (made with the metadata)
     there = Known([f for f in known.files if f.name != grp], {**known.data, grp: text})
     there.files.append(FileInfo(grp, file_kind(grp), len(text), time.time()))
     return scan_entry(final_dir.parent, final_dir.name, known=there)
-
-
-ALIVE_MARK = ".tcm-alive"
-
-
-@contextlib.contextmanager
-def _alive_mark(staging: Path) -> Iterator[None]:
-    """Hold a lock on a file inside the staging dir while it is in use: the kernel drops it
-    when the process dies however it dies, so the next run knows the dir is a leftover (a
-    pid check alone fails in containers, where a dead run's pid is often 1, alive again)."""
-    fd = os.open(staging / ALIVE_MARK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _in_use(staging: Path) -> bool:
-    try:
-        fd = os.open(staging / ALIVE_MARK, os.O_RDWR | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        # made but not yet marked (a kill in between), or by an older tcm: judge by the pid
-        m = re.match(rf"{re.escape(STAGING_PREFIX)}(\d+)-", staging.name)
-        pid = int(m.group(1)) if m else 0
-        return pid not in (0, 1) and _alive(pid)
-    except OSError:
-        return True  # not ours to judge: leave it
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def purge_stale_staging(cache_dir: Path) -> int:
-    """Remove staging dirs left by killed extractions (nobody holds their mark any more)."""
-    removed = 0
-    for d in Path(cache_dir).glob(f"{STAGING_PREFIX}*"):
-        if d.is_symlink() or not d.is_dir():
-            continue
-        if not _in_use(d):
-            shutil.rmtree(d, ignore_errors=True)
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
 
 
 def extract(
@@ -736,7 +284,7 @@ def extract(
         report.parts.append(plan)
         return plan
 
-    layout = _Layout()
+    layout = Layout()
     if dry_run:
         _dry_run(source, manifest, layout, make_plan, targets, host, dests, report, force)
         report.seconds = time.perf_counter() - t0
@@ -814,7 +362,7 @@ def _producer_root(source: str, mount: str) -> str:
 def _dry_run(
     source: Any,
     manifest: dict[str, Any],
-    layout: _Layout,
+    layout: Layout,
     make_plan: Callable[[dict[str, Any]], PartPlan],
     targets: list[Target] | None,
     host: Producer,
@@ -846,7 +394,7 @@ def _dry_run(
 def _stream_and_install(
     source: Any,
     manifest: dict[str, Any],
-    layout: _Layout,
+    layout: Layout,
     make_plan: Callable[[dict[str, Any]], PartPlan],
     staging: Staging,
     dests: Destinations,
@@ -965,7 +513,7 @@ def _prepare_triton(
     key: str,
     staged: Path,
     known: Known,
-    layout: _Layout,
+    layout: Layout,
     staging: Staging,
     dests: Destinations,
     targets: list[Target] | None,

@@ -1,0 +1,301 @@
+"""Streaming a layer into staging: what the in-layer manifest says (where each Triton key goes,
+which parts the image holds), the names and sizes a member may have, and the copy of each
+accepted member to the staging path its caller chooses. Anything else in a layer (``..``,
+absolute names, links, devices, files over the caps, more members than the manifest ships,
+data after the archive's end) stops the extraction: nothing is installed."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import tarfile
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from . import parts as cache_parts
+from .cache.groups import MAX_JSON
+from .errors import HostileImage, ImageError, OversizeHeader, os_error
+from .oci.image import Dest
+from .oci.inspect import decompressed
+from .oci.tarread import Chunks, Member, TarReader
+from .restoreplan import PartPlan
+
+CACHE_PREFIX = "io.triton.cache/"
+MANIFEST_PREFIX = "io.triton.manifest/"
+MANIFEST_FILE = MANIFEST_PREFIX + "manifest.json"
+MAX_FILE = 1 << 30  # no kernel file comes near 1 GiB
+MAX_PART_FILE = 4 << 30  # an FX graph or vLLM artifact of a very large model
+MAX_MANIFEST = 64 << 20
+MAX_TOTAL = 64 << 30
+MAX_DESTS = 1024  # places one entry may go: a vLLM rank each
+#: Tar members in one layer, whatever its manifest says: every header is parsed and counted
+#: (a 7 MB layer once unpacked to 1,000,000 empty files)
+MAX_MEMBERS = 2_000_000
+#: What may follow a tar's end marker: its writer pads the last record (10 KiB for GNU tar)
+MAX_TRAILING = 1 << 20
+SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{8,128}")
+SAFE_FILE = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+-]{0,254}")
+
+
+class Layout:
+    """What the in-layer manifest says: where each Triton key goes, and the parts."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.max_members = MAX_MEMBERS  # until the manifest says how many files it ships
+        self.dests: dict[str, list[Dest]] = {}
+        self.builds: dict[str, dict[str, str]] = {}  # key -> the build its warm recorded
+        self.parts: dict[str, PartPlan] = {}  # by prefix
+
+    def read(self, data: bytes, make_plan: Callable[[dict[str, Any]], PartPlan]) -> None:
+        try:
+            doc = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ImageError(f"the in-layer manifest is not JSON ({exc})") from None
+        self.seen = True
+        self.max_members = _member_limit(doc)
+        if not isinstance(doc, dict):
+            return  # the older MCV shape: a plain list of Triton rows
+        for row in doc.get("triton") or []:
+            if not isinstance(row, dict):
+                continue
+            key = str(row.get("key") or row.get("dummy_key") or "")
+            if isinstance(row.get("dests"), list):
+                if len(row["dests"]) > MAX_DESTS:
+                    raise HostileImage(
+                        f"the in-layer manifest sends entry {key[:16]} to {len(row['dests'])} "
+                        f"places (at most {MAX_DESTS}: one per vLLM rank)"
+                    )
+                self.dests[key] = [dest_of(d) for d in row["dests"]]
+            self.builds[key] = build_of(row)
+        for p in doc.get("parts") or []:
+            if not isinstance(p, dict) or p.get("kind") not in cache_parts.KINDS:
+                raise HostileImage(f"the in-layer manifest names an unknown part: {p!r:.80}")
+            plan = make_plan(p)
+            self.parts[plan.prefix] = plan
+
+
+def _member_limit(doc: Any) -> int:
+    """How many tar members a layer may hold, from what its manifest says it ships: each
+    Triton row's files, each part's files, a dir per entry and per part dir, and slack. The
+    ceiling applies to manifests that do not say (MCV's rows list no files)."""
+    rows = doc.get("triton") if isinstance(doc, dict) else doc
+    parts = doc.get("parts") if isinstance(doc, dict) else None
+    declared = 0
+    for row in rows if isinstance(rows, list) else []:
+        files = row.get("files") if isinstance(row, dict) else None
+        if not isinstance(files, list):
+            return MAX_MEMBERS
+        declared += len(files) + 1
+    for p in parts if isinstance(parts, list) else []:
+        files = p.get("files") if isinstance(p, dict) else None
+        if not isinstance(files, int) or files < 0:
+            return MAX_MEMBERS
+        declared += files * (1 + cache_parts.MAX_DEPTH)  # each file's dirs at most
+    return min(MAX_MEMBERS, declared + 1024)
+
+
+def build_of(row: dict[str, Any]) -> dict[str, str]:
+    """The build behind an entry's key, as its image row records it (tcm images since the
+    build fields were added; empty for older images and MCV's)."""
+    return {k: str(row[k]) for k in ("python", "triton_key", "ptxas", "hip_libdir") if row.get(k)}
+
+
+def dest_of(value: Any) -> Dest:
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and value[0] in ("triton", *cache_parts.KINDS)
+        and isinstance(value[1], str)
+        and (value[1] == "" or cache_parts.check_rel(value[1]))
+    ):
+        return (value[0], value[1])
+    raise HostileImage(f"the in-layer manifest names a bad destination: {value!r:.80}")
+
+
+def name_of(m: Member) -> str:
+    name = m.name
+    while name.startswith("./"):
+        name = name[2:]
+    parts = name.rstrip("/").split("/")
+    if name.startswith("/") or ".." in parts or "" in parts[:-1]:
+        raise HostileImage(f"layer entry {m.name!r} escapes the cache (absolute or '..')")
+    if not (m.isfile() or m.isdir()):
+        kind = (
+            "a symlink"
+            if m.issym()
+            else "a hard link"
+            if m.islnk()
+            else ("a device" if m.isdev() else "not a regular file")
+        )
+        raise HostileImage(f"layer entry {m.name!r} is {kind}; cache images hold only files")
+    return name
+
+
+def stream_into(
+    source: Any,
+    manifest: dict[str, Any],
+    layout: Layout,
+    place: Callable[[str, str, str, int], str | None],
+    *,
+    max_total: int = MAX_TOTAL,
+    progress: Callable[[int], None] | None = None,
+    on_manifest: Callable[[bytes], None] | None = None,
+    hold: Callable[[str, bytes], bool] | None = None,
+) -> int:
+    """Unpack every layer's members where ``place(area, first, rest, size)`` says (None: drop
+    it); returns bytes written. ``hold(path, data)`` sees each Triton entry's JSON files
+    (metadata, group) in memory first, and takes the ones it keeps unwritten (True). The
+    layer's digest is checked at its end: on a mismatch everything staged is void."""
+    total = 0
+    members = 0
+    made: set[str] = set()
+    part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
+    for desc in manifest.get("layers", []):
+        raw = source.open_blob(desc["digest"], desc.get("size"))
+        chunks: Chunks | None = None
+        try:
+            chunks = Chunks(decompressed(raw, desc.get("mediaType", "")), raw)
+            tar = TarReader(chunks)
+            for m in tar:
+                members += 1
+                if members > layout.max_members:
+                    raise HostileImage(
+                        f"the layer holds more than {layout.max_members} members, more "
+                        "than its manifest ships: nothing was installed"
+                    )
+                name = name_of(m)
+                if m.isdir():
+                    if not name.startswith((CACHE_PREFIX, MANIFEST_PREFIX, *part_prefixes)) \
+                            and name.rstrip("/") + "/" not in (CACHE_PREFIX, MANIFEST_PREFIX,
+                                                               *part_prefixes):  # fmt: skip
+                        raise HostileImage(f"layer entry {m.name!r} is outside the cache")
+                    tar.skip(m)
+                    continue
+                if name == MANIFEST_FILE:
+                    if m.size > MAX_MANIFEST:
+                        raise HostileImage(f"the in-layer manifest is {m.size} bytes")
+                    data = tar.read(m)
+                    if on_manifest is not None:
+                        on_manifest(data)
+                    continue
+                where = route(name, m, layout, place, part_prefixes)
+                if total + m.size > max_total:
+                    raise HostileImage(
+                        f"the layer unpacks to more than {max_total} bytes (what the "
+                        "image declares, or --max-size): nothing was installed"
+                    )
+                if where is None:
+                    tar.skip(m)
+                elif hold is not None and name.endswith(".json") and m.size <= MAX_JSON \
+                        and name.startswith(CACHE_PREFIX):  # fmt: skip
+                    data = tar.read(m)
+                    if not hold(where, data):
+                        write_bytes(data, where, made)
+                else:
+                    _write_member(tar, m, where, made)
+                total += m.size
+                if progress and where is not None:
+                    progress(total)
+            trailing = 0
+            for n in tar.rest():  # tar padding; the digest is checked once it is read
+                trailing += n
+                if trailing > MAX_TRAILING:
+                    raise HostileImage(
+                        f"the layer goes on for more than {MAX_TRAILING} bytes after the "
+                        "archive's end: nothing was installed"
+                    )
+        except FileExistsError as exc:
+            raise HostileImage(f"layer holds {exc.filename} twice") from None
+        except OversizeHeader as exc:
+            raise HostileImage(f"the layer holds {exc}: nothing was installed") from None
+        except (tarfile.TarError, EOFError, zlib.error) as exc:  # CorruptTar included
+            raise ImageError(
+                f"the layer of {source.describe()} is corrupt ({exc}); nothing was installed"
+            ) from None
+        except OSError as exc:
+            if exc.filename is not None:  # a local write failed (disk full...): not the image
+                raise os_error(exc, "write", exc.filename) from None
+            raise ImageError(
+                f"the layer of {source.describe()} is corrupt ({exc}); nothing was installed"
+            ) from None
+        finally:
+            if chunks is not None:
+                chunks.close()
+            raw.close()
+    return total
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def write_bytes(data: bytes, where: str, made: set[str]) -> None:
+    _write_member(None, None, where, made, data)
+
+
+def _write_member(
+    tar: TarReader | None, m: Member | None, where: str, made: set[str], data: bytes = b""
+) -> None:
+    """Copy one member (or ``data``) to its staging path; a local failure (a full disk,
+    permissions) is this machine's, never reported as the image's fault. ``made``: the dirs
+    already created (a mkdir per file, and Python's buffered open, were half of extract's
+    system calls)."""
+    parent = os.path.dirname(where)
+    try:
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        fd = os.open(where, _WRITE_FLAGS, 0o644)
+        try:
+            views = tar.content(m) if tar is not None and m is not None else [memoryview(data)]
+            for view in views:  # a read error here is the layer's: raised as is
+                try:
+                    while view:
+                        view = view[os.write(fd, view) :]
+                except OSError as exc:
+                    raise os_error(exc, "write", os.path.dirname(parent)) from None
+        finally:
+            os.close(fd)
+    except FileExistsError:
+        raise
+    except (IsADirectoryError, NotADirectoryError) as exc:
+        name = os.path.basename(where)
+        raise HostileImage(f"the layer holds {name} as a file and as a dir") from exc
+    except PermissionError as exc:
+        raise os_error(exc, "write", parent) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise os_error(exc, "write", os.path.dirname(parent)) from None
+        raise
+
+
+def route(
+    name: str,
+    m: Member,
+    layout: Layout,
+    place: Callable[[str, str, str, int], str | None],
+    part_prefixes: tuple[str, ...],
+) -> str | None:
+    if name.startswith(CACHE_PREFIX):
+        parts = name.split("/")
+        if len(parts) != 3 or not SAFE_KEY.fullmatch(parts[1]) or not SAFE_FILE.fullmatch(parts[2]):
+            raise HostileImage(f"layer entry {m.name!r} is not {CACHE_PREFIX}<KEY>/<FILE>")
+        if m.size > MAX_FILE:
+            raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the 1 GiB cap")
+        return place(CACHE_PREFIX, parts[1], parts[2], m.size)
+    for prefix in part_prefixes:
+        if name.startswith(prefix):
+            rel = name[len(prefix) :]
+            if not layout.seen:
+                raise HostileImage(f"layer entry {m.name!r} comes before the in-layer manifest")
+            if prefix not in layout.parts:
+                raise HostileImage(f"layer entry {m.name!r} belongs to no part the manifest names")
+            if not cache_parts.check_rel(rel):
+                raise HostileImage(f"layer entry {m.name!r} has a name tcm never writes")
+            if m.size > MAX_PART_FILE:
+                raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the cap")
+            return place(prefix, "", rel, m.size)
+    raise HostileImage(f"layer entry {m.name!r} is outside {CACHE_PREFIX} and the known parts")
