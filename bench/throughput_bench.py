@@ -3,7 +3,8 @@
     python bench/throughput_bench.py [--entries 2000] [--rows 20000] [--rounds 5]
 
 Each pair runs --rounds times, alternating (tcm, tool, tcm, tool...) so drift hits both, each
-command after a ``sync`` and a 2 s pause; the medians of wall, user and sys time and the wall
+command after a ``sync`` and a 2 s pause, after one untimed run of each (tcm's first run on a
+host records its Triton build, once per install); the medians of wall, user and sys time and the wall
 ratio are printed, with peak RSS (all from ``/usr/bin/time``):
 
 * extract: ``tcm extract`` of a gzip image of an --entries cache (real copies of entries
@@ -78,6 +79,10 @@ def settle() -> None:
 def pair(name: str, ours, theirs, rounds: int, setup=None) -> dict:
     """Alternate ours and theirs ``rounds`` times, each after ``setup`` and a settle."""
     runs: dict[str, list[dict[str, float]]] = {"tcm": [], "tool": []}
+    for fn in (ours, theirs):  # untimed: a first run also records the host's Triton build
+        if setup:
+            setup()
+        fn()
     for _ in range(rounds):
         for fn, who in ((ours, "tcm"), (theirs, "tool")):
             if setup:

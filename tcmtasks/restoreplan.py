@@ -95,10 +95,13 @@ class RestoreReport:
     gpus: list[str] | None = None  # whose units were installed (None: every GPU's)
     #: the Triton entries installed, as judged at their place (for the index, not the report)
     arrived: list[Entry] = field(default_factory=list, repr=False)
+    #: False where the extract held too much to keep them all: the index reads the dirs
+    arrived_complete: bool = field(default=True, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out.pop("arrived")
+        out.pop("arrived_complete")
         out["parts"] = [p.to_dict() for p in self.parts]
         return out
 

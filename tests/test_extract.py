@@ -509,3 +509,27 @@ def test_the_index_records_installed_entries_as_a_scan_would_see_them(image, tmp
     for key, e in scanned.items():
         assert view(recorded[key]) == view(e), key
         assert e.lookup == "hit" and recorded[key].fingerprint == ""
+
+
+def test_past_the_hold_budget_entries_are_judged_from_disk_and_indexed_by_reading(
+    image, tmp_path, db, monkeypatch
+):
+    """A cache too large to hold every entry's JSON files in memory: after the budget the
+    rest are written as they come, judged by reading them back, and indexed from disk; the
+    result is the same."""
+    from tcmtasks import Index, ops
+    from tcmtasks import extract as extract_mod
+
+    monkeypatch.setattr(extract_mod, "HOLD_BUDGET", 3000)  # a few entries' worth
+    _built, store = image
+    dest = tmp_path / "node"
+    report = ops.extract(f"oci:{store.path}:v1", cache_dir=dest, all_targets=True)
+    assert len(report.kept) == 9 and not report.arrived_complete and not report.arrived
+    scanned = {e.key: e for e in scan_root(dest)}
+    assert all(e.lookup == "hit" and not e.problems for e in scanned.values())
+    with Index(db) as idx:
+        recorded = {e.key: e for e in idx.entries([dest])}
+    assert set(recorded) == set(scanned)
+    assert {k: (e.name, e.lookup, e.size) for k, e in recorded.items()} == {
+        k: (e.name, e.lookup, e.size) for k, e in scanned.items()
+    }

@@ -313,6 +313,8 @@ class Known:
 
     files: list[FileInfo]
     data: dict[str, bytes]  # file name -> bytes, for the files ending in .json
+    #: metadata file name -> (parsed, text), filled by the first judgement, shared by copies
+    parsed: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
 
 
 def scan_entry(
@@ -330,7 +332,7 @@ def scan_entry(
         return _judge(Entry(key=dirname, root=root, kind=EntryKind.UNKNOWN,
                             key_format=key_format(dirname)),
                       os.path.join(root, dirname), sorted(known.files),
-                      {f.name: f.name for f in known.files}, [], [], now, known.data)  # fmt: skip
+                      {f.name: f.name for f in known.files}, [], [], now, known)  # fmt: skip
     key = safe_name(dirname)
     entry = Entry(key=key, root=root, kind=EntryKind.UNKNOWN, key_format=key_format(key))
     problems: list[Problem] = []
@@ -432,11 +434,11 @@ def _judge(
     tmp_dirs: list[tuple[str, float]],
     problems: list[Problem],
     now: float,
-    data: dict[str, bytes] | None,
+    known: Known | None,
     dir_mtime: float = 0.0,
 ) -> Entry:
     """An entry's kind, kernel, target and problems, from its files (sorted by name) and,
-    where ``data`` holds them, its JSON files' bytes."""
+    where ``known`` holds them, its JSON files' bytes."""
     entry.files = tuple(files)
     entry.mtime = max((f.mtime for f in files), default=dir_mtime)
 
@@ -463,7 +465,7 @@ def _judge(
     }
     if kinds & kernel_kinds:
         entry.kind = EntryKind.KERNEL
-        _read_kernel(entry, path, real_names, problems, data or {})
+        _read_kernel(entry, path, real_names, problems, known)
     elif FileKind.MODULE in kinds:
         entry.kind = EntryKind.MODULE
         entry.name = next(f.name for f in files if f.kind == FileKind.MODULE).split(".")[0]
@@ -502,7 +504,7 @@ def _read_kernel(
     path: str,
     real: dict[str, str],
     problems: list[Problem],
-    data: dict[str, bytes],
+    known: Known | None,
 ) -> None:
     name, groups = _kernel_name(entry.files)
     entry.name = name
@@ -522,7 +524,7 @@ def _read_kernel(
             )
         )
     else:
-        _read_metadata(entry, os.path.join(path, real[meta_file]), problems, data.get(meta_file))
+        _read_metadata(entry, os.path.join(path, real[meta_file]), problems, known)
 
     grp_file = f"__grp__{name}.json"
     if grp_file not in real:
@@ -537,7 +539,8 @@ def _read_kernel(
         entry.lookup = "miss"
         return
     try:
-        children = read_group(os.path.join(path, real[grp_file]), data=data.get(grp_file))
+        held = known.data.get(grp_file) if known is not None else None
+        children = read_group(os.path.join(path, real[grp_file]), data=held)
     except GroupFormatError as exc:
         effect = (
             "Triton fails when it looks this kernel up"
@@ -600,9 +603,14 @@ def _read_kernel(
 
 
 def _read_metadata(
-    entry: Entry, meta_path: str, problems: list[Problem], data: bytes | None = None
+    entry: Entry, meta_path: str, problems: list[Problem], known: Known | None = None
 ) -> None:
     fname = os.path.basename(meta_path)
+    if known is not None and fname in known.parsed:
+        meta, text = known.parsed[fname]
+        _take_metadata(entry, meta, text, fname, problems)
+        return
+    data = known.data.get(fname) if known is not None else None
     try:
         raw = read_capped(meta_path) if data is None else data
         if len(raw) > MAX_JSON:
@@ -625,6 +633,14 @@ def _read_metadata(
     if not isinstance(meta, dict):
         problems.append(Problem("bad-metadata", f"{fname} is not a JSON object"))
         return
+    if known is not None:
+        known.parsed[fname] = (meta, text)
+    _take_metadata(entry, meta, text, fname, problems)
+
+
+def _take_metadata(
+    entry: Entry, meta: dict[str, Any], text: str, fname: str, problems: list[Problem]
+) -> None:
     entry.metadata = meta
     entry.metadata_text = text
     if isinstance(meta.get("name"), str) and meta["name"] != entry.name:

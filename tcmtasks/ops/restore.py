@@ -202,6 +202,8 @@ def pull(
         by_root: dict[str, list[Entry]] = {}
         for e in report.arrived:
             by_root.setdefault(os.path.abspath(e.root), []).append(e)
+        for k in report.kept if not report.arrived_complete else []:
+            by_root.setdefault(os.path.abspath(str(k["dest"])), [])  # read from disk
         arrived = {p.dest for p in report.parts if p.installed}
         if os.path.abspath(dest) not in by_root:
             arrived.add(dest)  # nothing new there: indexed as it is
@@ -209,7 +211,7 @@ def pull(
             read = []
             for root in discover([Path(p) for p in sorted(by_root)]):
                 judged = by_root.get(os.path.abspath(root.path))
-                if judged and root.kind == "triton":
+                if judged and root.kind == "triton" and report.arrived_complete:
                     idx.record(root, judged)
                 else:
                     read.append(root)
