@@ -170,6 +170,9 @@ def part_mismatch(
     return None
 
 
+#: How long a restore waits, by default, for another tcm changing a destination it writes to
+LOCK_TIMEOUT = 300.0
+
 #: The JSON files (metadata, groups) an extract holds in memory to judge entries without
 #: reading them back: 2,000 real kernels hold under 1 MiB, 20,000 large ones ~100 MiB. Past
 #: this, the rest are read back from disk and the index reads every arrived entry itself.
@@ -244,6 +247,43 @@ def _judge_at(final_dir: Path, known: Known, staged: Path) -> _Judged:
     return _Judged(entry, grp, text, held, why)
 
 
+def _skipped_unstaged(
+    key: str,
+    layout: Layout,
+    dests: Destinations,
+    targets: list[Target] | None,
+    host: Producer,
+    overwrite: bool,
+    force: bool,
+    report: RestoreReport,
+) -> bool:
+    """Whether the manifest's row already says this entry stays out (another target or
+    build, or already at every place it goes): then none of its files is staged, so a
+    restore with nothing new writes nothing. Rows that say too little (MCV's) are judged
+    after staging, from the entry's own metadata."""
+    row = layout.rows.get(key)
+    if row is None:
+        return False
+    target = Target.from_metadata(row)
+    item = {"key": key, "name": row.get("name"), "target": str(target) if target else None}
+    if target is not None:
+        version = row.get("triton_version")
+        why = why_skip(target, version if isinstance(version, str) else None, targets, host,
+                       layout.builds.get(key, {}), force)  # fmt: skip
+        if why is not None:
+            report.skipped.append({**item, "reason": why})
+            return True
+    if overwrite:
+        return False
+    places = list(dict.fromkeys(dests.split(d) for d in layout.dests.get(key, [TRITON])))
+    roots = [named / rel if rel else named for named, rel in places]
+    if not all(_occupied(root / key) for root in roots):
+        return False
+    why = "already in the cache (--overwrite replaces it)"
+    report.skipped += [{**item, "dest": str(root), "reason": why} for root in roots]
+    return True
+
+
 def _read_json(staged: Path, known: Known) -> dict[str, bytes]:
     """The JSON files the stream wrote rather than held (HOLD_BUDGET spent), read back."""
     out = {}
@@ -280,6 +320,7 @@ def extract(
     runtime: dict[str, Any] | None = None,
     gpus: GpuChoice | None = None,
     same_paths_roots: list[Path] | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> RestoreReport:
     """Preflight, then (unless ``dry_run``) stream, select, relocate and install.
 
@@ -288,7 +329,8 @@ def extract(
     workload looks; ``same_paths`` restores parts to the producer's own paths; ``host`` is the
     workload's runtime (its Triton, Python ABI, torch, GPUs): entries and parts built for
     another are skipped with their reason, unless ``force``; ``gpus``: whose units of an image
-    warmed for several GPUs to install (None: every GPU's)."""
+    warmed for several GPUs to install (None: every GPU's); ``lock_timeout``: how long to
+    wait for another tcm changing a destination (pods on one node start together)."""
     t0 = time.perf_counter()
     checked = preflight(source, targets, host, strict=strict, gpus=gpus)
     manifest, image_targets, warnings = checked.manifest, checked.image_targets, checked.warnings
@@ -344,7 +386,7 @@ def extract(
         report.seconds = time.perf_counter() - t0
         return report
     with contextlib.ExitStack() as stack:
-        staging = Staging(stack)
+        staging = Staging(stack, lock_timeout)
         try:
             _stream_and_install(
                 source, manifest, layout, make_plan, staging, dests, targets, host,
@@ -465,9 +507,18 @@ def _stream_and_install(
     seen: set[tuple[str, str]] = set()
     now = time.time()
 
+    passed: set[str] = set()  # keys skipped from their manifest row: never staged
+
     def place(area: str, first: str, rest: str, size: int) -> str | None:
         if area == CACHE_PREFIX:
             key = first
+            if key in passed:
+                return None
+            if key not in staged_keys and _skipped_unstaged(
+                key, layout, dests, targets, host, overwrite, force, report
+            ):
+                passed.add(key)
+                return None
             if key not in staged_keys:  # (its dir is made with its first file)
                 first_dest = layout.dests.get(key, [TRITON])[0]
                 staged_keys[key] = staging.dir_for(*dests.split(first_dest)) / key
@@ -605,6 +656,7 @@ def _prepare_triton(
         copies.append(staging.dir_for(named, rel) / key)
         shutil.copytree(staged, copies[-1])
     ready = []
+    size = sum(f.size for f in known.files)  # as the layer held it (what progress counted)
     for root, here in zip(roots, copies, strict=True):
         final = root / key
         if here != staged:
@@ -617,7 +669,7 @@ def _prepare_triton(
             continue
         _write_group(judged, here)
         judged.entry.metadata = None  # the index keeps its text, not each parsed copy
-        ready.append(_Ready(item, here, final, judged.entry.size, judged.entry))
+        ready.append(_Ready(item, here, final, size, judged.entry))
     return ready
 
 

@@ -48,6 +48,8 @@ class Layout:
         self.max_members = MAX_MEMBERS  # until the manifest says how many files it ships
         self.dests: dict[str, list[Dest]] = {}
         self.builds: dict[str, dict[str, str]] = {}  # key -> the build its warm recorded
+        #: key -> its row (name, target, Triton version...): enough to skip it unstaged
+        self.rows: dict[str, dict[str, Any]] = {}
         self.parts: dict[str, PartPlan] = {}  # by prefix
 
     def read(self, data: bytes, make_plan: Callable[[dict[str, Any]], PartPlan]) -> None:
@@ -71,6 +73,7 @@ class Layout:
                     )
                 self.dests[key] = [dest_of(d) for d in row["dests"]]
             self.builds[key] = build_of(row)
+            self.rows[key] = row
         for p in doc.get("parts") or []:
             if not isinstance(p, dict) or p.get("kind") not in cache_parts.KINDS:
                 raise HostileImage(f"the in-layer manifest names an unknown part: {p!r:.80}")

@@ -24,8 +24,9 @@ class Staging:
     """One staging dir per destination root, on that root's filesystem, made on first use
     (with the root's lock taken and leftovers of dead runs purged)."""
 
-    def __init__(self, stack: contextlib.ExitStack):
+    def __init__(self, stack: contextlib.ExitStack, lock_timeout: float = 0.0):
         self.stack = stack
+        self.lock_timeout = lock_timeout  # how long to wait for another run holding a root
         self.dirs: dict[Path, Path] = {}
 
     def dir_for(self, named: Path, rel: str = "") -> Path:
@@ -33,7 +34,7 @@ class Staging:
         root = Path(os.path.abspath(named / rel if rel else named))
         if root not in self.dirs:
             make_dirs(named, rel)
-            self.stack.enter_context(locked(root))
+            self.stack.enter_context(locked(root, timeout=self.lock_timeout))
             purge_stale_staging(root)
             d = root / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
             d.mkdir()

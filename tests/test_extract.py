@@ -533,3 +533,91 @@ def test_past_the_hold_budget_entries_are_judged_from_disk_and_indexed_by_readin
     assert {k: (e.name, e.lookup, e.size) for k, e in recorded.items()} == {
         k: (e.name, e.lookup, e.size) for k, e in scanned.items()
     }
+
+
+def _tree(root, as_if=None):
+    """Every file below ``root`` but tcm's own, with ``root`` in its bytes written as
+    ``as_if`` (groups hold absolute paths)."""
+    here, there = str(root).encode(), str(as_if or root).encode()
+    return {
+        str(p.relative_to(root)): p.read_bytes().replace(here, there)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".tcm")
+    }
+
+
+def test_a_restore_waits_for_another_tcm_changing_the_cache(tcm, image, tmp_path):
+    """Pods on one node sharing a cache start together: the second waits its turn, saying
+    whom it waits for, and then installs."""
+    import threading
+    import time
+
+    from tcmtasks.cache.lock import locked
+
+    _, store = image
+    dest = tmp_path / "c"
+    dest.mkdir()
+    done = {}
+    with locked(dest):
+        t = threading.Thread(target=lambda: done.update(
+            proc=tcm("extract", f"oci:{store.path}:v1", "--all", "-c", dest)))  # fmt: skip
+        t.start()
+        time.sleep(2)
+        assert t.is_alive() and not list(scan_root(dest))  # waiting, nothing installed
+    t.join(120)
+    proc = done["proc"]
+    assert f"waiting for another tcm (pid {os.getpid()}), which is changing" in proc.stderr
+    assert "installed 9 entries" in proc.stdout and len(list(scan_root(dest))) == 9
+
+
+def test_the_wait_is_bounded(tcm, image, tmp_path):
+    from tcmtasks.cache.lock import locked
+
+    _, store = image
+    dest = tmp_path / "c"
+    dest.mkdir()
+    with locked(dest):
+        proc = tcm("extract", f"oci:{store.path}:v1", "--all", "-c", dest,
+                   "--lock-timeout", "0.5", ok=4)  # fmt: skip
+    assert f"another tcm (pid {os.getpid()}) is changing {dest} after waiting 0.5 s" in (
+        proc.stderr.replace("\n", " ")
+    )
+    assert not list(scan_root(dest)) and not list(dest.glob(".tcm-staging-*"))
+
+
+def test_a_restore_with_nothing_new_stages_nothing_and_takes_no_lock(tcm, image, tmp_path):
+    """What is already in the cache is ruled out from the layer's manifest, before any of its
+    files is written: a second restore holds no lock (it succeeds while another tcm holds
+    it, without waiting) and leaves no staging dir."""
+    from tcmtasks.cache.lock import locked
+
+    _, store = image
+    dest = tmp_path / "c"
+    tcm("extract", f"oci:{store.path}:v1", "--all", "-c", dest)
+    before = _tree(dest)
+    with locked(dest):
+        proc = tcm("extract", f"oci:{store.path}:v1", "--all", "-c", dest, "--lock-timeout",
+                   "0", "--json")  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert report["kept"] == [] and len(report["skipped"]) == 9
+    assert {s["reason"] for s in report["skipped"]} == {
+        "already in the cache (--overwrite replaces it)"
+    }
+    assert _tree(dest) == before and not list(dest.glob(".tcm-staging-*"))
+
+
+def test_concurrent_restores_into_one_dir_all_succeed(tcm, image, tmp_path):
+    """8 restores started together into one dir (bounded: the CI machine has 2 cores): every
+    one exits 0 and the tree is what one restore alone makes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, store = image
+    alone, shared = tmp_path / "alone", tmp_path / "shared"
+    tcm("extract", f"oci:{store.path}:v1", "--all", "-c", alone)
+    with ThreadPoolExecutor(8) as pool:
+        procs = list(pool.map(
+            lambda _: tcm("extract", f"oci:{store.path}:v1", "--all", "-c", shared, "--json"),
+            range(8)))  # fmt: skip
+    kept = [len(json.loads(p.stdout)["kept"]) for p in procs]
+    assert sum(kept) == 9  # each entry installed once, by whichever run came first
+    assert _tree(shared, as_if=alone) == _tree(alone) and len(_tree(alone)) >= 27

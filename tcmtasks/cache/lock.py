@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from ..errors import CacheLocked, os_error
 
 LOCK_NAME = ".tcm.lock"
+log = logging.getLogger(__name__)
 
 _held: dict[str, tuple[int, int]] = {}  # realpath of root -> (pid, depth)
 _guard = threading.RLock()
@@ -89,19 +91,34 @@ def _open_lock_file(root: Path) -> int:
 
 
 def _flock(fd: int, root: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    """Take the lock, waiting up to ``timeout`` seconds for the run that holds it (saying
+    once whom it waits for: pods sharing a node's cache start together)."""
+    start = time.monotonic()
+    waited = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if waited:
+                log.warning("%s: took the lock after %.1f s", root, time.monotonic() - start)
             return
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            holder = None
+            if not waited and timeout > 0:
                 holder = _holder(fd)
                 who = f"another tcm (pid {holder})" if holder else "another tcm"
+                log.warning(
+                    "waiting for %s, which is changing %s (at most %g s: --lock-timeout)",
+                    who, root, timeout,
+                )  # fmt: skip
+                waited = True
+            if time.monotonic() - start >= timeout:
+                holder = holder or _holder(fd)
+                who = f"another tcm (pid {holder})" if holder else "another tcm"
+                after = f" after waiting {timeout:g} s (--lock-timeout)" if timeout > 0 else ""
                 raise CacheLocked(
-                    f"{who} is changing {root}; wait for it to finish and run this again"
+                    f"{who} is changing {root}{after}; wait for it to finish and run this again"
                 ) from None
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 def _holder(fd: int) -> str | None:

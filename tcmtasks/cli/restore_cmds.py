@@ -179,6 +179,15 @@ def restore_cmd(
             show_default="64G",
         ),
     ] = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            help="Wait up to SECONDS for another tcm changing the same cache (pods of one "
+            "node sharing it start together), saying whom it waits for; then exit 4.",
+            min=0,
+        ),
+    ] = 300.0,
     inductor_dir: Annotated[
         Path | None,
         typer.Option(
@@ -261,6 +270,7 @@ def restore_cmd(
             local_only=local,
             db=db(),
             progress=progress,
+            lock_timeout=lock_timeout,
         )
     if as_json:
         print_json(report.to_dict())

@@ -10,7 +10,7 @@ from typing import Any
 from ..cache.entries import Entry
 from ..cache.roots import discover
 from ..errors import NoGpu, UsageError
-from ..extract import MAX_TOTAL, RestoreReport, default_destinations
+from ..extract import LOCK_TIMEOUT, MAX_TOTAL, RestoreReport, default_destinations
 from ..extract import extract as extract_image
 from ..gpuchoice import GpuChoice
 from ..gpuprofile import GpuProfile, save
@@ -137,6 +137,7 @@ def pull(
     local_only: bool = False,
     db: DbPath = None,
     progress: Progress | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> RestoreReport:
     """Restore an image where the workload will look: Triton entries into ``cache_dir``
     (default: where Triton looks), an Inductor part into ``inductor_dir`` (default
@@ -154,7 +155,9 @@ def pull(
     installs the Inductor and vLLM units of this host's GPU (their keys hold its name), or of
     ``gpus`` (names as ``tcm inspect`` shows them, or their start: ``nvidia-h100``; their
     targets' entries unless ``targets``), or of every GPU with ``all_targets`` or ``force``.
-    The report says what was skipped, and why."""
+    The report says what was skipped, and why (entries the image's manifest already rules
+    out are never downloaded to disk). Another tcm changing the same cache is waited for, up
+    to ``lock_timeout`` seconds."""
     parsed = parse(ref) if isinstance(ref, str) else ref
     if local_only and parsed.transport == "docker":
         raise UsageError("tcm extract reads local images; use tcm pull for docker://")
@@ -192,6 +195,7 @@ def pull(
         max_total=limit,
         progress=bytes_done if progress is not None else None,
         gpus=choice,
+        lock_timeout=lock_timeout,
         same_paths_roots=[
             Path(p) for p in (inductor_dir, vllm_dir, *(same_paths_root or [])) if p is not None
         ],
