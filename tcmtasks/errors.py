@@ -95,6 +95,11 @@ class RegistryError(ImageError):
     """A registry could not be reached or refused a request."""
 
 
+class UploadSessionLost(RegistryError):
+    """An upload session that cannot go on (the registry dropped it, or holds less than was
+    sent): a push starts a new one, and reports this only when new ones fail too."""
+
+
 class AuthError(RegistryError):
     """A registry refused the credentials, or asked for auth tcm cannot give."""
 

@@ -13,6 +13,8 @@ stdlib-only (urllib, ssl), so it runs wherever tcm does.
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import io
 import json
 import logging
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import AuthError, ImageError, RegistryError
+from ..errors import AuthError, ImageError, RegistryError, UploadSessionLost
 from .image import MT_INDEX, MT_MANIFEST
 from .layout import (
     CHUNK,
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 ACCEPT = ", ".join((MT_MANIFEST, MT_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 RETRIES = 4
+TIMEOUT = 60.0  # seconds a connect or a read may wait before it is retried
 BACKOFF = 0.5  # seconds, doubled per attempt
 DEFAULT_CHUNK = 16 << 20  # uploads above this go in PATCH chunks of this size
 
@@ -201,8 +204,10 @@ class Registry:
         credentials: tuple[str, str] | None = None,
         chunk_size: int = DEFAULT_CHUNK,
         insecure_hosts: list[str] | None = None,
+        timeout: float = TIMEOUT,
     ):
         self.host = host
+        self.timeout = timeout  # per connect and per read: a stalled body fails after this
         self.insecure = insecure
         self.chunk_size = chunk_size
         self.insecure_hosts = sorted({*(insecure_hosts or []), *([host] if insecure else [])})
@@ -235,9 +240,12 @@ class Registry:
         body: bytes | Callable[[], BinaryIO] | None = None,
         length: int | None = None,
         ok: tuple[int, ...] = (200,),
+        resend: bool = True,
     ) -> Any:
         """Send a request, answering auth challenges and retrying 5xx and dropped connections.
-        ``body`` is bytes or a factory of fresh streams (so a retry can resend it)."""
+        ``body`` is bytes or a factory of fresh streams (so a retry can resend it);
+        ``resend=False`` for a request that must not be sent twice blindly (an upload chunk:
+        the registry may have taken it), which then fails at the first dropped connection."""
         attempt = 0
         refreshed = False
         while True:
@@ -250,7 +258,7 @@ class Registry:
                 hdrs["Content-Length"] = str(length)
             req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
             try:
-                resp = self._opener.open(req, timeout=60)
+                resp = self._opener.open(req, timeout=self.timeout)
                 if resp.status not in ok:
                     raise RegistryError(
                         f"{method} {self._safe(url)}: unexpected HTTP {resp.status}"
@@ -288,7 +296,7 @@ class Registry:
                         "pass --ca-cert FILE for a private CA, or --insecure-host "
                         f"{self.host} if you trust this network"
                     ) from None
-                if attempt < RETRIES:
+                if attempt < RETRIES and resend:
                     attempt += 1
                     log.info("retrying %s %s after %s", method, self._safe(url), reason)
                     time.sleep(BACKOFF * 2 ** (attempt - 1))
@@ -405,32 +413,90 @@ class Registry:
             if progress:
                 progress(size)
             return
-        stream = opener()
-        try:
-            offset = 0
-            while chunk := stream.read(self.chunk_size):
-                end = offset + len(chunk) - 1
+        for attempt in range(RETRIES + 1):
+            try:
+                location = self._upload_chunks(location, scope, opener, size, progress)
+                break
+            except UploadSessionLost as lost:
+                if attempt == RETRIES:
+                    raise RegistryError(
+                        f"cannot upload {digest[:19]} to {self.host}/{repo}: {lost}, "
+                        f"{RETRIES + 1} times; the registry is up but its upload sessions "
+                        "keep failing: run this again"
+                    ) from None
+                log.info("upload of %s: %s; starting a new upload", digest[:19], lost)
                 resp = self.request(
-                    "PATCH",
-                    location,
-                    scope=scope,
-                    ok=(202,),
-                    body=chunk,
-                    length=len(chunk),
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Range": f"{offset}-{end}",
-                    },
-                )
+                    "POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,), length=0,
+                    body=b"",
+                )  # fmt: skip
                 location = self._location(resp)
-                offset = end + 1
-                if progress:
-                    progress(len(chunk))
-        finally:
-            stream.close()
         self.request(
             "PUT", _with_digest(location, digest), scope=scope, ok=(201,), length=0, body=b""
         )
+
+    def _upload_chunks(
+        self,
+        location: str,
+        scope: str,
+        opener: Callable[[], BinaryIO],
+        size: int,
+        progress: Callable[[int], None] | None,
+    ) -> str:
+        """PATCH the blob chunk by chunk into one upload session; returns its last location.
+        A chunk whose connection drops is not sent again blindly: the registry is asked how
+        much it holds (``GET`` the upload URL: its ``Range``), and the upload goes on from
+        there; where it cannot (the session is gone, or holds less than this chunk's start),
+        ``UploadSessionLost`` says to start a new session."""
+        stream = opener()
+        try:
+            offset = 0
+            chunk = b""
+            stuck = 0  # chunks in a row that the registry did not take
+            while offset < size:
+                if not chunk:
+                    chunk = stream.read(self.chunk_size)
+                    if not chunk:
+                        break
+                end = offset + len(chunk) - 1
+                try:
+                    resp = self.request(
+                        "PATCH", location, scope=scope, ok=(202,), body=chunk,
+                        length=len(chunk), resend=False,
+                        headers={"Content-Type": "application/octet-stream",
+                                 "Content-Range": f"{offset}-{end}"},
+                    )  # fmt: skip
+                    location = self._location(resp)
+                    taken = end + 1
+                except RegistryError as exc:
+                    location, taken = self._upload_status(location, scope, str(exc))
+                    if not offset <= taken <= end + 1:
+                        raise UploadSessionLost(
+                            f"the registry holds {taken} bytes of an upload at byte {offset}"
+                        ) from None
+                    stuck = stuck + 1 if taken == offset else 0
+                    if stuck > RETRIES:
+                        raise UploadSessionLost(str(exc)) from None
+                    log.info("chunk at %d: the registry holds %d bytes; going on", offset, taken)
+                    time.sleep(BACKOFF * 2 ** max(stuck - 1, 0))
+                if progress and taken > offset:
+                    progress(taken - offset)
+                chunk = chunk[taken - offset :]
+                offset = taken
+        finally:
+            stream.close()
+        return location
+
+    def _upload_status(self, location: str, scope: str, cause: str) -> tuple[str, int]:
+        """(the upload's location now, how many bytes the registry holds of it)."""
+        try:
+            resp = self.request("GET", location, scope=scope, ok=(204,))
+        except RegistryError:
+            raise UploadSessionLost(cause) from None
+        held = re.fullmatch(r"0-(\d+)", resp.headers.get("Range", "") or "")
+        # "0-N": bytes 0..N are held; "0-0" is also what distribution answers for an empty
+        # upload (its end is max(size - 1, 0)), and no chunk is one byte: read as empty
+        last = int(held.group(1)) if held else 0
+        return self._location(resp), last + 1 if last > 0 else 0
 
     def _location(self, resp: Any) -> str:
         loc = resp.headers.get("Location")
@@ -464,7 +530,94 @@ class Registry:
 
     def open_blob(self, repo: str, digest: str, size: int | None) -> BinaryIO:
         resp = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=_scope(repo, "pull"))
-        return VerifyingReader(resp, digest, size, f"blob {digest[:19]} from {self.host}/{repo}")  # type: ignore[return-value]
+        what = f"blob {digest[:19]} from {self.host}/{repo}"
+        body = _ResumingBody(self, f"/v2/{repo}/blobs/{digest}", _scope(repo, "pull"), resp, what)
+        return VerifyingReader(body, digest, size, what)  # type: ignore[arg-type, return-value]
+
+
+class _ResumingBody(io.RawIOBase):
+    """A blob's body that survives a dropped or stalled connection: it asks again from the
+    last byte it has (``Range``), or, where the registry answers the whole blob again, reads
+    past what it has. The digest is still checked over every byte by the reader above. After
+    RETRIES tries without progress it fails naming the cause ("connection reset", "timed out
+    after N s"), never "corrupt", which is kept for a digest that does not match."""
+
+    def __init__(self, registry: Registry, path: str, scope: str, resp: Any, what: str):
+        self.registry, self.path, self.scope, self.resp, self.what = (
+            registry, path, scope, resp, what,
+        )  # fmt: skip
+        self.offset = 0
+        self.total = _int_header(resp, "Content-Length")
+        self.tries = 0
+        self.resumed = 0  # requests made to continue (for reports and tests)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        while True:
+            try:
+                # read1: what has arrived, so that a reset loses nothing already received
+                data = self.resp.read1(len(buf))
+                n = len(data)
+                buf[:n] = data
+                if n == 0 and self.total is not None and self.offset < self.total:
+                    raise http.client.IncompleteRead(b"", self.total - self.offset)
+            except (OSError, http.client.HTTPException) as exc:  # reset, timeout, cut short
+                self._resume(exc)
+                continue
+            if n:
+                self.offset += n
+                self.tries = 0
+            return int(n)
+
+    def _resume(self, exc: BaseException) -> None:
+        cause = _transfer_failure(exc, self.registry.timeout)
+        with contextlib.suppress(Exception):
+            self.resp.close()
+        self.tries += 1
+        if self.tries > RETRIES:
+            raise RegistryError(
+                f"{self.what}: {cause} at byte {self.offset} of "
+                f"{self.total if self.total is not None else '?'}, {self.tries} times in a row; "
+                "nothing was kept: check the network or the registry and run this again"
+            ) from None
+        log.info("%s: %s at byte %d; asking for the rest", self.what, cause, self.offset)
+        time.sleep(BACKOFF * 2 ** (self.tries - 1))
+        resp = self.registry.request(
+            "GET", self.path, scope=self.scope, headers={"Range": f"bytes={self.offset}-"},
+            ok=(200, 206),
+        )  # fmt: skip
+        self.resumed += 1
+        start = f"bytes {self.offset}-"
+        if resp.status == 206 and resp.headers.get("Content-Range", "").startswith(start):
+            self.resp = resp
+            return
+        # the whole blob again (Range ignored): skip what was read already
+        left = self.offset
+        while left:
+            skipped = resp.read(min(left, 1 << 20))
+            if not skipped:
+                raise http.client.IncompleteRead(b"", left)
+            left -= len(skipped)
+        self.resp = resp
+
+    def close(self) -> None:
+        try:
+            self.resp.close()
+        finally:
+            super().close()
+
+
+def _transfer_failure(exc: BaseException, timeout: float) -> str:
+    """What went wrong with a transfer, as a user reads it."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out after {timeout:g} s without data"
+    if isinstance(exc, (ConnectionResetError, http.client.IncompleteRead)):
+        return "connection reset"
+    if isinstance(exc, ConnectionError):
+        return f"connection lost ({exc.strerror or exc})"
+    return f"transfer failed ({exc})"
 
 
 def _scope(repo: str, actions: str) -> str:

@@ -28,6 +28,7 @@ class RegistryOptions:
     insecure_hosts: list[str] = field(default_factory=list)
     ca_cert: Path | None = None
     chunk_size: int | None = None
+    timeout: float | None = None  # seconds without data before a transfer is retried
 
     def registry(self, host: str) -> Registry:
         kw: dict[str, Any] = {
@@ -35,6 +36,8 @@ class RegistryOptions:
             "ca_cert": self.ca_cert,
             "insecure_hosts": self.insecure_hosts,
         }
+        if self.timeout:
+            kw["timeout"] = self.timeout
         if self.chunk_size:
             kw["chunk_size"] = self.chunk_size
         from .registry import Registry

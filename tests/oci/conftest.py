@@ -10,6 +10,7 @@ import http.client
 import http.server
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -185,14 +186,22 @@ class Proxy:
     """HTTP proxy to a plain registry, with faults. Modes: "bearer" (token challenge),
     "corrupt" (flips a byte of every blob body), "die_after" (closes the connection on the
     Nth upload request and on every one after), "redirect" (Basic auth on every request, blob
-    GETs answered with a 307 to ``storage``), "loop" (blob GETs redirect to themselves).
+    GETs answered with a 307 to ``storage``), "loop" (blob GETs redirect to themselves),
+    "reset_once" / "reset_always" (a blob body over ``cut`` bytes is cut there with a TCP
+    reset, the first time / every time), "stall_once" (it stops there for ``stall`` seconds,
+    then the connection drops). ``ranges``: the Range header of every blob GET.
+    "patch_dropped_once" (the ``die_after``-th chunk PATCH is reset before the registry sees
+    it), "patch_reply_lost_once" (the registry takes it, its reply is lost to a reset),
+    "patch_dropped_always" (every chunk PATCH is reset).
     ``tls`` (cert, key) serves HTTPS."""
 
     def __init__(
         self, upstream: str, mode: str, die_after: int = 2, storage: Storage | None = None,
-        tls: tuple[Path, Path] | None = None,
+        tls: tuple[Path, Path] | None = None, cut: int = 2000, stall: float = 0.0,
     ):  # fmt: skip
         self.upstream, self.mode, self.die_after = upstream, mode, die_after
+        self.cut, self.stall, self.faulted = cut, stall, 0
+        self.ranges: list[str | None] = []
         self.storage = storage
         self.tokens_issued = 0
         self.uses: dict[str, int] = {}
@@ -250,6 +259,14 @@ class Proxy:
                         return None
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                lose = proxy.mode in ("patch_dropped_once", "patch_reply_lost_once")
+                if lose and self.command == "PATCH":
+                    proxy.uploads += 1
+                    if proxy.uploads == proxy.die_after and proxy.mode == "patch_dropped_once":
+                        return self._reset()
+                if proxy.mode == "patch_dropped_always" and self.command == "PATCH":
+                    proxy.uploads += 1
+                    return self._reset()
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
                 headers = {
                     k: v
@@ -259,8 +276,17 @@ class Proxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
+                if lose and self.command == "PATCH" and proxy.uploads == proxy.die_after:
+                    return self._reset()  # the registry has the chunk; the client never hears
                 if proxy.mode == "corrupt" and "/blobs/sha256:" in self.path and data:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
+                if blob_get:
+                    proxy.ranges.append(self.headers.get("Range"))
+                faulty = proxy.mode in ("reset_always", "reset_once", "stall_once")
+                once = proxy.mode != "reset_always"
+                if faulty and blob_get and len(data) > proxy.cut and not (once and proxy.faulted):
+                    proxy.faulted += 1
+                    return self._cut(resp.status, data, resp.getheaders())
                 hdrs = {
                     k: v
                     for k, v in resp.getheaders()
@@ -269,6 +295,29 @@ class Proxy:
                 if "Location" in hdrs and hdrs["Location"].startswith("http://" + proxy.upstream):
                     hdrs["Location"] = hdrs["Location"].replace(proxy.upstream, proxy.host)
                 return self._reply(resp.status, data, hdrs)
+
+            def _cut(self, code, data, headers):
+                """The headers promise the whole body; ``cut`` bytes of it come, then (after
+                a stall) a TCP reset."""
+                self.send_response(code)
+                for k, v in headers:
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: proxy.cut])
+                self.wfile.flush()
+                if proxy.stall:
+                    time.sleep(proxy.stall)
+                self._reset()
+
+            def _reset(self):
+                proxy.faulted += 1 if proxy.mode.startswith("patch") else 0  # (cuts count theirs)
+                self.close_connection = True
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.connection.close()
 
             def _reply(self, code, body, headers=None):
                 self.send_response(code)

@@ -4,6 +4,7 @@ tokens (through the test proxy), and registries that misbehave mid-transfer."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import subprocess
@@ -309,3 +310,104 @@ def test_pipeline_destinations_are_registries_as_users_name_them():
     assert (ref.host, ref.repo) == ("registry.example.com:5000", "team/ml/tcm/m")  # org kept
     with pytest.raises(UsageError, match="destination docker://h/Bad"):
         destination_ref(recipe, "docker://h/Bad", "v1")
+
+
+def _pull_through(p, tmp_path, **opts):
+    from tcmtasks import ops
+    from tcmtasks.oci.transfer import RegistryOptions
+
+    return ops.pull(
+        f"docker://{p.host}/tcm/cache:v1", cache_dir=tmp_path / "node", all_targets=True,
+        registry=RegistryOptions(insecure_hosts=[p.host], **opts),
+    )  # fmt: skip
+
+
+def test_a_connection_reset_every_few_kib_still_completes(
+    image, tmp_path, start_registry, proxy, db
+):
+    """Each answer gets 16 KiB further before its reset: the pull goes on as long as it makes
+    progress (tries count only resets in a row without a byte)."""
+    _built, store = image
+    reg = start_registry()
+    copy_image(store, RegistryImage(Registry(reg.host, insecure=True), "tcm/cache", "v1"))
+    p = proxy(reg.host, "reset_always", cut=16384)
+    report = _pull_through(p, tmp_path)
+    assert len(report.kept) == 9 and p.faulted >= 4  # the layer is ~78 KB
+    starts = [int(r.split("=")[1].rstrip("-")) for r in p.ranges if r]
+    assert starts[0] == 16384 and all(b - a == 16384 for a, b in itertools.pairwise(starts))
+
+
+def test_a_connection_reset_mid_layer_resumes_from_the_last_byte(
+    image, tmp_path, start_registry, proxy, db
+):
+    _built, store = image
+    reg = start_registry()
+    copy_image(store, RegistryImage(Registry(reg.host, insecure=True), "tcm/cache", "v1"))
+    p = proxy(reg.host, "reset_once", cut=4096)
+    report = _pull_through(p, tmp_path)
+    assert len(report.kept) == 9 and p.faulted == 1
+    # the layer was asked for once whole, then once from where the reset left it
+    assert [r for r in p.ranges if r] == ["bytes=4096-"]
+
+
+def test_a_stalled_layer_is_asked_again_after_the_timeout(
+    image, tmp_path, start_registry, proxy, db
+):
+    _built, store = image
+    reg = start_registry()
+    copy_image(store, RegistryImage(Registry(reg.host, insecure=True), "tcm/cache", "v1"))
+    p = proxy(reg.host, "stall_once", cut=4096, stall=3)
+    report = _pull_through(p, tmp_path, timeout=1)
+    assert len(report.kept) == 9 and [r for r in p.ranges if r] == ["bytes=4096-"]
+
+
+def test_a_connection_reset_every_time_says_so_and_keeps_nothing(
+    tcm, image, tmp_path, start_registry, proxy
+):
+    _built, store = image
+    reg = start_registry()
+    copy_image(store, RegistryImage(Registry(reg.host, insecure=True), "tcm/cache", "v1"))
+    p = proxy(reg.host, "reset_always", cut=0)  # every answer cut right after its headers
+    node = tmp_path / "node"
+    proc = tcm("pull", f"docker://{p.host}/tcm/cache:v1", "--all", "-c", node,
+               "--insecure-host", p.host, ok=3)  # fmt: skip
+    assert "connection reset at byte 0 of" in proc.stderr and "corrupt" not in proc.stderr
+    assert p.faulted == 5  # the first request and RETRIES (4) resumptions, all cut
+    assert not node.exists() or not [d for d in node.iterdir() if not d.name.startswith(".")]
+
+
+@pytest.mark.parametrize("mode", ["patch_dropped_once", "patch_reply_lost_once"])
+def test_a_chunk_whose_connection_drops_is_resumed_where_the_registry_is(
+    image, start_registry, proxy, mode
+):
+    """The registry is asked how much of the upload it holds (GET, Range) and the push goes
+    on from there, whether it lost the chunk or took it and only the reply was lost (sending
+    the same chunk again to that session is what registries refuse)."""
+    built, store = image
+    reg = start_registry()
+    p = proxy(reg.host, mode, die_after=2)
+    copy_image(store, RegistryImage(Registry(p.host, insecure=True, chunk_size=16384),
+                                    "tcm/cache", "v1"))  # fmt: skip
+    assert p.faulted == 1 and p.uploads >= 3  # the layer (~78 KB) went in 16 KiB chunks
+    pushed = Registry(reg.host, insecure=True).get_manifest("tcm/cache", "v1")[0]
+    assert pushed == built.manifest
+
+
+def test_chunks_refused_every_time_end_with_the_real_cause(image, start_registry, proxy,
+                                                           monkeypatch):  # fmt: skip
+    """A registry that answers (upload status, new sessions) but drops every chunk: bounded
+    tries, then one message with what failed; nothing is tagged."""
+    import tcmtasks.oci.registry as registry_mod
+
+    monkeypatch.setattr(registry_mod, "BACKOFF", 0.01)
+    _built, store = image
+    reg = start_registry()
+    p = proxy(reg.host, "patch_dropped_always")
+    t = time.monotonic()
+    with pytest.raises(registry_mod.RegistryError, match=r"cannot upload .* 5 times"):
+        copy_image(store, RegistryImage(Registry(p.host, insecure=True, chunk_size=16384),
+                                        "tcm/cache", "v1"))  # fmt: skip
+    assert time.monotonic() - t < 60
+    assert p.uploads == 5 * 5  # 5 sessions, each given up after 5 chunk tries in a row
+    with pytest.raises(registry_mod.ImageError, match="404"):
+        Registry(reg.host, insecure=True).get_manifest("tcm/cache", "v1")
