@@ -201,6 +201,7 @@ class Proxy:
     ):  # fmt: skip
         self.upstream, self.mode, self.die_after = upstream, mode, die_after
         self.cut, self.stall, self.faulted = cut, stall, 0
+        self.no_range = False  # True: Range is not passed on (a registry that ignores it)
         self.ranges: list[str | None] = []
         self.storage = storage
         self.tokens_issued = 0
@@ -268,11 +269,8 @@ class Proxy:
                     proxy.uploads += 1
                     return self._reset()
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {
-                    k: v
-                    for k, v in self.headers.items()
-                    if k.lower() not in ("host", "authorization")
-                }
+                dropped = ("host", "authorization", *(("range",) if proxy.no_range else ()))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()

@@ -350,6 +350,22 @@ def test_a_connection_reset_mid_layer_resumes_from_the_last_byte(
     assert [r for r in p.ranges if r] == ["bytes=4096-"]
 
 
+def test_a_registry_that_ignores_range_is_read_past_what_was_received(
+    image, tmp_path, start_registry, proxy, db
+):
+    """It answers the whole blob again (200, not 206): the first 4096 bytes are skipped, the
+    digest is still checked over the whole blob, and the pull completes."""
+    _built, store = image
+    reg = start_registry()
+    copy_image(store, RegistryImage(Registry(reg.host, insecure=True), "tcm/cache", "v1"))
+    p = proxy(reg.host, "reset_once", cut=4096)
+    p.no_range = True
+    report = _pull_through(p, tmp_path)
+    assert (
+        len(report.kept) == 9 and p.faulted == 1 and [r for r in p.ranges if r] == ["bytes=4096-"]
+    )
+
+
 def test_a_stalled_layer_is_asked_again_after_the_timeout(
     image, tmp_path, start_registry, proxy, db
 ):
