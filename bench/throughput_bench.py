@@ -3,9 +3,9 @@
     python bench/throughput_bench.py [--entries 2000] [--rows 20000] [--rounds 5]
 
 Each pair runs --rounds times, alternating (tcm, tool, tcm, tool...) so drift hits both, each
-command after a ``sync`` and a 2 s pause, after one untimed run of each (tcm's first run on a
-host records its Triton build, once per install); the medians of wall, user and sys time and the wall
-ratio are printed, with peak RSS (all from ``/usr/bin/time``):
+command after a ``sync`` and a 2 s pause, after one untimed run of each (tcm's first run on
+a host records its Triton build, once per install); the medians of wall, user and sys time
+and the wall ratio are printed, with peak RSS (all from ``/usr/bin/time``):
 
 * extract: ``tcm extract`` of a gzip image of an --entries cache (real copies of entries
   compiled on the CPU) vs ``tar -xzf`` of the same layer blob followed by ``sync -f``: tcm's
