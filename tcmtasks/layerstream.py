@@ -12,7 +12,7 @@ import os
 import re
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import parts as cache_parts
@@ -199,7 +199,7 @@ def stream_into(
                     if not hold(where, data):
                         write_bytes(data, where, made)
                 else:
-                    _write_member(tar, m, where, made)
+                    _write_member(tar.content(m), where, made)
                 total += m.size
                 if progress and where is not None:
                     progress(total)
@@ -236,16 +236,14 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEX
 
 
 def write_bytes(data: bytes, where: str, made: set[str]) -> None:
-    _write_member(None, None, where, made, data)
+    _write_member([memoryview(data)], where, made)
 
 
-def _write_member(
-    tar: TarReader | None, m: Member | None, where: str, made: set[str], data: bytes = b""
-) -> None:
-    """Copy one member (or ``data``) to its staging path; a local failure (a full disk,
-    permissions) is this machine's, never reported as the image's fault. ``made``: the dirs
-    already created (a mkdir per file, and Python's buffered open, were half of extract's
-    system calls)."""
+def _write_member(content: Iterable[memoryview], where: str, made: set[str]) -> None:
+    """Write one member's content (``TarReader.content``, or bytes held) to its staging path;
+    a local failure (a full disk, permissions) is this machine's, never reported as the
+    image's fault. ``made``: the dirs already created (a mkdir per file, and Python's
+    buffered open, were half of extract's system calls)."""
     parent = os.path.dirname(where)
     try:
         if parent not in made:
@@ -253,8 +251,7 @@ def _write_member(
             made.add(parent)
         fd = os.open(where, _WRITE_FLAGS, 0o644)
         try:
-            views = tar.content(m) if tar is not None and m is not None else [memoryview(data)]
-            for view in views:  # a read error here is the layer's: raised as is
+            for view in content:  # a read error here is the layer's: raised as is
                 try:
                     while view:
                         view = view[os.write(fd, view) :]

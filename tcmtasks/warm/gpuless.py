@@ -109,12 +109,7 @@ def settings_to_replay(profile: GpuProfile) -> dict[str, Any]:
     profile was recorded in (``cpp.cxx`` is ``$CXX``), so the runner compiles with the GPU
     machine's values. Settings this torch lacks are left alone (the torch build is checked
     equal before this runs)."""
-    from torch._inductor import config
-
-    try:
-        here = config.save_config_portable(ignore_private_configs=False)
-    except TypeError:  # a torch before the argument
-        here = config.save_config_portable()
+    here = hashed_inductor_settings()
     changes: dict[str, Any] = {}
     for name, want in sorted(profile.inductor_config.items()):
         if name not in here:
@@ -126,6 +121,17 @@ def settings_to_replay(profile: GpuProfile) -> dict[str, Any]:
         if have != want:
             changes[name] = _like(want, here[name])
     return changes
+
+
+def hashed_inductor_settings() -> dict[str, Any]:
+    """Inductor's settings as its FX-graph and AOTAutograd keys hash them (codecache.py,
+    FxGraphHashDetails: ``save_config_portable(ignore_private_configs=False)``), as held."""
+    from torch._inductor import config
+
+    try:
+        return dict(config.save_config_portable(ignore_private_configs=False))
+    except TypeError:  # a torch before the argument
+        return dict(config.save_config_portable())
 
 
 def _like(value: Any, current: Any) -> Any:

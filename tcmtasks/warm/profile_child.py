@@ -70,16 +70,12 @@ def record_sdp_choices(torch: Any) -> dict[str, str]:
 
 
 def record_inductor_config(torch: Any) -> dict[str, Any]:
-    """Inductor's settings as its cache keys hash them (codecache.py, FxGraphHashDetails:
-    ``save_config_portable(ignore_private_configs=False)``), JSON-normalised."""
-    from torch._inductor import config
+    """Inductor's settings as its cache keys hash them, JSON-normalised (what the GPU-less
+    warm replays: gpuless.settings_to_replay)."""
+    from .gpuless import hashed_inductor_settings
 
-    try:
-        hashed = config.save_config_portable(ignore_private_configs=False)
-    except TypeError:  # a torch before the argument
-        hashed = config.save_config_portable()
     out: dict[str, Any] = {}
-    for k, v in hashed.items():
+    for k, v in hashed_inductor_settings().items():
         try:
             out[k] = json.loads(json.dumps(v))
         except (TypeError, ValueError):  # a callable or an object: not replayable, left out
