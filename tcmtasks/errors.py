@@ -63,6 +63,11 @@ class RecipeError(UsageError):
     """A pipeline recipe is not valid YAML, breaks the schema, or names something unknown."""
 
 
+class TrustConfigError(UsageError):
+    """policy.json, registries.d, registries.conf or a key file cannot be used as given (does
+    not parse, names an unknown type, a key that is not one, a wrong passphrase)."""
+
+
 # -- 3: images and registries -------------------------------------------------------------------
 
 
@@ -102,6 +107,12 @@ class UploadSessionLost(RegistryError):
 
 class AuthError(RegistryError):
     """A registry refused the credentials, or asked for auth tcm cannot give."""
+
+
+class UntrustedImage(ImageError):
+    """The node's trust policy (containers' policy.json) refused the image: no signature, a
+    wrong one, a ``reject`` rule; or registries.conf blocks its registry. Refused before any
+    layer byte was fetched: nothing was installed."""
 
 
 # -- 4: cache and index state ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ..targets import Target
 
 if TYPE_CHECKING:
     from ..oci.transfer import RegistryOptions
+    from ..trust import SignOptions, TrustOptions
 
 # Output that is not a terminal (| less, | grep, a log) is never wrapped: data (paths, keys,
 # JSON-looking values) stays on one line; tables take the width their content needs.
@@ -57,6 +58,8 @@ def db() -> Path | None:
 SELECT = "Selection (which entries)"
 REGISTRY = "Registry"
 RUNTIME = "The workload's runtime (when it is not tcm's)"
+TRUST = "Trust (containers' policy.json, registries.d, registries.conf)"
+SIGN = "Signing (what pulls under a signedBy or sigstoreSigned policy check)"
 
 CacheDirs = Annotated[
     list[Path] | None,
@@ -142,6 +145,66 @@ TritonOpt = Annotated[
         rich_help_panel=RUNTIME,
     ),
 ]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        help="containers-policy.json(5) to enforce: insecureAcceptAnything, reject, signedBy "
+        "(GPG), sigstoreSigned (cosign keys). A refused image exits 3 before any layer is "
+        "fetched.",
+        show_default="~/.config/containers/policy.json, else /etc/containers/policy.json",
+        rich_help_panel=TRUST,
+    ),
+]
+RegistriesDOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--registries-d",
+        help="containers-registries.d(5) dir naming the lookaside stores of GPG signatures.",
+        show_default="~/.config/containers/registries.d, else /etc/containers/registries.d",
+        rich_help_panel=TRUST,
+    ),
+]
+RegistriesConfOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--registries-conf",
+        help="containers-registries.conf(5) (v2): mirrors tried before the origin, "
+        "rewritten locations, blocked registries.",
+        show_default="$CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, "
+        "else /etc/containers/registries.conf",
+        rich_help_panel=TRUST,
+    ),
+]
+SignByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sign-by",
+        metavar="FINGERPRINT",
+        help="GPG-sign the pushed manifest with this key of your keyring (GNUPGHOME), into "
+        "the lookaside-staging store registries.d names (as skopeo --sign-by).",
+        rich_help_panel=SIGN,
+    ),
+]
+SigstoreKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sign-by-sigstore-private-key",
+        metavar="KEY",
+        help="Sign with a cosign key file: a sha256-<digest>.sig image beside the pushed one.",
+        rich_help_panel=SIGN,
+    ),
+]
+PassphraseOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sign-passphrase-file",
+        metavar="FILE",
+        help="The signing key's passphrase: the file's first line (else asked on a terminal, "
+        "else empty).",
+        rich_help_panel=SIGN,
+    ),
+]
 TargetsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -192,6 +255,29 @@ def registry_options(
         ca_cert=ca_cert,
         chunk_size=parse_size(chunk_size) if chunk_size else None,
     )
+
+
+def trust_options(
+    policy: Path | None, registries_d: Path | None, registries_conf: Path | None
+) -> TrustOptions:
+    from ..trust import TrustOptions
+
+    return TrustOptions(policy, registries_d, registries_conf)
+
+
+def sign_options(
+    sign_by: str | None,
+    sigstore_key: Path | None,
+    passphrase_file: Path | None,
+    registries_d: Path | None,
+) -> SignOptions:
+    from ..trust import SignOptions
+
+    if passphrase_file is not None and not (sign_by or sigstore_key):
+        raise UsageError(
+            "--sign-passphrase-file goes with --sign-by or --sign-by-sigstore-private-key"
+        )
+    return SignOptions(sign_by, sigstore_key, passphrase_file, registries_d)
 
 
 # -- formatting -------------------------------------------------------------------------------

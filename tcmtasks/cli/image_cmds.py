@@ -20,7 +20,11 @@ from .common import (
     JsonOpt,
     NameOpt,
     OlderOpt,
+    PassphraseOpt,
     PythonOpt,
+    RegistriesDOpt,
+    SignByOpt,
+    SigstoreKeyOpt,
     Table,
     TargetsOpt,
     TritonOpt,
@@ -35,6 +39,7 @@ from .common import (
     print_json,
     progress_bars,
     registry_options,
+    sign_options,
     targets,
 )
 
@@ -80,6 +85,10 @@ def package_cmd(
     ] = "tcm",
     insecure_host: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
+    sign_by: SignByOpt = None,
+    sign_by_sigstore_private_key: SigstoreKeyOpt = None,
+    sign_passphrase_file: PassphraseOpt = None,
+    registries_d: RegistriesDOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Build a reproducible OCI image of compile caches (no daemon).
@@ -105,6 +114,9 @@ def package_cmd(
             registry=registry_options(insecure_host, ca_cert),
             db=db(),
             progress=progress,
+            sign=sign_options(
+                sign_by, sign_by_sigstore_private_key, sign_passphrase_file, registries_d
+            ),
         )
     for e, why in result.skipped:
         err.print(f"[yellow]skip[/] {e.key[:12]} {esc(e.name)}: {esc(why)}")
@@ -124,6 +136,15 @@ def package_cmd(
             f"{extra}, layer {human_size(result.layer_size or 0)} -> {esc(result.reference)}\n"
             f"{result.digest}"
         )
+    if not as_json:
+        _signed_and_pinned(result.signatures, result.pinned)
+
+
+def _signed_and_pinned(signatures: list[str], pinned: str | None) -> None:
+    for line in signatures:
+        err.print(f"signed: {esc(line)}")
+    if pinned:
+        err.print(f"pin it: {esc(pinned)}")
 
 
 @app.command("push")
@@ -136,6 +157,10 @@ def push_cmd(
         str | None,
         typer.Option(help="Upload blobs larger than SIZE in chunks of SIZE (default 16M)."),
     ] = None,
+    sign_by: SignByOpt = None,
+    sign_by_sigstore_private_key: SigstoreKeyOpt = None,
+    sign_passphrase_file: PassphraseOpt = None,
+    registries_d: RegistriesDOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Copy an image between any two references.
@@ -147,8 +172,9 @@ def push_cmd(
     tcm push docker://registry:5000/team/cache:v1 oci-archive:cache.tar
     """
     opts = registry_options(insecure_host, ca_cert, chunk_size)
+    sign = sign_options(sign_by, sign_by_sigstore_private_key, sign_passphrase_file, registries_d)
     with progress_bars() as progress:
-        r = ops.push(src, dest, registry=opts, progress=progress)
+        r = ops.push(src, dest, registry=opts, progress=progress, sign=sign)
     if as_json:
         print_json(r.to_dict())
     else:
@@ -156,6 +182,7 @@ def push_cmd(
             f"{esc(src)} -> {esc(dest)}: {r.copied} blobs copied ({human_size(r.bytes)}), "
             f"{r.skipped} already there, {r.seconds:.2f} s\n{r.digest}"
         )
+        _signed_and_pinned(r.signatures, r.pinned)
 
 
 @app.command("inspect")

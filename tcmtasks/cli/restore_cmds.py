@@ -16,7 +16,10 @@ from .common import (
     CaCertOpt,
     InsecureOpt,
     JsonOpt,
+    PolicyOpt,
     PythonOpt,
+    RegistriesConfOpt,
+    RegistriesDOpt,
     TargetsOpt,
     TritonOpt,
     db,
@@ -28,6 +31,7 @@ from .common import (
     progress_bars,
     registry_options,
     targets,
+    trust_options,
 )
 
 if TYPE_CHECKING:
@@ -243,6 +247,9 @@ def restore_cmd(
     triton: TritonOpt = None,
     insecure_host: InsecureOpt = None,
     ca_cert: CaCertOpt = None,
+    policy: PolicyOpt = None,
+    registries_d: RegistriesDOpt = None,
+    registries_conf: RegistriesConfOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     local = ctx.info_name == "extract"
@@ -271,6 +278,7 @@ def restore_cmd(
             db=db(),
             progress=progress,
             lock_timeout=lock_timeout,
+            trust=trust_options(policy, registries_d, registries_conf),
         )
     if as_json:
         print_json(report.to_dict())
@@ -288,6 +296,10 @@ def _report(report: "RestoreReport") -> None:
     rt = report.runtime
     what = f"Triton {rt.get('triton_version') or '?'} {rt.get('python') or ''}".strip()
     err.print(f"[dim]selecting for {esc(what)} ({esc(rt.get('source'))})[/]")
+    if report.source and report.source != report.reference:
+        err.print(f"[dim]served by {esc(report.source)}[/]")
+    for requirement in report.verified:
+        err.print(f"verified: {esc(requirement)}")
     for w in report.producer_warnings:
         err.print(f"[yellow]warning[/] keys may not match this host: {esc(w)}")
     for item in report.skipped:

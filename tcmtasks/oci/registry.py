@@ -517,12 +517,24 @@ class Registry:
         return str(resp.headers.get("Docker-Content-Digest", ""))
 
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str]:
+        found = self.find_manifest(repo, ref, missing_ok=False)
+        assert found is not None
+        return found
+
+    def find_manifest(
+        self, repo: str, ref: str, *, missing_ok: bool = True
+    ) -> tuple[bytes, str] | None:
+        """A manifest and its media type; None where the registry has none (``missing_ok``)."""
         resp = self.request(
             "GET",
             f"/v2/{repo}/manifests/{ref}",
             scope=_scope(repo, "pull"),
             headers={"Accept": ACCEPT},
+            ok=(200, 404) if missing_ok else (200,),
         )
+        if resp.status == 404:
+            resp.close()
+            return None
         check_doc_size(_int_header(resp, "Content-Length"), f"manifest {repo}:{ref}")
         with resp:
             data = read_doc(resp, f"manifest {repo}:{ref}")
@@ -650,10 +662,14 @@ class RegistryImage:
         return f"docker://{self.registry.host}/{self.repo}{ref}"
 
     def manifest(self) -> tuple[bytes, str]:
+        return resolve_index(self, *self.top_manifest())
+
+    def top_manifest(self) -> tuple[bytes, str]:
+        """The manifest the reference names (an index stays an index): what is signed."""
         data, mt = self.registry.get_manifest(self.repo, self.digest or self.tag)
         if self.digest:
             VerifyingReader(io.BytesIO(data), self.digest, len(data), "manifest").read()
-        return resolve_index(self, data, mt)
+        return data, mt
 
     def read_manifest_blob(self, desc: dict[str, Any]) -> bytes:
         data, _ = self.registry.get_manifest(self.repo, desc["digest"])

@@ -15,12 +15,13 @@ from ..extract import extract as extract_image
 from ..gpuchoice import GpuChoice
 from ..gpuprofile import GpuProfile, save
 from ..oci.refs import ImageRef, parse
-from ..oci.transfer import RegistryOptions, open_source
+from ..oci.transfer import RegistryOptions
 from ..producer import Producer, detect
 from ..progress import Progress, ProgressEvent
 from ..runtime import resolve
 from ..selection import parse_size
 from ..targets import Target, host_gpus, host_targets
+from ..trust import TrustOptions, open_trusted
 from ._common import DbPath, open_index
 
 
@@ -138,6 +139,7 @@ def pull(
     db: DbPath = None,
     progress: Progress | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    trust: TrustOptions | None = None,
 ) -> RestoreReport:
     """Restore an image where the workload will look: Triton entries into ``cache_dir``
     (default: where Triton looks), an Inductor part into ``inductor_dir`` (default
@@ -157,7 +159,9 @@ def pull(
     targets' entries unless ``targets``), or of every GPU with ``all_targets`` or ``force``.
     The report says what was skipped, and why (entries the image's manifest already rules
     out are never downloaded to disk). Another tcm changing the same cache is waited for, up
-    to ``lock_timeout`` seconds."""
+    to ``lock_timeout`` seconds. Only what the node's policy.json accepts is installed
+    (``trust`` names its files; signatures are checked on the manifest before any layer is
+    fetched), through registries.conf's mirrors and locations."""
     parsed = parse(ref) if isinstance(ref, str) else ref
     if local_only and parsed.transport == "docker":
         raise UsageError("tcm extract reads local images; use tcm pull for docker://")
@@ -173,7 +177,7 @@ def pull(
         if where.exists() and not where.is_dir():
             raise UsageError(f"{where} is a file, not a directory: give a directory ({flag} DIR)")
     limit = parse_size(max_size) if isinstance(max_size, str) else (max_size or MAX_TOTAL)
-    source = open_source(parsed, registry)
+    source = open_trusted(parsed, registry, trust)
 
     def bytes_done(n: int) -> None:
         if progress is not None:
@@ -200,6 +204,8 @@ def pull(
             Path(p) for p in (inductor_dir, vllm_dir, *(same_paths_root or [])) if p is not None
         ],
     )
+    report.verified = list(getattr(source, "accepted_by", []))
+    report.source = source.describe()
     if not dry_run:
         # The Triton entries were judged where they now are (without reading them back):
         # recorded as they are; the parts' units, few, are read
@@ -243,6 +249,7 @@ def extract(
     triton: str | None = None,
     db: DbPath = None,
     progress: Progress | None = None,
+    trust: TrustOptions | None = None,
 ) -> RestoreReport:
     """``pull`` for a local image (``oci:``, ``oci-archive:``, ``docker-archive:``)."""
     return pull(
@@ -265,4 +272,5 @@ def extract(
         triton=triton,
         db=db,
         progress=progress,
+        trust=trust,
     )

@@ -29,6 +29,7 @@ from ..producer import RECORD
 from ..progress import Progress, counter
 from ..selection import Criteria, select
 from ..targets import Target
+from ..trust.sign import SignOptions, prepare
 from ._common import DbPath, explicit_roots, open_index, refresh
 from .maintain import kernels_only
 
@@ -45,6 +46,12 @@ class PackageResult:
     labels: dict[str, str] = field(default_factory=dict)
     builder: str = "tcm"
     parts: list[Part] = field(default_factory=list)
+    signatures: list[str] = field(default_factory=list)  # what signing wrote, a line each
+
+    @property
+    def pinned(self) -> str | None:
+        """The reference that names exactly this image (docker:// only): what to pull."""
+        return pinned(self.reference, self.digest)
 
     @property
     def cache_size_bytes(self) -> int:
@@ -64,6 +71,10 @@ class PackageResult:
             out["builder"] = self.builder
         if self.parts:
             out["parts"] = [p.describe() for p in self.parts]
+        if self.pinned:
+            out["pinned"] = self.pinned
+        if self.signatures:
+            out["signatures"] = self.signatures
         return out
 
 
@@ -186,14 +197,17 @@ def package(
     registry: RegistryOptions | None = None,
     db: DbPath = None,
     progress: Progress | None = None,
+    sign: SignOptions | None = None,
 ) -> PackageResult:
     """Package caches as one OCI image at ``ref``: the healthy kernel entries (lookup: hit) of
     Triton caches, and whole Inductor and vLLM caches (every artifact a fresh node needs, each
     in its own part of the layer, its Triton entries as Triton entries). Reproducible with the
     tcm builder: the same input gives the same digest (``SOURCE_DATE_EPOCH`` sets the
-    timestamps); podman/docker build Triton-only images through their API."""
+    timestamps); podman/docker build Triton-only images through their API. ``sign`` signs
+    what a docker:// destination received (keys checked before any work)."""
     dest = parse(ref) if isinstance(ref, str) else ref
     check_level(compression, level)  # before any work
+    signer = prepare(sign or SignOptions(), dest)
     if builder not in BUILDERS:
         raise UsageError(f"unknown builder {builder!r}; use tcm, podman or docker")
     dirs = [cache_dirs] if isinstance(cache_dirs, (str, Path)) else list(cache_dirs)
@@ -217,15 +231,26 @@ def package(
                 f"--builder {builder} packages Triton caches only; package Inductor and vLLM "
                 "caches with the tcm builder"
             )
-        return _package_with_engine(
+        result = _package_with_engine(
             builder, chosen, skipped, dest, registry, mount_path, sources.producer
         )
-    ok = [e for e, why in verdicts if why is None]
-    builds = builds_of(chosen, sources.record_of, ok if sources.gpus else None)
-    return _package(
-        chosen, skipped, dest, registry, compression, level, mount_path, sources.producer,
-        progress, sources.parts, dests, builds, sources.gpus,
-    )  # fmt: skip
+    else:
+        ok = [e for e, why in verdicts if why is None]
+        builds = builds_of(chosen, sources.record_of, ok if sources.gpus else None)
+        result = _package(
+            chosen, skipped, dest, registry, compression, level, mount_path, sources.producer,
+            progress, sources.parts, dests, builds, sources.gpus,
+        )  # fmt: skip
+    if signer is not None:
+        result.signatures = signer.sign(result.digest, registry)
+    return result
+
+
+def pinned(reference: str, digest: str) -> str | None:
+    ref = parse(reference)
+    if ref.transport != "docker" or not digest:
+        return None
+    return f"docker://{ref.host}/{ref.repo}@{digest}"
 
 
 def unpackable(e: Entry) -> str | None:
@@ -355,9 +380,14 @@ class PushResult:
     skipped: int
     bytes: int
     seconds: float
+    signatures: list[str] = field(default_factory=list)
+
+    @property
+    def pinned(self) -> str | None:
+        return pinned(self.destination, self.digest)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {**self.__dict__, "pinned": self.pinned}
 
 
 def push(
@@ -366,11 +396,14 @@ def push(
     *,
     registry: RegistryOptions | None = None,
     progress: Progress | None = None,
+    sign: SignOptions | None = None,
 ) -> PushResult:
     """Copy an image between any two references; blobs the destination has are skipped and
-    every blob is verified as it streams. A layout this created is removed on failure."""
+    every blob is verified as it streams. A layout this created is removed on failure.
+    ``sign`` signs the manifest a docker:// destination received (keys checked first)."""
     src_ref = parse(src) if isinstance(src, str) else src
     dest_ref = parse(dest) if isinstance(dest, str) else dest
+    signer = prepare(sign or SignOptions(), dest_ref)
     existed = dest_ref.path is not None and dest_ref.path.exists()
     source = open_source(src_ref, registry)
     t0 = time.perf_counter()
@@ -382,7 +415,7 @@ def push(
         if dest_ref.transport == "oci" and dest_ref.path is not None:
             discard_new_layout(dest_ref.path, existed)
         raise
-    return PushResult(
+    pushed = PushResult(
         str(src),
         str(dest),
         result.digest,
@@ -391,6 +424,9 @@ def push(
         result.bytes,
         time.perf_counter() - t0,
     )
+    if signer is not None:
+        pushed.signatures = signer.sign(result.digest, registry)
+    return pushed
 
 
 def inspect(

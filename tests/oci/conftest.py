@@ -101,7 +101,8 @@ def start_registry(tmp_path):
     require_tools("docker-registry")
     started = []
 
-    def start(kind: str = "plain") -> RunningRegistry:
+    def start(kind: str = "plain", remote: str | None = None) -> RunningRegistry:
+        """``remote``: a pull-through mirror of the registry at that URL (shared FACTS 35)."""
         port = free_port()
         base = tmp_path / f"registry-{port}"
         base.mkdir()
@@ -121,6 +122,7 @@ def start_registry(tmp_path):
             "version: 0.1\nlog:\n  level: error\n"
             f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n  delete:\n"
             f"    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{extra}"
+            + (f"proxy:\n  remoteurl: {remote}\n" if remote else "")
         )
         proc = subprocess.Popen(
             ["docker-registry", "serve", str(base / "config.yml")],
@@ -203,6 +205,7 @@ class Proxy:
         self.cut, self.stall, self.faulted = cut, stall, 0
         self.no_range = False  # True: Range is not passed on (a registry that ignores it)
         self.ranges: list[str | None] = []
+        self.blob_paths: list[str] = []  # every blob GET passed on
         self.storage = storage
         self.tokens_issued = 0
         self.uses: dict[str, int] = {}
@@ -280,6 +283,7 @@ class Proxy:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                 if blob_get:
                     proxy.ranges.append(self.headers.get("Range"))
+                    proxy.blob_paths.append(self.path)
                 faulty = proxy.mode in ("reset_always", "reset_once", "stall_once")
                 once = proxy.mode != "reset_always"
                 if faulty and blob_get and len(data) > proxy.cut and not (once and proxy.faulted):
