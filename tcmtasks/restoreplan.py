@@ -94,7 +94,7 @@ class RestoreReport:
     image_gpus: list[str] = field(default_factory=list)  # the GPUs a fleet image serves
     gpus: list[str] | None = None  # whose units were installed (None: every GPU's)
     verified: list[str] = field(default_factory=list)  # the policy requirements it met
-    source: str = ""  # where it came from: the reference, or the mirror that served it
+    served_by: str = ""  # the registries.conf mirror that served it ("": the reference's own)
     #: the Triton entries installed, as judged at their place (for the index, not the report)
     arrived: list[Entry] = field(default_factory=list, repr=False)
     #: False where the extract held too much to keep them all: the index reads the dirs

@@ -296,8 +296,8 @@ def _report(report: "RestoreReport") -> None:
     rt = report.runtime
     what = f"Triton {rt.get('triton_version') or '?'} {rt.get('python') or ''}".strip()
     err.print(f"[dim]selecting for {esc(what)} ({esc(rt.get('source'))})[/]")
-    if report.source and report.source != report.reference:
-        err.print(f"[dim]served by {esc(report.source)}[/]")
+    if report.served_by:
+        err.print(f"served by {esc(report.served_by)}")
     for requirement in report.verified:
         err.print(f"verified: {esc(requirement)}")
     for w in report.producer_warnings:

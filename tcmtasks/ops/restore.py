@@ -205,7 +205,7 @@ def pull(
         ],
     )
     report.verified = list(getattr(source, "accepted_by", []))
-    report.source = source.describe()
+    report.served_by = getattr(source, "served_by", "")
     if not dry_run:
         # The Triton entries were judged where they now are (without reading them back):
         # recorded as they are; the parts' units, few, are read

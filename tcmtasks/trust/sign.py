@@ -64,9 +64,7 @@ class Signer:
             done.append(f"GPG signature by {self.options.gpg_key}: {path}")
         if self.private_key is not None:
             payload = cosign.payload(identity, digest)
-            tag = attach(
-                self.dest, digest, payload, cosign.sign(self.private_key, payload), registry
-            )
+            tag = attach(self.dest, digest, payload, self.private_key, registry)
             done.append(f"sigstore signature: docker://{self.dest.host}/{self.dest.repo}:{tag}")
         return done
 
@@ -130,23 +128,34 @@ def _check_secret_key(fingerprint: str) -> None:
 
 
 def attach(
-    dest: ImageRef, digest: str, payload: bytes, signature: bytes,
+    dest: ImageRef, digest: str, payload: bytes, private_key: Any,
     registry: RegistryOptions | None = None,
 ) -> str:  # fmt: skip
-    """Add a signature layer to the ``sha256-<hex>.sig`` image of ``digest`` (made if
-    missing; one already there is kept once)."""
+    """Add a signature of ``payload`` to the ``sha256-<hex>.sig`` image of ``digest`` (made
+    if missing). ECDSA signatures differ each time: a layer of the same payload that this
+    key's public half verifies already stands for it, and nothing is added."""
     tag = cosign.signature_tag(digest)
     target = open_dest(ImageRef("docker", host=dest.host, repo=dest.repo, tag=tag), registry)
     found = target.registry.find_manifest(dest.repo, tag)
     layers = list(json.loads(found[0]).get("layers") or []) if found else []
+    payload_digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    for old, raw in cosign.attachments_of({"layers": layers}):
+        if old.get("digest") == payload_digest:
+            try:
+                cosign.verify(private_key.public_key(), payload, raw)
+                return tag
+            except cosign.BadSignature:
+                continue
     layer = {
         "mediaType": cosign.MT_PAYLOAD,
         "size": len(payload),
-        "digest": "sha256:" + hashlib.sha256(payload).hexdigest(),
-        "annotations": {cosign.SIGNATURE_ANNOTATION: base64.b64encode(signature).decode()},
+        "digest": payload_digest,
+        "annotations": {
+            cosign.SIGNATURE_ANNOTATION: base64.b64encode(
+                cosign.sign(private_key, payload)
+            ).decode()
+        },
     }
-    if layer in layers:
-        return tag
     layers.append(layer)
     config = json.dumps(
         {

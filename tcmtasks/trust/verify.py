@@ -87,8 +87,13 @@ class CheckedSource:
         self._checked: tuple[bytes, str] | None = None
 
     def describe(self) -> str:
-        via = f" via {self.endpoint.ref.host}" if self.endpoint and self.endpoint.mirror else ""
-        return f"{self.ref}{via}"
+        return str(self.ref)
+
+    @property
+    def served_by(self) -> str:
+        """The mirror that answered ("" for the origin): the name stays the user's."""
+        ep = self.endpoint
+        return f"mirror {ep.ref.host}/{ep.ref.repo}" if ep and ep.mirror else ""
 
     def manifest(self) -> tuple[bytes, str]:
         """The image manifest, once its policy check passed; read once, so every later step
