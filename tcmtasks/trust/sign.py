@@ -22,6 +22,7 @@ from ..oci.image import MT_CONFIG, MT_MANIFEST
 from ..oci.refs import ImageRef
 from ..oci.transfer import RegistryOptions, open_dest
 from . import cosign, lookaside, simplesign
+from .simplesign import BadSignature
 from .names import DockerName
 
 EPOCH = "0001-01-01T00:00:00Z"  # cosign's own timestamps in a signature image
@@ -144,7 +145,7 @@ def attach(
             try:
                 cosign.verify(private_key.public_key(), payload, raw)
                 return tag
-            except cosign.BadSignature:
+            except BadSignature:
                 continue
     layer = {
         "mediaType": cosign.MT_PAYLOAD,
