@@ -22,8 +22,8 @@ from ..oci.image import MT_CONFIG, MT_MANIFEST
 from ..oci.refs import ImageRef
 from ..oci.transfer import RegistryOptions, open_dest
 from . import cosign, lookaside, simplesign
-from .simplesign import BadSignature
 from .names import DockerName
+from .simplesign import BadSignature
 
 EPOCH = "0001-01-01T00:00:00Z"  # cosign's own timestamps in a signature image
 
