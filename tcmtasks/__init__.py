@@ -24,10 +24,12 @@ _EXPORTS = {
     "Problem": "cache.entries",
     "Repair": "cache.health",
     "Root": "cache.roots",
+    "SignOptions": "trust",
     "Target": "targets",
     "TcmError": "errors",
     "TrackStats": "track",
     "TritonCacheTracker": "track",
+    "TrustOptions": "trust",
     "UsageError": "errors",
     "default_db_path": "index",
     "diagnose": "cache.health",
@@ -50,10 +52,12 @@ __all__ = [
     "Problem",
     "Repair",
     "Root",
+    "SignOptions",
     "Target",
     "TcmError",
     "TrackStats",
     "TritonCacheTracker",
+    "TrustOptions",
     "UsageError",
     "__version__",
     "default_db_path",
@@ -83,3 +87,4 @@ if TYPE_CHECKING:
     from .selection import Criteria, select
     from .targets import Target
     from .track import TrackStats, TritonCacheTracker
+    from .trust import SignOptions, TrustOptions

@@ -31,6 +31,7 @@ class Recipe:
     compression: str = "gzip"
     destination: str | None = None
     insecure: bool = False
+    sign: dict[str, str] = field(default_factory=dict)  # the schema's sign: by, sigstore_...
 
     def params(self) -> dict[str, Any]:
         """Everything that decides the output, for doit's config_changed."""
@@ -118,6 +119,7 @@ def load_recipe(path: Path, schema_path: Path | None = None) -> Recipe:
         compression=image.get("compression", "gzip"),
         destination=data.get("destination"),
         insecure=data.get("insecure", False),
+        sign=data.get("sign", {}),
     )
 
 

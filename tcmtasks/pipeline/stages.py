@@ -28,6 +28,7 @@ from ..oci.transfer import RegistryOptions
 from ..resources import kernel_set, model_dir
 from ..selection import Criteria
 from ..targets import Target
+from ..trust import SignOptions
 from .recipe import Recipe
 
 BUILD = Path("build")
@@ -257,19 +258,40 @@ def destination_ref(
 def push(recipe: Recipe, destination: str | None, build: Path = BUILD) -> None:
     packaged = json.loads(manifest_path(recipe.model, "package", build).read_text())
     ref, insecure = destination_ref(recipe, destination, packaged["tag"])
+    sign = sign_options(recipe)
+    result: dict[str, Any]
     if not ref:
         result = {
             "destination": packaged["reference"],
             "digest": packaged["digest"],
             "copied": 0,
-            "note": "no destination: the local OCI layout is the result",
+            "note": "no destination: the local OCI layout is the result"
+            + ("; not signed (signatures go with a registry)" if sign else ""),
         }
     else:
         host = ref.host if isinstance(ref, ImageRef) else ""
         opts = RegistryOptions(insecure_hosts=[host] if insecure else [])
-        r = ops.push(packaged["reference"], ref, registry=opts)
+        remote = isinstance(ref, ImageRef) and ref.transport == "docker"
+        r = ops.push(packaged["reference"], ref, registry=opts, sign=sign if remote else None)
         result = {"destination": str(ref), "digest": r.digest, "copied": r.copied}
+        if r.pinned:
+            result["pinned"] = r.pinned  # what nodes pull: this image, whatever the tag says
+        if r.signatures:
+            result["signatures"] = r.signatures
     write_manifest(manifest_path(recipe.model, "push", build), result)
+    if result.get("pinned"):
+        print(f"pin it: {result['pinned']}")
+
+
+def sign_options(recipe: Recipe) -> SignOptions:
+    s = recipe.sign
+    base = recipe.path.parent
+
+    def path(key: str) -> Path | None:
+        return base / s[key] if s.get(key) else None  # relative to the recipe
+
+    return SignOptions(s.get("by"), path("sigstore_private_key"), path("passphrase_file"),
+                       path("registries_d"))  # fmt: skip
 
 
 def describe(recipe: Recipe, destination: str | None, build: Path = BUILD) -> list[str]:
@@ -291,5 +313,6 @@ def describe(recipe: Recipe, destination: str | None, build: Path = BUILD) -> li
         f"  dedup    {recipe.dedup} -> {stage_dir(recipe.model, 'dedup', build)}",
         f"  prune    {recipe.prune} -> {stage_dir(recipe.model, 'prune', build)}",
         f"  package  {recipe.compression}, tag {recipe.tag_template!r} -> oci:{layout}",
-        f"  push     {ref or 'nowhere: the local layout is the result'}",
+        f"  push     {ref or 'nowhere: the local layout is the result'}"
+        + (f", signed ({', '.join(sorted(recipe.sign))})" if recipe.sign and ref else ""),
     ]

@@ -22,7 +22,7 @@ from . import stages
 from .recipe import Recipe, load_all
 
 #: Bump a stage's version when its code changes what it produces.
-VERSIONS = {"warm": 3, "index": 2, "dedup": 2, "prune": 2, "package": 2, "push": 2}
+VERSIONS = {"warm": 3, "index": 2, "dedup": 2, "prune": 2, "package": 2, "push": 3}
 
 GetVar = Callable[[str, Any], Any]
 TaskDict = dict[str, Any]
@@ -137,7 +137,7 @@ def _make_tasks(recipes: dict[str, Recipe], build: Path, get_var: GetVar) -> dic
         "task_push": per_model(
             "push",
             "push the image to its destination",
-            lambda r: task(r, "push", dest or r.destination, dest),
+            lambda r: task(r, "push", {"to": dest or r.destination, "sign": r.sign}, dest),
         ),
         "task_warm_and_ship": task_warm_and_ship,
     }

@@ -15,6 +15,7 @@ from tcmtasks.errors import RecipeError
 from tcmtasks.pipeline.recipe import load_recipe
 from tcmtasks.resources import builtin_recipes
 from tests.conftest import REPO
+from tests.trust.conftest import cosign_key_file, write_policy
 
 MINI = """model: mini
 warm:
@@ -93,15 +94,32 @@ def test_first_run_noop_rerun_param_change_and_tampering(project):
     assert info["entry_count"] == 14 and info["producer"]["backend"] == "triton"
 
 
-def test_push_to_a_registry(project, start_registry):
+def test_push_to_a_registry_signed_and_pinned(project, start_registry, tcm):
     reg = start_registry()
-    (project / "pipelines" / "mini.yaml").write_text(MINI + "insecure: true\n")
-    doit(project, "warm_and_ship", "model=mini", f"registry={reg.host}")
+    cosign_key_file(project / "pipelines" / "ci.key", b"ci-pass")
+    (project / "pipelines" / "ci.pass").write_text("ci-pass\n")
+    (project / "pipelines" / "mini.yaml").write_text(
+        MINI + "insecure: true\nsign:\n  sigstore_private_key: ci.key\n  passphrase_file: ci.pass\n"
+    )
+    ran = doit(project, "warm_and_ship", "model=mini", f"registry={reg.host}")
     push = json.loads((project / "build/mini/push.json").read_text())
     assert push["destination"] == f"docker://{reg.host}/tcm/mini:mini-cuda90"
     assert push["copied"] == 2
     package = json.loads((project / "build/mini/package.json").read_text())
     assert push["digest"] == package["digest"]
+    assert push["pinned"] == f"docker://{reg.host}/tcm/mini@{package['digest']}"
+    assert f"pin it: {push['pinned']}" in ran.stdout
+    assert push["signatures"][0].endswith(f":sha256-{package['digest'][7:]}.sig")
+    # a node that requires that key's signature installs the pinned image
+    policy = write_policy(
+        project / "policy.json",
+        docker={f"{reg.host}/tcm": [{"type": "sigstoreSigned",
+                                     "keyPath": str(project / "pipelines" / "ci.pub")}]},
+        default=[{"type": "reject"}],
+    )  # fmt: skip
+    got = tcm("pull", push["pinned"], "--insecure-host", reg.host, "--policy", policy,
+              "-c", project / "node", "--all")  # fmt: skip
+    assert "verified: sigstoreSigned" in got.stderr and "installed 14 entries" in got.stdout
 
 
 def test_doit_list_and_unknown_model(project):
