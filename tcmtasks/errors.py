@@ -7,8 +7,9 @@ code  class              meaning
 ====  =================  =====================================================================
 0                        done
 1     CheckFailed        the operation ran and its check failed (``--require-hits``, doctor)
-2     UsageError         bad flag, value, reference or recipe
-3     ImageError         image or registry: unreachable, refused, corrupt, hostile, incompatible
+2     UsageError         bad flag, value, reference, recipe, trust file or key
+3     ImageError         image or registry: unreachable, refused, corrupt, hostile, incompatible,
+                         untrusted (the node's policy.json or registries.conf)
 4     CacheError         cache or index state: unreadable, corrupt, locked by another tcm
 5     EnvError           this machine: missing extra or tool, no GPU, disk full
 70                       a bug in tcm (a traceback with ``TCM_DEBUG=1``)

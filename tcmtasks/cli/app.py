@@ -23,9 +23,10 @@ from .common import err, esc, out, state
 
 EXIT_CODES = """\
 Exit codes: 0 done; 1 the command's check failed (--require-hits, doctor found problems);
-2 usage (bad flag, value, reference or recipe); 3 image or registry (unreachable, refused,
-corrupt, hostile, incompatible); 4 cache or index state (corrupt, locked); 5 this machine
-(missing extra or tool, no GPU, disk full); 70 a bug in tcm; 130 interrupted."""
+2 usage (bad flag, value, reference, recipe, trust file or key); 3 image or registry
+(unreachable, refused, corrupt, hostile, incompatible, untrusted by policy.json); 4 cache or
+index state (corrupt, locked); 5 this machine (missing extra or tool, no GPU, disk full);
+70 a bug in tcm; 130 interrupted."""
 
 
 class _Group(TyperGroup):
