@@ -116,6 +116,11 @@ class UntrustedImage(ImageError):
     layer byte was fetched: nothing was installed."""
 
 
+class BadSignature(UntrustedImage):
+    """One signature that does not verify or does not say what a signature must; the policy
+    check notes why and tries the next (the image is refused only if none is accepted)."""
+
+
 # -- 4: cache and index state ---------------------------------------------------------------------
 
 

@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import MissingDependency, TrustConfigError
-from .simplesign import BadSignature, Claim, parse_claim
+from ..errors import BadSignature, MissingDependency, TrustConfigError
+from .simplesign import Claim, parse_claim
 
 COSIGN_TYPE = "cosign container image signature"
 MT_PAYLOAD = "application/vnd.dev.cosign.simplesigning.v1+json"

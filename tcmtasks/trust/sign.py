@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependency, TrustConfigError, UsageError
+from ..errors import BadSignature, MissingDependency, TrustConfigError, UsageError
 from ..oci.image import MT_CONFIG, MT_MANIFEST
 from ..oci.refs import ImageRef
 from ..oci.transfer import RegistryOptions, open_dest
 from . import cosign, lookaside, simplesign
 from .names import DockerName
-from .simplesign import BadSignature
 
 EPOCH = "0001-01-01T00:00:00Z"  # cosign's own timestamps in a signature image
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MissingDependency, TrustConfigError, UsageError
+from ..errors import BadSignature, MissingDependency, TrustConfigError, UsageError
 from .names import DockerName, parse_name
 
 SIMPLE_TYPE = "atomic container signature"
@@ -31,11 +31,6 @@ class Claim:
 
     identity: DockerName
     digest: str
-
-
-class BadSignature(Exception):
-    """A signature that does not verify or does not say what a signature must; the policy
-    check rejects it (and says why) and goes on to the next."""
 
 
 def _gpg() -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import ImageError, RegistryError, UntrustedImage
+from ..errors import BadSignature, ImageError, RegistryError, UntrustedImage
 from ..oci.layout import resolve_index
 from ..oci.refs import ImageRef
 from ..oci.transfer import RegistryOptions, open_source
@@ -21,7 +21,7 @@ from .mirrors import Endpoint
 from .mirrors import load as load_registries_conf
 from .names import DockerName, name_of
 from .policy import Policy, Requirement, find_policy, load_policy, notice_no_policy
-from .simplesign import BadSignature, Claim
+from .simplesign import Claim
 
 log = logging.getLogger("tcm")
 

@@ -122,6 +122,14 @@ def test_refusals_that_need_no_network(tcm, tmp_path, cache):
     ok = write_policy(tmp_path / "ok.json")
     got = tcm("extract", f"oci:{layout}:v1", "--policy", ok, "-c", tmp_path / "n", "--all")
     assert "installed 9 entries" in got.stdout
+    # an unknown requirement type: exit 2, one line
+    odd = tmp_path / "odd.json"
+    odd.write_text('{"default": [{"type": "signedByAnyone"}]}')
+    got = tcm("extract", f"oci:{layout}:v1", "--policy", odd, "--all", ok=2)
+    assert got.stderr.strip().splitlines() == [
+        f"error: {odd}: default[0]: unknown requirement type 'signedByAnyone'; policy.json "
+        "knows insecureAcceptAnything, reject, signedBy, sigstoreSigned"
+    ]
     # a policy file that is not there is an error, not "no policy"
     got = tcm("extract", f"oci:{layout}:v1", "--policy", tmp_path / "nope.json", "--all", ok=2)
     assert got.stderr.strip() == f"error: policy file {tmp_path / 'nope.json'} does not exist"
