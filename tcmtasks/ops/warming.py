@@ -139,12 +139,13 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
 
         targets = [t if isinstance(t, Target) else Target.parse(t) for t in spec.targets]
         before = {n for n, _s, _e in iter_dirs(output)} if output.is_dir() else set()
-        variants = compile_kernelset(spec.kernels, targets, output, python=spec.python)
+        variants, helpers = compile_kernelset(spec.kernels, targets, output, python=spec.python)
         after = {e.key for e in scan_root(output) if e.kind == "kernel"}
         return {
             "variants": len(variants),
             "new_entries": len(after - before),
             "targets": [str(t) for t in targets],
+            "helpers": helpers,
         }
     if isinstance(spec, CommandWarm):
         from ..warm.command_backend import run_command

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from ..errors import MissingDependency, UsageError
 from ..resources import kernel_set
 from ..targets import Target
 from .child import child_main, run_child
+
+log = logging.getLogger("tcm")
 
 ELEMENT_SIZE = {"8": 1, "16": 2, "32": 4, "64": 8, "bool": 1, "int1": 1}
 
@@ -42,16 +45,18 @@ def standin_args(args: list[Any]) -> list[Any]:
 
 def compile_kernelset(
     kernels: str, targets: list[Target], out: Path, *, python: str | None = None
-) -> list[dict[str, Any]]:
-    """Compile every launch of the kernel set for every target into ``out`` (child process).
-    ``kernels`` is a file, a module name, or the name of a kernel set shipped with tcm."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Compile every launch of the kernel set for every target into ``out`` (child process),
+    and Triton's C helpers for them (``warm/helpers.py``): the variants, and what the helpers'
+    build did. ``kernels`` is a file, a module name, or the name of a kernel set shipped with
+    tcm."""
     if not targets:
         raise UsageError("the triton backend needs --target (e.g. cuda:80,cuda:90,hip:gfx942)")
     spec = kernel_set(kernels)
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TRITON_CACHE_DIR": str(out.resolve())}
     env.pop("TRITON_CACHE_MANAGER", None)
-    return run_child(
+    lines = run_child(
         "tcmtasks.warm.triton_backend",
         ["--kernels", spec, *[a for t in targets for a in ("--target", str(t))]],
         env,
@@ -59,6 +64,10 @@ def compile_kernelset(
         extra_path=os.getcwd(),  # kernel sets named as modules of the current project
         python=python,
     )
+    helpers = [x["helpers"] for x in lines if "helpers" in x]
+    if helpers and helpers[0]["failed"]:
+        log.warning("%s", helpers[0]["failed"])
+    return [x for x in lines if "helpers" not in x], (helpers[0] if helpers else {})
 
 
 def _child(kernels: str, targets: list[str]) -> None:
@@ -72,6 +81,7 @@ def _child(kernels: str, targets: list[str]) -> None:
     from .standin import target_active, warmup
 
     launches = load(kernels)
+    compiled_all = []
     for text in targets:
         target = Target.parse(text)
         with target_active(target):
@@ -85,6 +95,7 @@ def _child(kernels: str, targets: list[str]) -> None:
                             f"{v.name} failed to compile for {target}: "
                             f"{exc.__class__.__name__}: {exc}"
                         ) from None
+                    compiled_all.append((target, compiled))
                     print(
                         json.dumps(
                             {
@@ -96,6 +107,9 @@ def _child(kernels: str, targets: list[str]) -> None:
                         ),
                         flush=True,
                     )
+    from .helpers import build_helpers
+
+    print(json.dumps({"helpers": build_helpers(compiled_all).to_dict()}), flush=True)
 
 
 def main() -> None:

@@ -151,3 +151,31 @@ def test_clear_errors(tcm, tmp_path):
 def test_gpu_backends_say_what_they_need(tcm, tmp_path, backend):
     proc = tcm("warm", "--backend", backend, "--model", "opt-125m", "-o", tmp_path / "o", ok=5)
     assert "GPU" in proc.stderr or "pip install 'tcmtasks[torch]'" in proc.stderr
+
+
+def test_the_warm_leaves_the_c_helpers_triton_looks_up(tcm, tmp_path):
+    """cuda_utils and every kernel's launcher, placed by Triton's own compile_module_from_src
+    against tcm's libcuda stub: a process that cannot compile C (CC=/bin/false) finds each of
+    them in the warmed cache, and misses each in an empty one."""
+    out = tmp_path / "warmed"
+    report = json.loads(
+        tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90",
+            "--target", "hip:gfx942", "-o", out, "--json").stdout
+    )  # fmt: skip
+    helpers = report["helpers"]
+    assert helpers["failed"] is None and "cuda_utils" in helpers["built"]
+    assert "libamdhip64.so path" in helpers["skipped"]  # HIP's keys are the node's
+    modules = [e for e in scan_root(out) if e.kind == "module"]
+    names = sorted(e.name for e in modules)
+    assert names.count("cuda_utils") == 1 and names.count("__triton_launcher") == 4
+    for cache, expected in ((out, "found"), (tmp_path / "empty", "missed")):
+        cache.mkdir(exist_ok=True)
+        env = {**triton_env(cache), "CC": "/bin/false", "TRITON_LIBCUDA_PATH": "/nonexistent"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.support.helper_lookups", str(TUTORIALS), "cuda:90"],
+            env=env, cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lookups = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert len(lookups) == 15  # cuda_utils and the launcher of each of 14 variants
+        assert set(lookups.values()) == {expected}, lookups
