@@ -35,6 +35,7 @@ import dataclasses
 import errno
 import json
 import os
+import platform
 import shutil
 import time
 import uuid
@@ -234,6 +235,8 @@ def _judge_at(final_dir: Path, known: Known, staged: Path) -> _Judged:
         there.files.append(FileInfo(grp, file_kind(grp), len(text), time.time()))
     entry = scan_entry(final_dir.parent, final_dir.name, known=there)
     why: str | None = None
+    if entry.kind == EntryKind.MODULE:  # a driver helper: one .so, no group
+        return _Judged(entry, "", None, False, None)
     if entry.kind != EntryKind.KERNEL or not entry.name:
         why = f"not a kernel entry ({entry.kind})"
     elif entry.metadata is None:
@@ -266,6 +269,12 @@ def _skipped_unstaged(
         return False
     target = Target.from_metadata(row)
     item = {"key": key, "name": row.get("name"), "target": str(target) if target else None}
+    why_module = module_skip([str(f) for f in row.get("files") or []], host, force) if (
+        target is None and is_module_row(row)
+    ) else None  # fmt: skip
+    if why_module is not None:
+        report.skipped.append({**item, "reason": why_module})
+        return True
     if target is not None:
         version = row.get("triton_version")
         why = why_skip(target, version if isinstance(version, str) else None, targets, host,
@@ -296,7 +305,8 @@ def _read_json(staged: Path, known: Known) -> dict[str, bytes]:
 
 def _write_group(judged: _Judged, here: Path) -> None:
     """Written once, in place: nothing reads a staging dir (synced with the batch)."""
-    assert judged.text is not None
+    if judged.text is None:
+        return  # a driver helper has no group
     if judged.held:
         write_bytes(judged.text, os.path.join(here, judged.group), {str(here)})  # (dir made)
     else:
@@ -474,7 +484,10 @@ def _dry_run(
         if not isinstance(row, dict):
             continue
         t = Target.from_metadata(row)
-        why = why_skip(t, row.get("triton_version"), targets, host, build_of(row), force)
+        if t is None and is_module_row(row):
+            why = module_skip([str(f) for f in row.get("files") or []], host, force)
+        else:
+            why = why_skip(t, row.get("triton_version"), targets, host, build_of(row), force)
         key = str(row.get("key") or row.get("dummy_key") or row.get("hash"))
         item = {"key": key, "name": row.get("name"), "target": str(t) if t else None}
         item["dests"] = [str(dests.root_for(d)) for d in layout.dests.get(key, [TRITON])]
@@ -646,7 +659,10 @@ def _prepare_triton(
     build = layout.builds.get(key, {})
     if "hip_libdir" not in build and (libdir := libdir_of(entry.metadata)):  # older images
         build = {**build, "hip_libdir": libdir}
-    why = why_skip(entry.target, entry.triton_version, targets, host, build, force)
+    if entry.kind == EntryKind.MODULE:
+        why = module_skip([f.name for f in entry.files], host, force)
+    else:
+        why = why_skip(entry.target, entry.triton_version, targets, host, build, force)
     if why is not None:
         report.skipped.append({**item, "reason": why})
         return []
@@ -727,6 +743,30 @@ def _files_under(root: Path) -> Iterator[str]:
     for dirpath, _dirs, names in os.walk(root):
         for name in names:
             yield os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+
+
+#: Triton's C driver helpers (docs/cache-formats.md, "Driver helpers")
+MODULE_NAMES = ("cuda_utils", "hip_utils", "__triton_launcher")
+
+
+def is_module_row(row: dict[str, Any]) -> bool:
+    return row.get("name") in MODULE_NAMES
+
+
+def module_skip(files: list[str], host: Producer, force: bool = False) -> str | None:
+    """Why a driver helper will not load for the workload: its file is ``<name><EXT_SUFFIX>``,
+    and the workload's interpreter loads only its own ABI's and this machine's (its key, from
+    the C source and the platform, says nothing of the Python)."""
+    so = next((f for f in files if f.endswith(".so")), None)
+    if force or so is None or host.python is None:
+        return None
+    abi = f"cpython-{host.python[2:]}-"
+    if abi not in so:
+        return f"a C helper built for another Python ({so}); the workload runs {host.python}"
+    machine = platform.machine()
+    if machine and machine not in so:
+        return f"a C helper built for another machine ({so}); this node is {machine}"
+    return None
 
 
 def why_skip(

@@ -157,6 +157,14 @@ def _make_manager_class() -> type:
                 record("hit" if hit else "miss", self.key, filename[: -len(".json")], root)
             return group  # type: ignore[no-any-return]
 
+        def get_file(self, filename: str) -> str | None:
+            path = super().get_file(filename)
+            if self._tcm_track and _is_helper(filename):  # Triton's C helpers: compiled C
+                root = os.path.dirname(self.cache_dir)
+                name = filename.split(".", 1)[0]
+                record("helper-hit" if path else "helper-miss", self.key, name, root)
+            return path  # type: ignore[no-any-return]
+
         def put_group(self, filename: str, group: dict[str, str]) -> str:
             path = super().put_group(filename, group)
             if self._tcm_track:
@@ -171,6 +179,14 @@ def _make_manager_class() -> type:
 
     _install_listener()
     return TrackingCacheManager
+
+
+_HELPERS = ("cuda_utils.", "hip_utils.", "__triton_launcher.")
+
+
+def _is_helper(filename: str) -> bool:
+    """``<name><EXT_SUFFIX>`` of a C module ``compile_module_from_src`` builds."""
+    return filename.startswith(_HELPERS) and filename.endswith(".so")
 
 
 def __getattr__(name: str) -> Any:
@@ -233,6 +249,9 @@ class TrackStats:
     cache_dirs: list[str] = field(default_factory=list)
     kernels: list[KernelStats] = field(default_factory=list)
     inductor: InductorStats | None = None  # None: no torch.compile seen
+    #: Triton's C helpers (cuda_utils, launchers) found in the cache, and built with gcc
+    helper_hits: int = 0
+    helpers_built: list[str] = field(default_factory=list)
 
     @property
     def lookups(self) -> int:
@@ -240,7 +259,8 @@ class TrackStats:
 
     @property
     def compiled_nothing(self) -> bool:
-        return not self.misses and not (self.inductor and self.inductor.compiled)
+        built = self.helpers_built
+        return not self.misses and not built and not (self.inductor and self.inductor.compiled)
 
     def verdict(self) -> str:
         """One line: compiled nothing, or what was compiled."""
@@ -257,6 +277,9 @@ class TrackStats:
             parts.append(f"{n} graph{'s' if n != 1 else ''}")
         elif ind is not None and ind.compiled:
             parts.append("the AOTAutograd graphs (their cache missed)")
+        if self.helpers_built:
+            n = len(self.helpers_built)
+            parts.append(f"{n} C helper{'s' if n != 1 else ''} ({', '.join(self.helpers_built)})")
         return "compiled " + " and ".join(parts)
 
     @property
@@ -272,6 +295,7 @@ class TrackStats:
             "cache_dirs": self.cache_dirs, "new_kernels": self.new_kernels,
             "kernels": [k.__dict__ for k in self.kernels],
             "inductor": self.inductor.to_dict() if self.inductor else None,
+            "helper_hits": self.helper_hits, "helpers_built": self.helpers_built,
         }  # fmt: skip
 
 
@@ -289,6 +313,12 @@ def summarize(events: Iterable[dict[str, Any]]) -> TrackStats:
     bracketed: dict[str, float] = {}  # miss -> store intervals, where no listener reported
     for ev in events:
         kind, key = ev.get("e"), ev.get("key", "")
+        if kind == "helper-hit":
+            stats.helper_hits += 1
+            continue
+        if kind == "helper-miss":
+            stats.helpers_built.append(str(ev.get("name", "?")))
+            continue
         if kind == "compile":
             compile_times[key] = compile_times.get(key, 0.0) + float(ev.get("seconds", 0.0))
             continue

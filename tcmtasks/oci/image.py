@@ -322,7 +322,12 @@ def package(
     """Build the image's blobs into ``store`` (anything with ``add_blob_file``); ``gpus``:
     the GPUs its parts were made for (device name -> Triton target)."""
     chosen = sorted(
-        (e for e in entries if e.kind == EntryKind.KERNEL and e.files_of(FileKind.METADATA)),
+        (
+            e
+            for e in entries
+            if (e.kind == EntryKind.KERNEL and e.files_of(FileKind.METADATA))
+            or e.kind == EntryKind.MODULE  # Triton's C helpers: one .so each
+        ),
         key=lambda e: e.key,
     )
     parts = parts or []

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cache.entries import Entry, binary_suffixes
+from ..cache.entries import Entry, EntryKind, binary_suffixes
 from ..cache.groups import check_group, group_filename, read_group, relocated_children
 from ..cache.roots import Root
 from ..errors import CacheError, GroupFormatError, UsageError, map_os_error
@@ -221,6 +221,9 @@ def package(
         entries = select(found, criteria)
     if targets:
         entries = [e for e in entries if e.target in targets]
+    if builder == "tcm" and any(e.target and e.target.backend == "cuda" for e in entries):
+        # Triton's C helpers go with CUDA kernels: a node without a compiler needs them
+        entries += [e for e in found if e.kind == EntryKind.MODULE]
     verdicts = [(e, unpackable(e)) for e in entries]
     skipped = [(e, why) for e, why in verdicts if why is not None]
     chosen, dests = _unique([e for e, why in verdicts if why is None], sources.dest_of)
@@ -258,7 +261,7 @@ def unpackable(e: Entry) -> str | None:
     because its group points at the dir it was copied from (an Inductor dir moved to another
     path): the image holds the entry's own files under bare names, and restoring points the
     group at their new place, where the lookup hits."""
-    if e.lookup == "hit":
+    if e.lookup == "hit" or e.kind == EntryKind.MODULE:
         return None
     if {p.code for p in e.problems} <= {"foreign-paths"} and e.name:
         try:

@@ -10,6 +10,7 @@ import pytest
 
 from tcmtasks import scan_root
 from tests.conftest import REPO, triton_env
+from tests.support.variants import age
 
 TUTORIALS = REPO / "tcmtasks" / "data" / "kernels" / "tutorials.py"
 
@@ -179,3 +180,45 @@ def test_the_warm_leaves_the_c_helpers_triton_looks_up(tcm, tmp_path):
         lookups = json.loads(proc.stdout.strip().splitlines()[-1])
         assert len(lookups) == 15  # cuda_utils and the launcher of each of 14 variants
         assert set(lookups.values()) == {expected}, lookups
+
+
+def test_helpers_ship_restore_and_survive_gc(tcm, tmp_path):
+    """Packaged with the kernels, restored for the same Python (and skipped, with the reason,
+    for another), found there by Triton's own lookups, never evicted by gc, and counted by
+    tcm track: a helper built on the node is a compile."""
+    out = tmp_path / "warmed"
+    tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90", "-o", out)
+    tcm("package", out, f"oci:{tmp_path / 'img'}:v1")
+    node = tmp_path / "node"
+    got = tcm("extract", f"oci:{tmp_path / 'img'}:v1", "-c", node, "--all")
+    assert "installed 19 entries" in got.stdout  # 14 kernels, cuda_utils, 4 launchers
+    env = {**triton_env(node), "CC": "/bin/false", "TRITON_LIBCUDA_PATH": "/nonexistent"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.support.helper_lookups", str(TUTORIALS), "cuda:90"],
+        env=env, cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert set(json.loads(proc.stdout.strip().splitlines()[-1]).values()) == {"found"}
+    other = tcm("extract", f"oci:{tmp_path / 'img'}:v1", "-c", tmp_path / "n2", "--all",
+                "--triton", "3.6.0", "--dry-run", "--json")  # fmt: skip
+    assert json.loads(other.stdout)["kept"]  # (a version names no ABI: helpers kept)
+    age(node, 3600)  # (entries written seconds ago may still be in progress: gc keeps them)
+    tcm("gc", "-c", node, "--max-size", "1K", "-y")
+    left = {e.name for e in scan_root(node) if e.kind in ("kernel", "module")}
+    assert left == {"cuda_utils", "__triton_launcher"}  # kernels evicted, helpers kept
+
+    ask = (
+        "from tcmtasks.warm.helpers import libcuda_for_building\n"
+        "from triton.backends.nvidia import driver\n"
+        "with libcuda_for_building():\n"
+        "    try:\n        driver.CudaUtils()\n    except ImportError:\n        pass\n"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    built = tcm("track", "-c", empty, "--require-hits", "--json", "--", sys.executable, "-c",
+                ask, ok=1, extra_env={"PYTHONPATH": str(REPO)})  # fmt: skip
+    stats = json.loads(built.stdout)
+    assert stats["helpers_built"] == ["cuda_utils"] and not stats["compiled_nothing"]
+    found = tcm("track", "-c", out, "--require-hits", "--json", "--", sys.executable, "-c", ask,
+                extra_env={"PYTHONPATH": str(REPO)})  # fmt: skip
+    stats = json.loads(found.stdout)
+    assert stats["helper_hits"] == 1 and stats["helpers_built"] == []
