@@ -78,6 +78,7 @@ from .layerstream import (
     SAFE_FILE,
     Layout,
     build_of,
+    rows_of,
     stream_into,
     write_bytes,
 )
@@ -479,10 +480,7 @@ def _dry_run(
     doc = read_layer_manifest(source, manifest)
     if doc is not None:
         layout.read(json.dumps(doc).encode(), make_plan)
-    rows = doc.get("triton", []) if isinstance(doc, dict) else (doc or [])
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
+    for row in rows_of(doc):
         t = Target.from_metadata(row)
         if t is None and is_module_row(row):
             why = module_skip([str(f) for f in row.get("files") or []], host, force)

@@ -61,9 +61,7 @@ class Layout:
         self.max_members = _member_limit(doc)
         if not isinstance(doc, dict):
             return  # the older MCV shape: a plain list of Triton rows
-        for row in doc.get("triton") or []:
-            if not isinstance(row, dict):
-                continue
+        for row in rows_of(doc):
             key = str(row.get("key") or row.get("dummy_key") or "")
             if isinstance(row.get("dests"), list):
                 if len(row["dests"]) > MAX_DESTS:
@@ -86,6 +84,8 @@ def _member_limit(doc: Any) -> int:
     Triton row's files, each part's files, a dir per entry and per part dir, and slack. The
     ceiling applies to manifests that do not say (MCV's rows list no files)."""
     rows = doc.get("triton") if isinstance(doc, dict) else doc
+    if isinstance(doc, dict) and isinstance(rows, list) and isinstance(doc.get("helpers"), list):
+        rows = rows + doc["helpers"]
     parts = doc.get("parts") if isinstance(doc, dict) else None
     declared = 0
     for row in rows if isinstance(rows, list) else []:
@@ -99,6 +99,15 @@ def _member_limit(doc: Any) -> int:
             return MAX_MEMBERS
         declared += files * (1 + cache_parts.MAX_DEPTH)  # each file's dirs at most
     return min(MAX_MEMBERS, declared + 1024)
+
+
+def rows_of(doc: Any) -> list[dict[str, Any]]:
+    """The Triton rows of an in-layer manifest: MCV's kernels, then tcm's C helpers."""
+    if not isinstance(doc, dict):
+        rows = doc if isinstance(doc, list) else []
+    else:
+        rows = [*(doc.get("triton") or []), *(doc.get("helpers") or [])]
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def build_of(row: dict[str, Any]) -> dict[str, str]:

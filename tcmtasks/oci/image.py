@@ -149,14 +149,17 @@ def layer_manifest(
     """``io.triton.manifest/manifest.json``: MCV's ``triton`` list (each row with where it
     goes when the image holds more than one Triton root, and the build behind its key: Python
     ABI, triton_key, ptxas, as its warm recorded them), and tcm's ``parts``."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    helpers: list[dict[str, Any]] = []
     for e in entries:
         row = entry_manifest_row(e)
         row.update((builds or {}).get(e.key, {}))
         if dests is not None:
             row["dests"] = [list(d) for d in sorted(dests.get(e.key, [("triton", "")]))]
-        rows.append(row)
+        (helpers if e.kind == EntryKind.MODULE else rows).append(row)
     data: dict[str, Any] = {"triton": rows}
+    if helpers:  # Triton's C helpers: a list of their own, MCV's "triton" list stays kernels
+        data["helpers"] = helpers
     if parts:
         data["parts"] = [p.describe() for p in sorted(parts, key=lambda p: p.kind)]
     return canonical(data)
@@ -273,10 +276,11 @@ def labels_for(
 ) -> dict[str, str]:
     created = datetime.fromtimestamp(source_date_epoch(), timezone.utc)
     versions = sorted({e.triton_version for e in entries if e.triton_version})
+    kernels = [e for e in entries if e.kind != EntryKind.MODULE]  # MCV counts kernels
     labels = {
         LABEL_VARIANT: "multi",
-        LABEL_COUNT: str(len(entries)),
-        LABEL_SIZE: str(sum(e.size for e in entries)),
+        LABEL_COUNT: str(len(kernels)),
+        LABEL_SIZE: str(sum(e.size for e in kernels)),
         LABEL_SUMMARY: canonical({"targets": summary_targets(entries)}).decode(),
         LABEL_TCM: __version__,
         "org.opencontainers.image.created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),

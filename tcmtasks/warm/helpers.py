@@ -6,6 +6,10 @@ launch stub), each stored in the cache as ``<name><EXT_SUFFIX>`` under
 ``sha256(source + platform_key())``. A runtime image without a compiler fails there ("Failed
 to find C compiler"), and one with a compiler spends 0.2-0.5 s on it.
 
+``platform_key()`` ends with what Python's ``platform.architecture()`` learns from running the
+``file`` program: "ELF", or "" on a machine without ``file`` on PATH; helpers are built under
+both keys (``_linkages``).
+
 Here the workload's own interpreter (this runs in the warm's child) asks Triton's own
 ``compile_module_from_src`` for them, so the key, the name and the ``EXT_SUFFIX`` are exactly
 those the node looks up; nothing of Triton's keying is re-implemented. Without a GPU the CUDA
@@ -24,6 +28,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -87,25 +92,60 @@ def build_helpers(compiled: list[tuple[Target, Any]]) -> HelperReport:
     quiet.setLevel(logging.ERROR)
     try:
         with libcuda_for_building():
-            if any(t.backend == "cuda" for t, _ in compiled):
-                _one(report, "cuda_utils", _cuda_utils)
-            seen: set[str] = set()
-            for target, kernel in compiled:
-                if target.backend != "cuda":
-                    report.skipped = (
-                        "HIP helpers: their source holds the node's libamdhip64.so path, so "
-                        "the node builds them"
-                    )
-                    continue
-                ident = _signature_id(target, kernel)
-                if ident in seen or report.failed:
-                    continue
-                seen.add(ident)
-                name = getattr(kernel, "name", "?")
-                _one(report, f"__triton_launcher ({name})", lambda k=kernel: _launcher(k))
+            for linkage in _linkages():
+                with _platform_linkage(linkage):
+                    _build_all(report, compiled)
     finally:
         quiet.setLevel(level)
     return report
+
+
+def _build_all(report: HelperReport, compiled: list[tuple[Target, Any]]) -> None:
+    if any(t.backend == "cuda" for t, _ in compiled):
+        _one(report, "cuda_utils", _cuda_utils)
+    seen: set[str] = set()
+    for target, kernel in compiled:
+        if target.backend != "cuda":
+            report.skipped = (
+                "HIP helpers: their source holds the node's libamdhip64.so path, so the node "
+                "builds them"
+            )
+            continue
+        ident = _signature_id(target, kernel)
+        if ident in seen or report.failed:
+            continue
+        seen.add(ident)
+        name = getattr(kernel, "name", "?")
+        _one(report, f"__triton_launcher ({name})", lambda k=kernel: _launcher(k))
+
+
+def _linkages() -> list[str]:
+    """Both values ``platform_key()`` can take on this machine. Its last field is
+    ``platform.architecture()[1]``, which Python reads by running the ``file`` program on the
+    interpreter: "ELF" where ``file`` is on PATH, "" where it is not (slim runtime images often
+    lack it). The node's PATH is not known here, so the helpers go under both keys."""
+    import platform
+
+    here = platform.architecture()[1]
+    return list(dict.fromkeys([here, "ELF" if sys.platform.startswith("linux") else here, ""]))
+
+
+@contextlib.contextmanager
+def _platform_linkage(linkage: str) -> Iterator[None]:
+    """Triton's ``platform_key()`` as a machine whose ``file`` says ``linkage`` computes it."""
+    import platform
+
+    from triton.runtime import build
+
+    real = platform.architecture
+    bits = real()[0]
+    platform.architecture = lambda *a, **k: (bits, linkage)
+    build.platform_key.cache_clear()
+    try:
+        yield
+    finally:
+        platform.architecture = real
+        build.platform_key.cache_clear()
 
 
 def _one(report: HelperReport, what: str, build: Any) -> None:

@@ -62,7 +62,8 @@ def test_first_run_noop_rerun_param_change_and_tampering(project):
     first = doit(project, "warm_and_ship", "model=mini")
     assert ran(first) == ["warm", "index", "dedup", "prune", "package", "push"]
     package = json.loads((project / "build/mini/package.json").read_text())
-    assert package["entries"] == 14 and package["tag"] == "mini-cuda90"
+    # 14 kernels, and 10 C helpers (cuda_utils and 4 launchers, under both platform keys)
+    assert package["entries"] == 24 and package["tag"] == "mini-cuda90"
     prune_dir, warm_dir = project / "build/mini/prune", project / "build/mini/warm"
     assert not list(prune_dir.glob("*/*.ttir")) and len(list(warm_dir.glob("*/*.ttir"))) == 14
 
@@ -91,7 +92,7 @@ def test_first_run_noop_rerun_param_change_and_tampering(project):
             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
         ).stdout
     )
-    assert info["entry_count"] == 14 and info["producer"]["backend"] == "triton"
+    assert info["entry_count"] == 14 and info["producer"]["backend"] == "triton"  # kernels
 
 
 def test_push_to_a_registry_signed_and_pinned(project, start_registry, tcm):
@@ -119,7 +120,7 @@ def test_push_to_a_registry_signed_and_pinned(project, start_registry, tcm):
     )  # fmt: skip
     got = tcm("pull", push["pinned"], "--insecure-host", reg.host, "--policy", policy,
               "-c", project / "node", "--all")  # fmt: skip
-    assert "verified: sigstoreSigned" in got.stderr and "installed 14 entries" in got.stdout
+    assert "verified: sigstoreSigned" in got.stderr and "installed 24 entries" in got.stdout
 
 
 def test_doit_list_and_unknown_model(project):

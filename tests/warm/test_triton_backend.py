@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -168,10 +169,18 @@ def test_the_warm_leaves_the_c_helpers_triton_looks_up(tcm, tmp_path):
     assert "libamdhip64.so path" in helpers["skipped"]  # HIP's keys are the node's
     modules = [e for e in scan_root(out) if e.kind == "module"]
     names = sorted(e.name for e in modules)
-    assert names.count("cuda_utils") == 1 and names.count("__triton_launcher") == 4
-    for cache, expected in ((out, "found"), (tmp_path / "empty", "missed")):
+    # under both keys platform_key() gives: with `file` on PATH ("ELF") and without ("")
+    assert names.count("cuda_utils") == 2 and names.count("__triton_launcher") == 8
+    bare = tmp_path / "bare-path"  # a PATH without `file`, as in a slim runtime image
+    bare.mkdir()
+    for cache, expected, path in (
+        (out, "found", os.environ["PATH"]),
+        (out, "found", str(bare)),
+        (tmp_path / "empty", "missed", os.environ["PATH"]),
+    ):
         cache.mkdir(exist_ok=True)
-        env = {**triton_env(cache), "CC": "/bin/false", "TRITON_LIBCUDA_PATH": "/nonexistent"}
+        env = {**triton_env(cache), "CC": "/bin/false", "TRITON_LIBCUDA_PATH": "/nonexistent",
+               "PATH": path}  # fmt: skip
         proc = subprocess.run(
             [sys.executable, "-m", "tests.support.helper_lookups", str(TUTORIALS), "cuda:90"],
             env=env, cwd=REPO, capture_output=True, text=True,
@@ -189,9 +198,11 @@ def test_helpers_ship_restore_and_survive_gc(tcm, tmp_path):
     out = tmp_path / "warmed"
     tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90", "-o", out)
     tcm("package", out, f"oci:{tmp_path / 'img'}:v1")
+    info = json.loads(tcm("inspect", f"oci:{tmp_path / 'img'}:v1", "--json").stdout)
+    assert info["entry_count"] == 14  # MCV's label and "triton" list: the kernels alone
     node = tmp_path / "node"
     got = tcm("extract", f"oci:{tmp_path / 'img'}:v1", "-c", node, "--all")
-    assert "installed 19 entries" in got.stdout  # 14 kernels, cuda_utils, 4 launchers
+    assert "installed 24 entries" in got.stdout  # 14 kernels; cuda_utils, 4 launchers, twice
     env = {**triton_env(node), "CC": "/bin/false", "TRITON_LIBCUDA_PATH": "/nonexistent"}
     proc = subprocess.run(
         [sys.executable, "-m", "tests.support.helper_lookups", str(TUTORIALS), "cuda:90"],
