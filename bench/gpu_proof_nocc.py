@@ -73,8 +73,10 @@ def torch_probe(out: Path) -> dict:
     code = ("import torch\n@torch.compile\ndef f(x):\n    return (x.sin() * 2).relu()\n"
             "f(torch.randn(1024, device='cuda')); torch.cuda.synchronize()\n")  # fmt: skip
     r = run([sys.executable, "-c", code], env)
-    found = sorted(str(Path(p).relative_to(home)) for p in glob.glob(str(home / "**" / "*.so"),
-                                                                     recursive=True))  # fmt: skip
+    found = sorted(  # os.walk: glob's ** skips dot-dirs such as ~/.triton
+        os.path.relpath(os.path.join(d, f), home)
+        for d, _dirs, files in os.walk(home) for f in files if f.endswith(".so")
+    )  # fmt: skip
     return {"rc": r["rc"], "stderr": r["stderr"][-1500:], "so_files": found}
 
 
