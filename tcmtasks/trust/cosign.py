@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadSignature, MissingDependency, TrustConfigError
-from .simplesign import Claim, parse_claim
+from .simplesign import Claim, claim, parse_claim
 
 COSIGN_TYPE = "cosign container image signature"
 MT_PAYLOAD = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -43,15 +43,7 @@ def _crypto() -> Any:
 
 
 def payload(identity: str, digest: str) -> bytes:
-    doc = {
-        "critical": {
-            "identity": {"docker-reference": identity},
-            "image": {"docker-manifest-digest": digest},
-            "type": COSIGN_TYPE,
-        },
-        "optional": None,
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return claim(identity, digest, COSIGN_TYPE, None)
 
 
 def load_private_key(pem: bytes, passphrase: bytes, where: str) -> Any:

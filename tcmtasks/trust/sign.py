@@ -10,14 +10,13 @@ import getpass
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadSignature, MissingDependency, TrustConfigError, UsageError
+from ..errors import BadSignature, TrustConfigError, UsageError
 from ..oci.image import MT_CONFIG, MT_MANIFEST
 from ..oci.refs import ImageRef
 from ..oci.transfer import RegistryOptions, open_dest
@@ -114,11 +113,9 @@ def _passphrase(options: SignOptions, where: str) -> bytes:
 
 
 def _check_secret_key(fingerprint: str) -> None:
-    gpg = shutil.which("gpg")
-    if gpg is None:
-        raise MissingDependency("gpg (GnuPG)", hint="apt-get install gpg gpg-agent")
     proc = subprocess.run(
-        [gpg, "--batch", "--no-tty", "--list-secret-keys", fingerprint], capture_output=True
+        [simplesign.gpg_binary(), "--batch", "--no-tty", "--list-secret-keys", fingerprint],
+        capture_output=True,
     )
     if proc.returncode != 0:
         raise TrustConfigError(

@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadSignature, MissingDependency, TrustConfigError, UsageError
 from .names import DockerName, parse_name
@@ -33,23 +34,28 @@ class Claim:
     digest: str
 
 
-def _gpg() -> str:
+def gpg_binary() -> str:
     path = shutil.which("gpg")
     if path is None:
         raise MissingDependency("gpg (GnuPG)", hint="apt-get install gpg gpg-agent")
     return path
 
 
-def payload(identity: str, digest: str) -> bytes:
+def claim(identity: str, digest: str, kind: str, optional: dict[str, Any] | None) -> bytes:
+    """The signed claim, in the shape both GPG simple signing and cosign use."""
     doc = {
         "critical": {
             "identity": {"docker-reference": identity},
             "image": {"docker-manifest-digest": digest},
-            "type": SIMPLE_TYPE,
+            "type": kind,
         },
-        "optional": {"creator": "tcm", "timestamp": int(time.time())},
+        "optional": optional,
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def payload(identity: str, digest: str) -> bytes:
+    return claim(identity, digest, SIMPLE_TYPE, {"creator": "tcm", "timestamp": int(time.time())})
 
 
 def parse_claim(data: bytes, kind: str) -> Claim:
@@ -78,7 +84,16 @@ def parse_claim(data: bytes, kind: str) -> Claim:
 
 def sign(data: bytes, fingerprint: str, passphrase_file: Path | None = None) -> bytes:
     """An OpenPGP signed message of ``data`` by the key ``fingerprint`` in the user's keyring."""
-    cmd = [_gpg(), "--batch", "--no-tty", "--local-user", fingerprint, "--sign", "--output", "-"]
+    cmd = [
+        gpg_binary(),
+        "--batch",
+        "--no-tty",
+        "--local-user",
+        fingerprint,
+        "--sign",
+        "--output",
+        "-",
+    ]
     if passphrase_file is not None:
         cmd[1:1] = ["--pinentry-mode", "loopback", "--passphrase-file", str(passphrase_file)]
     proc = subprocess.run(cmd, input=data, capture_output=True)
@@ -98,7 +113,7 @@ def verify(signature: bytes, keyrings: list[tuple[str, bytes]]) -> tuple[bytes, 
         for where, data in keyrings:
             trusted |= _import(home, where, data)
         proc = subprocess.run(
-            [_gpg(), "--homedir", home, "--batch", "--no-tty", "--status-fd", "2",
+            [gpg_binary(), "--homedir", home, "--batch", "--no-tty", "--status-fd", "2",
              "--output", "-", "--decrypt"],
             input=signature, capture_output=True,
         )  # fmt: skip
@@ -121,7 +136,7 @@ def verify(signature: bytes, keyrings: list[tuple[str, bytes]]) -> tuple[bytes, 
 
 def _import(home: str, where: str, data: bytes) -> set[str]:
     proc = subprocess.run(
-        [_gpg(), "--homedir", home, "--batch", "--no-tty", "--status-fd", "1", "--import"],
+        [gpg_binary(), "--homedir", home, "--batch", "--no-tty", "--status-fd", "1", "--import"],
         input=data, capture_output=True,
     )  # fmt: skip
     fprs = {
