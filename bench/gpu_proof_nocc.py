@@ -65,19 +65,33 @@ def one_round(image: str, tag: str, bindir: Path, out: Path) -> dict:
 
 
 def torch_probe(out: Path) -> dict:
-    """Where a torch.compile run's helpers land (a compiler present, fresh HOME)."""
+    """Where a torch.compile run's helpers land (a compiler present, fresh HOME): a cold run,
+    then, with every built module removed, a second process on the same caches (an FX-graph
+    hit, as on a restored node): what that one rebuilds is what a restore must carry."""
     home = Path(tempfile.mkdtemp(prefix="nocc-probe-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRITON_", "TORCHINDUCTOR_"))}
     env["HOME"] = str(home)
     env["TORCHINDUCTOR_CACHE_DIR"] = str(home / "inductor")
-    code = ("import torch\n@torch.compile\ndef f(x):\n    return (x.sin() * 2).relu()\n"
-            "f(torch.randn(1024, device='cuda')); torch.cuda.synchronize()\n")  # fmt: skip
-    r = run([sys.executable, "-c", code], env)
-    found = sorted(  # os.walk: glob's ** skips dot-dirs such as ~/.triton
-        os.path.relpath(os.path.join(d, f), home)
-        for d, _dirs, files in os.walk(home) for f in files if f.endswith(".so")
-    )  # fmt: skip
-    return {"rc": r["rc"], "stderr": r["stderr"][-1500:], "so_files": found}
+    code = ("import torch, json\nfrom torch._dynamo.utils import counters\n"
+            "@torch.compile\ndef f(x, y):\n    return (x.sin() * 2).relu() @ y\n"
+            "f(torch.randn(64, 64, device='cuda'), torch.randn(64, 64, device='cuda'))\n"
+            "torch.cuda.synchronize()\n"
+            "print(json.dumps(dict(counters['inductor'])))\n")  # fmt: skip
+
+    def modules() -> list[str]:
+        return sorted(  # os.walk: glob's ** skips dot-dirs such as ~/.triton
+            os.path.relpath(os.path.join(d, f), home)
+            for d, _dirs, files in os.walk(home) for f in files if f.endswith(".so")
+        )  # fmt: skip
+
+    got: dict = {}
+    for name in ("cold", "restored"):
+        r = run([sys.executable, "-c", code], env)
+        got[name] = {"rc": r["rc"], "counters": r["stdout"][-600:],
+                     "stderr": r["stderr"][-1500:], "so_files": modules()}  # fmt: skip
+        for so in got[name]["so_files"]:
+            os.unlink(home / so)
+    return got
 
 
 def main() -> None:
@@ -113,7 +127,9 @@ def main() -> None:
                    "Failed to find C compiler" in c["run"]["stderr"]))  # fmt: skip
     for what, ok in checks:
         print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    print("torch probe:", json.dumps(results["torch_probe"]["so_files"]))
+    for name, probe in results["torch_probe"].items():
+        print(f"torch probe ({name}, rc {probe['rc']}):", json.dumps(probe["so_files"]),
+              probe["counters"].strip()[:300])  # fmt: skip
     secs = [r["run"]["seconds"] for r in results["with"]]
     print(f"restored runs (no compiler): {secs} s; control {c['run']['seconds']} s")
     print("PROOF PASSED" if all(ok for _, ok in checks) else "PROOF FAILED")

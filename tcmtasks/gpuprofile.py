@@ -57,6 +57,9 @@ class GpuProfile:
     #: them writes keys the GPU never looks up (seen: ``CXX=/opt/gcc/bin/g++`` on the GPU
     #: machines, ``g++`` on the runner). Empty in profiles recorded before this field.
     inductor_config: dict[str, Any] = field(default_factory=dict)
+    #: where the GPU machine's ``libcuda.so.1`` is (its Triton's ``libcuda_dirs()``): Triton
+    #: 3.8+ hashes that dir into its C helpers' keys (warm/helpers.py)
+    libcuda_dirs: list[str] = field(default_factory=list)
     recorded_by: str = ""
 
     @property
@@ -118,6 +121,7 @@ class GpuProfile:
                 libraries={str(k): str(v) for k, v in (data.get("libraries") or {}).items()},
                 sdp_choices={str(k): str(v) for k, v in (data.get("sdp_choices") or {}).items()},
                 inductor_config=dict(data.get("inductor_config") or {}),
+                libcuda_dirs=[str(d) for d in data.get("libcuda_dirs") or []],
                 recorded_by=str(data.get("recorded_by") or ""),
             )
         except (TypeError, ValueError, IndexError, KeyError, UsageError) as exc:

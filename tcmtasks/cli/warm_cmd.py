@@ -57,6 +57,15 @@ def warm_cmd(
             help="triton: kernel set: a file, a module, or one shipped with tcm (tutorials)."
         ),
     ] = None,
+    libcuda_dir: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--libcuda-dir",
+            metavar="DIR",
+            help="triton: where the nodes' libcuda.so.1 is (their ldconfig -p), repeatable. "
+            "Triton 3.8+ hashes it into its C helpers' keys: without it they are not built.",
+        ),
+    ] = None,
     inductor: Annotated[
         bool,
         typer.Option(
@@ -139,11 +148,18 @@ def warm_cmd(
         raise UsageError("give the output dir: -o DIR")
     if gpu_profile and backend != "torch":
         raise UsageError("--gpu-profile is for the torch backend (--backend torch)")
+    if libcuda_dir and backend != "triton":
+        raise UsageError(
+            "--libcuda-dir is for the triton backend; the torch backend takes it from the "
+            "GPU profile (tcm gpu --save-profile records it)"
+        )
     spec: ops.WarmSpec
     if backend == "triton":
         if not kernels:
             raise UsageError("the triton backend needs --kernels (e.g. --kernels tutorials)")
-        spec = ops.TritonWarm(kernels, list(targets(target)), python=python)
+        spec = ops.TritonWarm(
+            kernels, list(targets(target)), python=python, libcuda_dirs=list(libcuda_dir or [])
+        )
     elif backend == "command":
         spec = ops.CommandWarm(command or [], inductor=inductor, vllm=vllm_cache)
     elif backend in ("torch", "vllm") and not model:

@@ -283,7 +283,12 @@ def _unique(
     dests: dict[str, set[Dest]] = {}
     for e in entries:
         chosen.setdefault(e.key, e)
-        dests.setdefault(e.key, set()).add(dest_of.get(os.path.abspath(e.root), ("triton", "")))
+        dest = dest_of.get(os.path.abspath(e.root), ("triton", ""))
+        dests.setdefault(e.key, set()).add(dest)
+        if e.kind == EntryKind.MODULE and e.name == "cuda_utils" and dest[0] != "triton":
+            # a torch.compile node builds it before Inductor points Triton at its own dir,
+            # so it looks it up in its plain Triton cache (warm/torch_backend.py ``_helpers``)
+            dests[e.key].add(("triton", ""))
     plain = all(d == {("triton", "")} for d in dests.values())
     return list(chosen.values()), None if plain else {k: sorted(v) for k, v in dests.items()}
 

@@ -32,6 +32,8 @@ class TritonWarm:
     kernels: str
     targets: list[Target | str]
     python: str | None = None  # compile with this interpreter's Triton (the workload's)
+    #: where the nodes' libcuda.so.1 is: Triton 3.8+ keys its C helpers by it (warm/helpers.py)
+    libcuda_dirs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -139,7 +141,9 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
 
         targets = [t if isinstance(t, Target) else Target.parse(t) for t in spec.targets]
         before = {n for n, _s, _e in iter_dirs(output)} if output.is_dir() else set()
-        variants, helpers = compile_kernelset(spec.kernels, targets, output, python=spec.python)
+        variants, helpers = compile_kernelset(
+            spec.kernels, targets, output, python=spec.python, libcuda_dirs=spec.libcuda_dirs
+        )
         after = {e.key for e in scan_root(output) if e.kind == "kernel"}
         return {
             "variants": len(variants),

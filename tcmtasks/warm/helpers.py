@@ -24,6 +24,7 @@ the node's own and a runner without that file cannot even produce the source.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -35,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..targets import Target
+
+log = logging.getLogger("tcm")
 
 
 @dataclass
@@ -48,28 +51,58 @@ class HelperReport:
 
 
 @contextlib.contextmanager
-def libcuda_for_building() -> Iterator[None]:
-    """``TRITON_LIBCUDA_PATH`` naming a real libcuda.so.1 when ldconfig knows one, else a stub
-    with that SONAME made in a temp dir (the helpers link ``-l:libcuda.so.1``)."""
-    if os.environ.get("TRITON_LIBCUDA_PATH") or _ldconfig_has("libcuda.so.1"):
+def libcuda_for_building(node_dir: str | None = None) -> Iterator[None]:
+    """A ``libcuda.so.1`` for the helpers to link (``-l:libcuda.so.1``): the real one where
+    ldconfig knows one, else a stub with that SONAME made in a temp dir. ``node_dir``: where
+    the node's driver library is, which ``TRITON_LIBCUDA_PATH`` then names (Triton 3.8+
+    hashes that dir into the key) while the linker finds the stub through ``LIBRARY_PATH``."""
+    real = bool(os.environ.get("TRITON_LIBCUDA_PATH")) or _ldconfig_has("libcuda.so.1")
+    if node_dir is None and real:
         yield
         return
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    saved = {k: os.environ.get(k) for k in ("TRITON_LIBCUDA_PATH", "LIBRARY_PATH")}
     with tempfile.TemporaryDirectory(prefix="tcm-libcuda-") as tmp:
-        if cc:
-            src = os.path.join(tmp, "stub.c")
-            with open(src, "w") as f:
-                f.write("void tcm_libcuda_stub(void) {}\n")
-            subprocess.run(
-                [cc, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o",
-                 os.path.join(tmp, "libcuda.so.1"), src],
-                check=False, capture_output=True,
-            )  # fmt: skip
-        os.environ["TRITON_LIBCUDA_PATH"] = tmp
+        if not real:
+            _stub(tmp)
+            os.environ["LIBRARY_PATH"] = os.pathsep.join(
+                p for p in (tmp, saved["LIBRARY_PATH"]) if p
+            )
+        os.environ["TRITON_LIBCUDA_PATH"] = node_dir or tmp
+        _forget_libcuda_dirs()
         try:
             yield
         finally:
-            os.environ.pop("TRITON_LIBCUDA_PATH", None)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            _forget_libcuda_dirs()
+
+
+def _stub(tmp: str) -> None:
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        return  # Triton's own build then fails, and says so
+    src = os.path.join(tmp, "stub.c")
+    with open(src, "w") as f:
+        f.write("void tcm_libcuda_stub(void) {}\n")
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o",
+         os.path.join(tmp, "libcuda.so.1"), src],
+        check=False, capture_output=True,
+    )  # fmt: skip
+
+
+def _forget_libcuda_dirs() -> None:
+    """Triton caches its answers (``functools.lru_cache``); they must follow the env."""
+    with contextlib.suppress(ImportError):
+        from triton.backends.nvidia import driver
+
+        for name in ("libcuda_dirs", "library_dirs"):
+            clear = getattr(getattr(driver, name, None), "cache_clear", None)
+            if clear is not None:
+                clear()
 
 
 def _ldconfig_has(lib: str) -> bool:
@@ -80,29 +113,111 @@ def _ldconfig_has(lib: str) -> bool:
     return lib in out
 
 
-def build_helpers(compiled: list[tuple[Target, Any]]) -> HelperReport:
-    """Build ``cuda_utils`` (when a CUDA target is among ``compiled``) and the launcher of
-    each distinct kernel signature, into the cache Triton writes to (``TRITON_CACHE_DIR``).
-    ``compiled``: (target, CompiledKernel) pairs from the warm."""
+def print_report(report: HelperReport) -> None:
+    """The child's last result line (``split_report`` reads it back in the parent)."""
+    print(json.dumps({"helpers": report.to_dict()}), flush=True)
+
+
+def split_report(
+    lines: list[dict[str, Any]], *, said: set[str] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A child's result lines without its helper report, and the report; a failure to build
+    is logged once per warm (``said`` carries what was said across a fleet's children)."""
+    found = [x["helpers"] for x in lines if set(x) == {"helpers"}]
+    report = found[0] if found else {}
+    said = set() if said is None else said
+    failed = report.get("failed")
+    if failed and failed not in said:
+        said.add(failed)
+        log.warning("%s", failed)
+    return [x for x in lines if set(x) != {"helpers"}], report
+
+
+@contextlib.contextmanager
+def inductor_launches() -> Iterator[list[tuple[Target, Any]]]:
+    """The kernels a torch.compile run launches through Triton's own launcher, as Inductor
+    makes its launchers: those its static CUDA launcher cannot serve
+    (``TritonCompileResult``; torch 2.11 runtime/triton_heuristics.py ``_precompile_config``,
+    ``can_statically_launch``). The rest never build a ``__triton_launcher``."""
+    from torch._inductor.runtime import triton_heuristics as th
+
+    found: list[tuple[Target, Any]] = []
+    inner = th.CachingAutotuner._make_launchers
+
+    def make_launchers(self: Any) -> Any:
+        for result in self.compile_results:
+            if isinstance(result, th.TritonCompileResult):
+                t = result.kernel.metadata.target
+                found.append((Target(str(t.backend), str(t.arch), int(t.warp_size)), result.kernel))
+        return inner(self)
+
+    th.CachingAutotuner._make_launchers = make_launchers
+    try:
+        yield found
+    finally:
+        th.CachingAutotuner._make_launchers = inner
+
+
+def build_helpers(
+    compiled: list[tuple[Target, Any]],
+    *,
+    cuda_utils: bool | None = None,
+    libcuda_dirs: list[str] | None = None,
+) -> HelperReport:
+    """Build ``cuda_utils`` (when a CUDA target is among ``compiled``, or ``cuda_utils``) and
+    the launcher of each distinct kernel signature, into the cache Triton writes to
+    (``TRITON_CACHE_DIR``). ``compiled``: (target, CompiledKernel) pairs from the warm.
+    ``libcuda_dirs``: where the nodes' ``libcuda.so.1`` is, for a Triton that hashes it into
+    the key (3.8+, ``_keys_hold_build_dirs``); there, without it and without a driver here,
+    nothing is built and the report says why."""
     report = HelperReport()
+    wants_cuda = cuda_utils or (
+        cuda_utils is None and any(t.backend == "cuda" for t, _ in compiled)
+    )
+    node_dirs: list[str | None] = [None]
+    if wants_cuda and _keys_hold_build_dirs():
+        if libcuda_dirs:
+            node_dirs = list(dict.fromkeys(libcuda_dirs))
+        elif not (os.environ.get("TRITON_LIBCUDA_PATH") or _ldconfig_has("libcuda.so.1")):
+            report.skipped = (
+                "CUDA helpers: this Triton hashes the node's libcuda.so.1 dir into their keys "
+                "and none is known here (--libcuda-dir, or a GPU profile that records it)"
+            )
+            return report
     # a cache hit on a module that cannot load here makes Triton log a warning and rebuild:
     # each helper is asked for once, and Triton's warning stays quiet meanwhile
     quiet = logging.getLogger("triton.runtime.build")
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        with libcuda_for_building():
-            for linkage in _linkages():
-                with _platform_linkage(linkage):
-                    _build_all(report, compiled)
+        for node_dir in node_dirs:
+            with libcuda_for_building(node_dir):
+                for linkage in _linkages():
+                    with _platform_linkage(linkage):
+                        _build_all(report, compiled, cuda_utils)
     finally:
         quiet.setLevel(level)
     return report
 
 
-def _build_all(report: HelperReport, compiled: list[tuple[Target, Any]]) -> None:
-    if any(t.backend == "cuda" for t, _ in compiled):
+def _keys_hold_build_dirs() -> bool:
+    """Whether this Triton's helper key hashes the build's dirs beside source and
+    ``platform_key()``: 3.8.0 and 3.9.0 (``runtime/build.py`` ``_get_cache_manager``: language,
+    library dirs (its own ``backends/nvidia/lib`` and the libcuda dir), include dirs (its
+    own), libraries); 3.6.0 hashes ``src + platform_key()`` alone. Such a helper hits on a node
+    whose Triton sits at the warm's path and whose driver is in the named dir."""
+    from triton.runtime import build
+
+    return hasattr(build, "_get_cache_manager")
+
+
+def _build_all(
+    report: HelperReport, compiled: list[tuple[Target, Any]], cuda_utils: bool | None
+) -> None:
+    if cuda_utils or (cuda_utils is None and any(t.backend == "cuda" for t, _ in compiled)):
         _one(report, "cuda_utils", _cuda_utils)
+    if not _launchers_per_signature():
+        return  # Triton 3.8+: cuda_utils's own ``launch`` starts every kernel
     seen: set[str] = set()
     for target, kernel in compiled:
         if target.backend != "cuda":
@@ -117,6 +232,15 @@ def _build_all(report: HelperReport, compiled: list[tuple[Target, Any]]) -> None
         seen.add(ident)
         name = getattr(kernel, "name", "?")
         _one(report, f"__triton_launcher ({name})", lambda k=kernel: _launcher(k))
+
+
+def _launchers_per_signature() -> bool:
+    """Whether this Triton compiles a ``__triton_launcher`` per kernel signature: 3.6.0 does
+    (``make_launcher`` in its NVIDIA driver); in 3.8.0 ``CudaLauncher`` calls
+    ``cuda_utils.launch`` and compiles nothing (both read here)."""
+    from triton.backends.nvidia import driver
+
+    return hasattr(driver, "make_launcher")
 
 
 def _linkages() -> list[str]:
@@ -167,8 +291,7 @@ def _one(report: HelperReport, what: str, build: Any) -> None:
 def _cuda_utils() -> None:
     from triton.backends.nvidia import driver
 
-    driver.libcuda_dirs.cache_clear()
-    driver.library_dirs.cache_clear()
+    _forget_libcuda_dirs()
     driver.CudaUtils()
 
 

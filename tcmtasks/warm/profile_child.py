@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import subprocess
 from typing import Any
 
 from ..errors import MissingDependency, NoGpu
@@ -125,7 +126,17 @@ def record() -> GpuProfile:
         libraries=libraries,
         sdp_choices=record_sdp_choices(torch),
         inductor_config=record_inductor_config(torch),
+        libcuda_dirs=_libcuda_dirs(),
     )
+
+
+def _libcuda_dirs() -> list[str]:
+    try:
+        from triton.backends.nvidia.driver import libcuda_dirs
+
+        return [str(d) for d in libcuda_dirs()]
+    except (ImportError, AssertionError, OSError, subprocess.SubprocessError):
+        return []
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from ..producer import use_workload_ptxas
 from ..resources import model_dir
 from ..targets import host_gpus
 from .child import child_main, run_child
+from .helpers import HelperReport, build_helpers, inductor_launches, print_report, split_report
 
 DTYPES = {
     "fp16": "float16",
@@ -70,9 +71,13 @@ def warm_model(
     args += ["--seq", ",".join(map(str, seqs)), "--dtype", ",".join(dtypes)]
     if not profiles:
         out.mkdir(parents=True, exist_ok=True)
-        return run_child(
-            "tcmtasks.warm.torch_backend", args, _env(out), what="the torch warm", python=python
-        ), []
+        found, helpers = split_report(
+            run_child(
+                "tcmtasks.warm.torch_backend", args, _env(out), what="the torch warm",
+                python=python,
+            )
+        )  # fmt: skip
+        return [{**r, "helpers": helpers} for r in found], []
     local = set(host_gpus()[1])
     if len(batches) * len(seqs) > 1 and any(p.name not in local for p in profiles):
         raise UsageError(
@@ -86,6 +91,7 @@ def warm_model(
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     members: list[Member] = []
+    said: set[str] = set()  # a helper build's failure, said once for the fleet
     for spec, profile in zip(gpu_profiles or [], profiles, strict=True):
         where = out / profile.slug
         env, extra = _env(where), []
@@ -93,12 +99,15 @@ def warm_model(
         if not native:  # compiled from the profile: the child must see no GPU at all
             env["CUDA_VISIBLE_DEVICES"] = ""
             extra = ["--gpu-profile", str(find(spec))]
-        found = run_child(
-            "tcmtasks.warm.torch_backend", args + extra, env,
-            what=f"the torch warm for {profile.name}", python=python,
+        found, helpers = split_report(
+            run_child(
+                "tcmtasks.warm.torch_backend", args + extra, env,
+                what=f"the torch warm for {profile.name}", python=python,
+            ),
+            said=said,
         )  # fmt: skip
         how = "native" if native else "gpu-less"
-        runs += [{**r, "gpu": profile.name, "how": how} for r in found]
+        runs += [{**r, "gpu": profile.name, "how": how, "helpers": helpers} for r in found]
         members.append(
             Member(profile.slug, profile.name, str(profile.triton_target), how, str(spec))
         )
@@ -138,6 +147,29 @@ def _child(
             "is visible here (use --backend triton on CPU-only machines)"
         )
     cfg = transformers.AutoConfig.from_pretrained(config)
+    with inductor_launches() as launched:
+        _compile_on_gpu(torch, transformers, cfg, batches, seqs, dtypes)
+    print_report(_helpers(launched))
+
+
+def _helpers(
+    launched: list[tuple[Any, Any]], libcuda_dirs: list[str] | None = None
+) -> HelperReport:
+    """Triton's C helpers for the run (warm/helpers.py), where the node looks them up: beside
+    Inductor's kernels (``triton/<device>``), from where a restore also places ``cuda_utils``
+    in the node's own Triton cache. Inductor's kernel modules call ``set_driver_to_gpu()`` at
+    import (codegen/triton.py), before its first ``CachingAutotuner`` points
+    ``TRITON_CACHE_DIR`` at its own dir (runtime/triton_heuristics.py), so a node's first
+    ``cuda_utils`` lookup is in ``~/.triton/cache`` unless the workload set that variable."""
+    from torch._inductor.runtime.cache_dir_utils import triton_cache_dir
+
+    os.environ.setdefault("TRITON_CACHE_DIR", triton_cache_dir(0))
+    return build_helpers(launched, cuda_utils=True, libcuda_dirs=libcuda_dirs)
+
+
+def _compile_on_gpu(
+    torch: Any, transformers: Any, cfg: Any, batches: list[int], seqs: list[int], dtypes: list[str]
+) -> None:
     for dtype_name in dtypes:
         dtype = getattr(torch, DTYPES[dtype_name])
         model = transformers.AutoModelForCausalLM.from_config(cfg).to("cuda", dtype).eval()
@@ -196,7 +228,7 @@ def _child_without_gpu(
         )
     cfg = transformers.AutoConfig.from_pretrained(config)
     settings = gpuless.settings_to_replay(profile)
-    with gpuless.patched(profile):
+    with gpuless.patched(profile), inductor_launches() as launched:
         cfg_inductor = torch._inductor.config  # the profile's settings applied
         if cfg_inductor.max_autotune or cfg_inductor.max_autotune_gemm:
             raise UsageError("max-autotune benchmarks on the GPU while compiling: warm on the GPU")
@@ -234,6 +266,8 @@ def _child_without_gpu(
                         ),
                         flush=True,
                     )
+        report = _helpers(launched, profile.libcuda_dirs)
+    print_report(report)
 
 
 @contextlib.contextmanager

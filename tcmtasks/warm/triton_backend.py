@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from ..errors import MissingDependency, UsageError
 from ..resources import kernel_set
 from ..targets import Target
 from .child import child_main, run_child
-
-log = logging.getLogger("tcm")
+from .helpers import build_helpers, print_report, split_report
 
 ELEMENT_SIZE = {"8": 1, "16": 2, "32": 4, "64": 8, "bool": 1, "int1": 1}
 
@@ -44,7 +42,12 @@ def standin_args(args: list[Any]) -> list[Any]:
 
 
 def compile_kernelset(
-    kernels: str, targets: list[Target], out: Path, *, python: str | None = None
+    kernels: str,
+    targets: list[Target],
+    out: Path,
+    *,
+    python: str | None = None,
+    libcuda_dirs: list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Compile every launch of the kernel set for every target into ``out`` (child process),
     and Triton's C helpers for them (``warm/helpers.py``): the variants, and what the helpers'
@@ -58,19 +61,21 @@ def compile_kernelset(
     env.pop("TRITON_CACHE_MANAGER", None)
     lines = run_child(
         "tcmtasks.warm.triton_backend",
-        ["--kernels", spec, *[a for t in targets for a in ("--target", str(t))]],
+        [
+            "--kernels",
+            spec,
+            *[a for t in targets for a in ("--target", str(t))],
+            *[a for d in libcuda_dirs or [] for a in ("--libcuda-dir", d)],
+        ],
         env,
         what="compiling the kernel set",
         extra_path=os.getcwd(),  # kernel sets named as modules of the current project
         python=python,
     )
-    helpers = [x["helpers"] for x in lines if "helpers" in x]
-    if helpers and helpers[0]["failed"]:
-        log.warning("%s", helpers[0]["failed"])
-    return [x for x in lines if "helpers" not in x], (helpers[0] if helpers else {})
+    return split_report(lines)
 
 
-def _child(kernels: str, targets: list[str]) -> None:
+def _child(kernels: str, targets: list[str], libcuda_dirs: list[str]) -> None:
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -107,17 +112,16 @@ def _child(kernels: str, targets: list[str]) -> None:
                         ),
                         flush=True,
                     )
-    from .helpers import build_helpers
-
-    print(json.dumps({"helpers": build_helpers(compiled_all).to_dict()}), flush=True)
+    print_report(build_helpers(compiled_all, libcuda_dirs=libcuda_dirs))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kernels", required=True)
     ap.add_argument("--target", action="append", default=[])
+    ap.add_argument("--libcuda-dir", action="append", default=[])
     args = ap.parse_args()
-    child_main(lambda: _child(args.kernels, args.target))
+    child_main(lambda: _child(args.kernels, args.target, args.libcuda_dir))
 
 
 if __name__ == "__main__":

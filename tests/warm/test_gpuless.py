@@ -21,6 +21,7 @@ from tcmtasks.cache.entries import EntryKind, scan_root
 from tcmtasks.errors import UsageError
 from tcmtasks.gpuprofile import load, save
 from tcmtasks.targets import Target
+from tests.support.cuda_utils import cuda_utils_lookup
 from tests.support.profiles import H200, REPO, runtime_of
 from tests.support.tools import require_cuda_python
 
@@ -73,6 +74,30 @@ def test_one_warm_writes_fx_graph_aot_and_sm90_kernels_for_each_gpu(fleet_warm) 
     h100, h200 = keys.values()
     # the graphs' keys hold the GPU's name; the kernels (same arch, same code) are the same
     assert h100[0] != h200[0] and h100[1] != h200[1] and h100[2] == h200[2]
+
+
+def test_cuda_utils_waits_where_a_restored_node_first_asks(fleet_warm, tcm, tmp_path) -> None:
+    """Triton's cuda_utils, built against tcm's libcuda stub under the key the profile's node
+    computes (this Triton hashes the node's libcuda dir): the workload's Triton, unable to
+    compile C, finds it beside each GPU's kernels, and after a restore in the node's plain
+    Triton cache too, where a torch.compile process first asks for it (its kernels' modules
+    call set_driver_to_gpu() before Inductor points Triton at its own dir)."""
+    runs = fleet_warm.result.details["runs"]
+    # Inductor's static launcher serves every kernel here: no __triton_launcher to build
+    assert all(r["helpers"]["built"] == ["cuda_utils"] for r in runs), runs
+    node_dir = load(fleet_warm.profiles["h200"]).libcuda_dirs[0]
+    h200 = fleet_warm.out / "nvidia-h200" / "triton" / "0"
+    assert cuda_utils_lookup(fleet_warm.python, h200, node_dir) == "found"
+    assert cuda_utils_lookup(fleet_warm.python, h200, node_dir, path=str(tmp_path)) == "found"
+    assert cuda_utils_lookup(fleet_warm.python, h200, "/elsewhere") == "missed"
+    image = f"oci:{tmp_path / 'img'}:v1"
+    tcm("package", fleet_warm.out, image)
+    node = tmp_path / "node"
+    tcm("extract", image, "-c", node / "triton", "--inductor-dir", node / "inductor",
+        "--gpu", "NVIDIA H200", "--python", fleet_warm.python)  # fmt: skip
+    for cache in (node / "triton", node / "inductor" / "triton" / "0"):
+        assert cuda_utils_lookup(fleet_warm.python, cache, node_dir) == "found", cache
+    assert cuda_utils_lookup(fleet_warm.python, tmp_path / "empty", node_dir) == "missed"
 
 
 def test_attention_takes_the_kernel_the_gpu_chose(warmed) -> None:

@@ -11,6 +11,8 @@ import pytest
 
 from tcmtasks import scan_root
 from tests.conftest import REPO, triton_env
+from tests.support.cuda_utils import cuda_utils_lookup
+from tests.support.tools import require_triton39_python
 from tests.support.variants import age
 
 TUTORIALS = REPO / "tcmtasks" / "data" / "kernels" / "tutorials.py"
@@ -189,6 +191,32 @@ def test_the_warm_leaves_the_c_helpers_triton_looks_up(tcm, tmp_path):
         lookups = json.loads(proc.stdout.strip().splitlines()[-1])
         assert len(lookups) == 15  # cuda_utils and the launcher of each of 14 variants
         assert set(lookups.values()) == {expected}, lookups
+
+
+def test_triton_39_keys_its_helpers_by_the_nodes_libcuda_dir(tcm, tmp_path):
+    """Triton 3.8+ hashes the build's dirs (the node's libcuda dir among them) into a helper's
+    key: without --libcuda-dir the warm says why it built none; with it, 3.9's own lookup
+    finds cuda_utils on a node whose driver is there, and misses it where it is not."""
+    python = require_triton39_python()
+    bare = tmp_path / "bare"
+    got = json.loads(
+        tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90",
+            "-o", bare, "--python", python, "--json").stdout
+    )["helpers"]  # fmt: skip
+    assert got["built"] == [] and "libcuda.so.1 dir" in got["skipped"]
+    assert not [e for e in scan_root(bare) if e.kind == "module"]
+    out = tmp_path / "warmed"
+    got = json.loads(
+        tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90",
+            "-o", out, "--python", python, "--libcuda-dir", "/usr/local/nvidia/lib64",
+            "--json").stdout
+    )["helpers"]  # fmt: skip
+    assert got["built"] == ["cuda_utils"] and got["failed"] is None  # 3.9 compiles no launcher
+    assert cuda_utils_lookup(python, out, "/usr/local/nvidia/lib64") == "found"
+    assert cuda_utils_lookup(python, out, "/usr/lib64") == "missed"
+    refused = tcm("warm", "--backend", "torch", "--model", "opt-125m", "-o", tmp_path / "t",
+                  "--libcuda-dir", "/x", ok=2)  # fmt: skip
+    assert "GPU profile" in refused.stderr
 
 
 def test_helpers_ship_restore_and_survive_gc(tcm, tmp_path):
