@@ -1,16 +1,25 @@
 """``tcm warm --backend command``: run any command with its compile caches pointed at the
 output: Triton's (``TRITON_CACHE_DIR``) by default; with ``inductor`` the output is the
 workload's whole Inductor cache (``TORCHINDUCTOR_CACHE_DIR``, Triton's kernels in its
-``triton/<device>`` dirs); with ``vllm`` its vLLM cache root (``VLLM_CACHE_ROOT``)."""
+``triton/<device>`` dirs); with ``vllm`` its vLLM cache root (``VLLM_CACHE_ROOT``).
+
+Triton's C helpers come with the run: with a GPU the command builds them itself. Under
+``inductor`` a torch.compile process builds ``cuda_utils`` in Triton's default cache
+(``$TRITON_HOME/.triton/cache``) before Inductor points Triton at its own dir
+(warm/torch_backend.py ``_helpers``): the command gets a ``TRITON_HOME`` of its own, and the
+helpers it left there join the output's ``triton/0``, from where a restore places
+``cuda_utils`` in the node's plain Triton cache as well."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..cache.entries import iter_dirs
+from ..cache.entries import EntryKind, iter_dirs, scan_root
 from ..cache.roots import discover
 from ..errors import UsageError
 
@@ -48,14 +57,34 @@ def run_command(
         env["VLLM_CACHE_ROOT"] = str(root)
     else:
         env["TRITON_CACHE_DIR"] = str(root)
-    try:
-        rc = subprocess.run(command, env=env).returncode
-    except FileNotFoundError:
-        raise UsageError(f"command not found: {command[0]}") from None
+    with tempfile.TemporaryDirectory(prefix="tcm-triton-home-") as home:
+        if inductor:
+            env["TRITON_HOME"] = home
+        try:
+            rc = subprocess.run(command, env=env).returncode
+        except FileNotFoundError:
+            raise UsageError(f"command not found: {command[0]}") from None
+        helpers = _adopt_helpers(Path(home) / ".triton" / "cache", root / "triton" / "0")
     new = sorted(_keys(root) - before)
     return {
         "returncode": rc,
         "new_entries": len(new),
         "new_keys": new,
         "existing_entries": len(before),
+        "helpers": helpers,
     }
+
+
+def _adopt_helpers(default_cache: Path, triton_dir: Path) -> list[str]:
+    """Move the C helper modules the command built in Triton's default cache into the
+    output's Triton dir (the rest there is not the warm's output); their names."""
+    if not default_cache.is_dir():
+        return []
+    adopted = []
+    for entry in scan_root(default_cache):
+        if entry.kind != EntryKind.MODULE or (triton_dir / entry.key).exists():
+            continue
+        triton_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(entry.path), str(triton_dir / entry.key))
+        adopted.append(str(entry.name))
+    return sorted(adopted)

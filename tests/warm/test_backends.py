@@ -14,6 +14,7 @@ import pytest
 
 from tcmtasks import scan_root
 from tests.conftest import REPO
+from tests.support.cuda_utils import cuda_utils_lookup
 from tests.support.tools import require_modules, require_tools
 
 COMPILE = [sys.executable, "-m", "tests.support.compile_kernels"]
@@ -82,6 +83,33 @@ def test_command_backend_inductor_dir_and_exit_code(tcm, tmp_path):
         "command not found"
         in tcm("warm", "--backend", "command", "-o", out, "--", "no-such-cmd-zz", ok=2).stderr
     )
+
+
+def test_command_backend_keeps_the_helpers_the_command_built(tcm, tmp_path):
+    """Under --inductor a torch.compile process builds cuda_utils in Triton's default cache,
+    not in the output (warm/command_backend.py): a command whose Triton builds it there (the
+    first thing Inductor's kernel modules make it do) leaves it in the output's triton/0,
+    where the workload's Triton, unable to compile C, finds it."""
+    ask = (
+        "import os\n"
+        "assert 'TRITON_CACHE_DIR' not in os.environ\n"
+        "from tcmtasks.warm.helpers import libcuda_for_building\n"
+        "from triton.backends.nvidia import driver\n"
+        "with libcuda_for_building():\n"
+        "    try:\n        driver.CudaUtils()\n    except ImportError:\n        pass\n"
+    )
+    out = tmp_path / "o"
+    home = tmp_path / "home"
+    got = json.loads(
+        tcm("warm", "--backend", "command", "-o", out, "--inductor", "--json", "--",
+            sys.executable, "-c", ask, extra_env={"PYTHONPATH": str(REPO)}).stdout
+    )  # fmt: skip
+    assert got["helpers"] == ["cuda_utils"]
+    assert not list(home.glob(".triton/cache/*/cuda_utils*"))  # not the user's cache
+    modules = [e for e in scan_root(out / "triton" / "0") if e.kind == "module"]
+    assert [e.name for e in modules] == ["cuda_utils"]
+    # (this Triton, 3.6.0, keys helpers by source and platform alone: any libcuda dir)
+    assert cuda_utils_lookup(sys.executable, out / "triton" / "0", "/nonexistent") == "found"
 
 
 @pytest.fixture
