@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,8 @@ def test_cuda_utils_waits_where_a_restored_node_first_asks(fleet_warm, tcm, tmp_
     # Inductor's static launcher serves every kernel here: no __triton_launcher to build
     assert all(r["helpers"]["built"] == ["cuda_utils"] for r in runs), runs
     node_dir = load(fleet_warm.profiles["h200"]).libcuda_dirs[0]
-    h200 = fleet_warm.out / "nvidia-h200" / "triton" / "0"
+    h200 = tmp_path / "h200"  # a miss leaves an empty key dir: not in the session's warm
+    shutil.copytree(fleet_warm.out / "nvidia-h200" / "triton" / "0", h200)
     assert cuda_utils_lookup(fleet_warm.python, h200, node_dir) == "found"
     assert cuda_utils_lookup(fleet_warm.python, h200, node_dir, path=str(tmp_path)) == "found"
     assert cuda_utils_lookup(fleet_warm.python, h200, "/elsewhere") == "missed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -241,6 +242,11 @@ def test_helpers_ship_restore_and_survive_gc(tcm, tmp_path):
                 "--triton", "3.6.0", "--dry-run", "--json")  # fmt: skip
     assert json.loads(other.stdout)["kept"]  # (a version names no ABI: helpers kept)
     age(node, 3600)  # (entries written seconds ago may still be in progress: gc keeps them)
+    pruned = node.parent / "pruned"
+    shutil.copytree(node, pruned)
+    tcm("prune", "-c", pruned, "--full", "--older-than", "1m", "-y")  # every entry old enough
+    left = {e.name for e in scan_root(pruned) if e.kind in ("kernel", "module")}
+    assert left == {"cuda_utils", "__triton_launcher"}  # prune selects kernels alone
     tcm("gc", "-c", node, "--max-size", "1K", "-y")
     left = {e.name for e in scan_root(node) if e.kind in ("kernel", "module")}
     assert left == {"cuda_utils", "__triton_launcher"}  # kernels evicted, helpers kept
