@@ -246,7 +246,10 @@ def _child_without_gpu(
                         ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
                     counters.clear()
                     t = time.perf_counter()
-                    with torch.no_grad(), _our_errors_unwrapped():
+                    # under the fake mode: code Dynamo leaves to eager (transformers 5.25's
+                    # Llama: torch.arange(..., device=inputs_embeds.device) for position ids,
+                    # modeling_llama.py:379) makes fake tensors instead of initialising CUDA
+                    with torch.no_grad(), mode, _our_errors_unwrapped():
                         compiled(input_ids=ids)
                     seen = {k: dict(v) for k, v in counters.items()}
                     print(
