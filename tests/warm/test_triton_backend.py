@@ -194,6 +194,18 @@ def test_the_warm_leaves_the_c_helpers_triton_looks_up(tcm, tmp_path):
         assert set(lookups.values()) == {expected}, lookups
 
 
+def test_a_runner_that_cannot_build_the_helpers_says_so_once_and_warms(tcm, tmp_path):
+    """No working C compiler on the runner (CC=/bin/false): the kernels are warmed, the warm
+    exits 0, and one line says the node will build the helpers itself."""
+    out = tmp_path / "warmed"
+    proc = tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90",
+               "-o", out, extra_env={"CC": "/bin/false"})  # fmt: skip
+    assert proc.stderr.count("could not be built here") == 1, proc.stderr
+    assert "the node will build them" in proc.stderr
+    kinds = [e.kind for e in scan_root(out)]
+    assert kinds.count("kernel") == 14 and "module" not in kinds
+
+
 def test_triton_39_keys_its_helpers_by_the_nodes_libcuda_dir(tcm, tmp_path):
     """Triton 3.8+ hashes the build's dirs (the node's libcuda dir among them) into a helper's
     key: without --libcuda-dir the warm says why it built none; with it, 3.9's own lookup
