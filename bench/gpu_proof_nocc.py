@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--without", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-probe", action="store_true", help="skip the torch.compile probe")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,7 @@ def main() -> None:
     os.symlink(sys.executable, bindir / "python3")  # the only program on PATH
     results = {"with": [one_round(a.with_, f"with{i}", bindir, out) for i in range(a.rounds)],
                "without": one_round(a.without, "without", bindir, out)}  # fmt: skip
-    results["torch_probe"] = torch_probe(out)
+    results["torch_probe"] = {} if a.no_probe else torch_probe(out)
     (out / "nocc.json").write_text(json.dumps(results, indent=1))
     checks = []
     for i, r in enumerate(results["with"]):

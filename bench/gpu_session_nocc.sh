@@ -14,7 +14,7 @@ python3 -c 'from triton.backends.nvidia.driver import libcuda_dirs; print("libcu
 echo "CC=${CC-unset} CXX=${CXX-unset}"
 python3 bench/gpu_proof_nocc.py --with oci:.device/nocc/image:with-helpers \
     --without oci:.device/nocc/image:without-helpers --out "$out" ${ROUNDS:+--rounds $ROUNDS} \
-    > "$out/nocc.out" 2> "$out/nocc.err"
+    ${NOPROBE:+--no-probe} > "$out/nocc.out" 2> "$out/nocc.err"
 echo "tutorials nocc proof: exit $?"
 cat "$out/nocc.out"; tail -n 20 "$out/nocc.err"
 if [ -d .device/nocc-opt ]; then

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,18 +56,27 @@ def libcuda_for_building(node_dir: str | None = None) -> Iterator[None]:
     """A ``libcuda.so.1`` for the helpers to link (``-l:libcuda.so.1``): the real one where
     ldconfig knows one, else a stub with that SONAME made in a temp dir. ``node_dir``: where
     the node's driver library is, which ``TRITON_LIBCUDA_PATH`` then names (Triton 3.8+
-    hashes that dir into the key) while the linker finds the stub through ``LIBRARY_PATH``."""
+    hashes that dir into the key) while the linker finds the stub through ``LIBRARY_PATH``.
+
+    The stub defines none of the driver's symbols, and a linker that defaults to
+    ``--as-needed`` (Debian's gcc 12 here) then drops ``libcuda.so.1`` from the module's
+    NEEDED list: on the node its ``cu*`` symbols stay unresolved, the load fails and Triton
+    rebuilds it (seen on the H200: "compiled module cuda_utils.so could not be loaded", then
+    "Failed to find C compiler"). So the build's compiler is a wrapper that links
+    ``--no-as-needed`` (Triton takes ``$CC`` first; it is not in any key)."""
     real = bool(os.environ.get("TRITON_LIBCUDA_PATH")) or _ldconfig_has("libcuda.so.1")
     if node_dir is None and real:
         yield
         return
-    saved = {k: os.environ.get(k) for k in ("TRITON_LIBCUDA_PATH", "LIBRARY_PATH")}
+    saved = {k: os.environ.get(k) for k in ("TRITON_LIBCUDA_PATH", "LIBRARY_PATH", "CC")}
     with tempfile.TemporaryDirectory(prefix="tcm-libcuda-") as tmp:
         if not real:
-            _stub(tmp)
+            cc = _stub(tmp)
             os.environ["LIBRARY_PATH"] = os.pathsep.join(
                 p for p in (tmp, saved["LIBRARY_PATH"]) if p
             )
+            if cc:
+                os.environ["CC"] = _no_as_needed(tmp, cc)
         os.environ["TRITON_LIBCUDA_PATH"] = node_dir or tmp
         _forget_libcuda_dirs()
         try:
@@ -80,10 +90,12 @@ def libcuda_for_building(node_dir: str | None = None) -> Iterator[None]:
             _forget_libcuda_dirs()
 
 
-def _stub(tmp: str) -> None:
+def _stub(tmp: str) -> str | None:
+    """The stub ``libcuda.so.1`` in ``tmp``; the C compiler used (None: there is none, and
+    Triton's own build then fails and says so)."""
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
-        return  # Triton's own build then fails, and says so
+        return None
     src = os.path.join(tmp, "stub.c")
     with open(src, "w") as f:
         f.write("void tcm_libcuda_stub(void) {}\n")
@@ -92,6 +104,16 @@ def _stub(tmp: str) -> None:
          os.path.join(tmp, "libcuda.so.1"), src],
         check=False, capture_output=True,
     )  # fmt: skip
+    return cc
+
+
+def _no_as_needed(tmp: str, cc: str) -> str:
+    """A compiler that runs ``cc`` with ``-Wl,--no-as-needed`` first (see above)."""
+    wrapper = os.path.join(tmp, "cc-no-as-needed")
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\nexec {shlex.quote(cc)} -Wl,--no-as-needed "$@"\n')
+    os.chmod(wrapper, 0o755)
+    return wrapper
 
 
 def _forget_libcuda_dirs() -> None:
