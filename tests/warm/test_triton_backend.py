@@ -13,7 +13,7 @@ import pytest
 from tcmtasks import scan_root
 from tests.conftest import REPO, triton_env
 from tests.support.cuda_utils import cuda_utils_lookup
-from tests.support.tools import require_triton39_python
+from tests.support.tools import require_tools, require_triton39_python
 from tests.support.variants import age
 
 TUTORIALS = REPO / "tcmtasks" / "data" / "kernels" / "tutorials.py"
@@ -192,6 +192,41 @@ def test_the_warm_leaves_the_c_helpers_triton_looks_up(tcm, tmp_path):
         lookups = json.loads(proc.stdout.strip().splitlines()[-1])
         assert len(lookups) == 15  # cuda_utils and the launcher of each of 14 variants
         assert set(lookups.values()) == {expected}, lookups
+
+
+def test_helpers_load_where_a_driver_provides_libcuda(tcm, tmp_path):
+    """Built against tcm's empty stub, each module still names libcuda.so.1 (a linker that
+    defaults to --as-needed would drop it, and on the GPU the load then failed): with a
+    stand-in driver that defines the module's cu* symbols on LD_LIBRARY_PATH, Python loads
+    every helper module; with no such library none loads."""
+    require_tools("nm", "gcc")
+    out = tmp_path / "warmed"
+    tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90", "-o", out)
+    modules = [f for e in scan_root(out) if e.kind == "module" for f in e.path.glob("*.so")]
+    assert len(modules) == 10
+    symbols = set()
+    for m in modules:
+        nm = subprocess.run(["nm", "-D", "--undefined-only", str(m)], capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+        symbols |= {line.split()[-1] for line in nm.splitlines() if line.split()[-1][:2] == "cu"}
+    assert "cuModuleLoadData" in symbols
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (driver / "fake.c").write_text("".join(f"int {name}(void) {{ return 0; }}\n"
+                                           for name in sorted(symbols)))  # fmt: skip
+    subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o",
+                    str(driver / "libcuda.so.1"), str(driver / "fake.c")], check=True)  # fmt: skip
+    load = ("import importlib.util, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    name = path.rsplit('/', 1)[1].split('.')[0]\n"
+            "    spec = importlib.util.spec_from_file_location(name, path)\n"
+            "    importlib.util.module_from_spec(spec)\n")  # fmt: skip
+    paths = [str(m) for m in modules]
+    ok = subprocess.run([sys.executable, "-c", load, *paths], capture_output=True, text=True,
+                        env={**os.environ, "LD_LIBRARY_PATH": str(driver)})  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    bare = subprocess.run([sys.executable, "-c", load, *paths], capture_output=True, text=True)
+    assert bare.returncode != 0 and "libcuda.so.1" in bare.stderr
 
 
 def test_a_runner_that_cannot_build_the_helpers_says_so_once_and_warms(tcm, tmp_path):
