@@ -62,8 +62,9 @@ def warm_cmd(
         typer.Option(
             "--libcuda-dir",
             metavar="DIR",
-            help="triton: where the nodes' libcuda.so.1 is (their ldconfig -p), repeatable. "
-            "Triton 3.8+ hashes it into its C helpers' keys: without it they are not built.",
+            help="triton: the dirs the nodes' Triton lists for libcuda.so.1 (its "
+            "libcuda_dirs(): ldconfig's, in order), repeated. Triton 3.8+ hashes them into "
+            "its C helpers' keys: without them those are not built.",
         ),
     ] = None,
     inductor: Annotated[

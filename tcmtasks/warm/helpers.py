@@ -52,11 +52,12 @@ class HelperReport:
 
 
 @contextlib.contextmanager
-def libcuda_for_building(node_dir: str | None = None) -> Iterator[None]:
+def libcuda_for_building(node_dirs: list[str] | None = None) -> Iterator[None]:
     """A ``libcuda.so.1`` for the helpers to link (``-l:libcuda.so.1``): the real one where
-    ldconfig knows one, else a stub with that SONAME made in a temp dir. ``node_dir``: where
-    the node's driver library is, which ``TRITON_LIBCUDA_PATH`` then names (Triton 3.8+
-    hashes that dir into the key) while the linker finds the stub through ``LIBRARY_PATH``.
+    ldconfig knows one, else a stub with that SONAME made in a temp dir. ``node_dirs``: the
+    node's answer to Triton's ``libcuda_dirs()`` (its ldconfig's dirs, in order; Triton 3.8+
+    hashes them into the key), which Triton is then given here while the linker finds the
+    stub through ``LIBRARY_PATH``.
 
     The stub defines none of the driver's symbols, and a linker that defaults to
     ``--as-needed`` (Debian's gcc 12 here) then drops ``libcuda.so.1`` from the module's
@@ -65,7 +66,7 @@ def libcuda_for_building(node_dir: str | None = None) -> Iterator[None]:
     "Failed to find C compiler"). So the build's compiler is a wrapper that links
     ``--no-as-needed`` (Triton takes ``$CC`` first; it is not in any key)."""
     real = bool(os.environ.get("TRITON_LIBCUDA_PATH")) or _ldconfig_has("libcuda.so.1")
-    if node_dir is None and real:
+    if not node_dirs and real:
         yield
         return
     saved = {k: os.environ.get(k) for k in ("TRITON_LIBCUDA_PATH", "LIBRARY_PATH", "CC")}
@@ -77,10 +78,11 @@ def libcuda_for_building(node_dir: str | None = None) -> Iterator[None]:
             )
             if cc:
                 os.environ["CC"] = _no_as_needed(tmp, cc)
-        os.environ["TRITON_LIBCUDA_PATH"] = node_dir or tmp
+        os.environ["TRITON_LIBCUDA_PATH"] = tmp
         _forget_libcuda_dirs()
         try:
-            yield
+            with _libcuda_dirs_as(node_dirs):
+                yield
         finally:
             for k, v in saved.items():
                 if v is None:
@@ -88,6 +90,26 @@ def libcuda_for_building(node_dir: str | None = None) -> Iterator[None]:
                 else:
                     os.environ[k] = v
             _forget_libcuda_dirs()
+
+
+@contextlib.contextmanager
+def _libcuda_dirs_as(dirs: list[str] | None) -> Iterator[None]:
+    """Triton's ``libcuda_dirs()`` answering ``dirs``, as on the node (``TRITON_LIBCUDA_PATH``
+    names one dir only; a node's ldconfig may list several: the H200 machine lists
+    ``/usr/local/nvidia/lib64`` and ``/lib``)."""
+    if not dirs:
+        yield
+        return
+    from triton.backends.nvidia import driver
+
+    real = driver.libcuda_dirs
+    driver.libcuda_dirs = lambda: list(dirs)  # library_dirs() looks it up by name
+    _forget_libcuda_dirs()
+    try:
+        yield
+    finally:
+        driver.libcuda_dirs = real
+        _forget_libcuda_dirs()
 
 
 def _stub(tmp: str) -> str | None:
@@ -189,21 +211,22 @@ def build_helpers(
     """Build ``cuda_utils`` (when a CUDA target is among ``compiled``, or ``cuda_utils``) and
     the launcher of each distinct kernel signature, into the cache Triton writes to
     (``TRITON_CACHE_DIR``). ``compiled``: (target, CompiledKernel) pairs from the warm.
-    ``libcuda_dirs``: where the nodes' ``libcuda.so.1`` is, for a Triton that hashes it into
-    the key (3.8+, ``_keys_hold_build_dirs``); there, without it and without a driver here,
-    nothing is built and the report says why."""
+    ``libcuda_dirs``: the nodes' answer to Triton's ``libcuda_dirs()`` (the dirs ldconfig
+    lists for ``libcuda.so.1``, in order), for a Triton that hashes them into the key (3.8+,
+    ``_keys_hold_build_dirs``); there, without it and without a driver here, nothing is built
+    and the report says why."""
     report = HelperReport()
     wants_cuda = cuda_utils or (
         cuda_utils is None and any(t.backend == "cuda" for t, _ in compiled)
     )
-    node_dirs: list[str | None] = [None]
+    node_dirs: list[str] | None = None
     if wants_cuda and _keys_hold_build_dirs():
         if libcuda_dirs:
-            node_dirs = list(dict.fromkeys(libcuda_dirs))
+            node_dirs = list(libcuda_dirs)
         elif not (os.environ.get("TRITON_LIBCUDA_PATH") or _ldconfig_has("libcuda.so.1")):
             report.skipped = (
-                "CUDA helpers: this Triton hashes the node's libcuda.so.1 dir into their keys "
-                "and none is known here (--libcuda-dir, or a GPU profile that records it)"
+                "CUDA helpers: this Triton hashes the node's libcuda.so.1 dirs into their keys "
+                "and none are known here (--libcuda-dir, or a GPU profile that records them)"
             )
             return report
     # a cache hit on a module that cannot load here makes Triton log a warning and rebuild:
@@ -212,11 +235,10 @@ def build_helpers(
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        for node_dir in node_dirs:
-            with libcuda_for_building(node_dir):
-                for linkage in _linkages():
-                    with _platform_linkage(linkage):
-                        _build_all(report, compiled, cuda_utils)
+        with libcuda_for_building(node_dirs):
+            for linkage in _linkages():
+                with _platform_linkage(linkage):
+                    _build_all(report, compiled, cuda_utils)
     finally:
         quiet.setLevel(level)
     return report

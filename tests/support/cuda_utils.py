@@ -11,12 +11,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cuda_utils_lookup(python: str, cache: Path, libcuda_dir: str, path: str | None = None) -> str:
+def cuda_utils_lookup(
+    python: str, cache: Path, libcuda_dirs: list[str], path: str | None = None
+) -> str:
     """What ``python``'s Triton does when it asks for cuda_utils in ``cache`` on a node whose
-    driver is in ``libcuda_dir`` and that cannot compile C: "found" or "missed"."""
+    ldconfig lists ``libcuda_dirs`` and that cannot compile C: "found" or "missed"."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRITON_", "TCM_"))}
-    env.update(TRITON_CACHE_DIR=str(cache), CC="/bin/false", TRITON_LIBCUDA_PATH=libcuda_dir,
-               PYTHONPATH=str(REPO), PATH=path or env.get("PATH", ""))  # fmt: skip
+    env.update(TRITON_CACHE_DIR=str(cache), CC="/bin/false",
+               TCM_TEST_LIBCUDA_DIRS=":".join(libcuda_dirs), PYTHONPATH=str(REPO),
+               PATH=path or env.get("PATH", ""))  # fmt: skip
     proc = subprocess.run(
         [python, "-m", "tests.support.helper_lookups", "none", "cuda:90"],
         env=env, cwd=REPO, capture_output=True, text=True,

@@ -7,6 +7,8 @@ not be loaded") before falling back to a build; missed: it went straight to the 
     TRITON_CACHE_DIR=... CC=/bin/false python -m tests.support.helper_lookups KERNELSET cuda:90
 
 KERNELSET ``none`` asks for ``cuda_utils`` alone (what a torch.compile node looks up first).
+``TCM_TEST_LIBCUDA_DIRS`` (dirs joined by ``:``) is what Triton's ``libcuda_dirs()`` answers,
+as on a node whose ldconfig lists those dirs.
 """
 
 import json
@@ -45,7 +47,13 @@ def outcome(build) -> str:
 
 
 def main(kernelset, target):
+    import os
+
     from triton.backends.nvidia import driver
+
+    if os.environ.get("TCM_TEST_LIBCUDA_DIRS"):
+        dirs = os.environ["TCM_TEST_LIBCUDA_DIRS"].split(":")
+        driver.libcuda_dirs = lambda: list(dirs)
 
     results = {"cuda_utils": outcome(driver.CudaUtils)}
     if kernelset == "none":

@@ -109,7 +109,7 @@ def test_command_backend_keeps_the_helpers_the_command_built(tcm, tmp_path):
     modules = [e for e in scan_root(out / "triton" / "0") if e.kind == "module"]
     assert [e.name for e in modules] == ["cuda_utils"]
     # (this Triton, 3.6.0, keys helpers by source and platform alone: any libcuda dir)
-    assert cuda_utils_lookup(sys.executable, out / "triton" / "0", "/nonexistent") == "found"
+    assert cuda_utils_lookup(sys.executable, out / "triton" / "0", ["/nonexistent"]) == "found"
 
 
 @pytest.fixture

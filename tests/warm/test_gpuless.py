@@ -86,20 +86,21 @@ def test_cuda_utils_waits_where_a_restored_node_first_asks(fleet_warm, tcm, tmp_
     runs = fleet_warm.result.details["runs"]
     # Inductor's static launcher serves every kernel here: no __triton_launcher to build
     assert all(r["helpers"]["built"] == ["cuda_utils"] for r in runs), runs
-    node_dir = load(fleet_warm.profiles["h200"]).libcuda_dirs[0]
+    node_dirs = load(fleet_warm.profiles["h200"]).libcuda_dirs
+    assert len(node_dirs) == 2  # the H200 machine's ldconfig lists two
     h200 = tmp_path / "h200"  # a miss leaves an empty key dir: not in the session's warm
     shutil.copytree(fleet_warm.out / "nvidia-h200" / "triton" / "0", h200)
-    assert cuda_utils_lookup(fleet_warm.python, h200, node_dir) == "found"
-    assert cuda_utils_lookup(fleet_warm.python, h200, node_dir, path=str(tmp_path)) == "found"
-    assert cuda_utils_lookup(fleet_warm.python, h200, "/elsewhere") == "missed"
+    assert cuda_utils_lookup(fleet_warm.python, h200, node_dirs) == "found"
+    assert cuda_utils_lookup(fleet_warm.python, h200, node_dirs, path=str(tmp_path)) == "found"
+    assert cuda_utils_lookup(fleet_warm.python, h200, ["/elsewhere"]) == "missed"
     image = f"oci:{tmp_path / 'img'}:v1"
     tcm("package", fleet_warm.out, image)
     node = tmp_path / "node"
     tcm("extract", image, "-c", node / "triton", "--inductor-dir", node / "inductor",
         "--gpu", "NVIDIA H200", "--python", fleet_warm.python)  # fmt: skip
     for cache in (node / "triton", node / "inductor" / "triton" / "0"):
-        assert cuda_utils_lookup(fleet_warm.python, cache, node_dir) == "found", cache
-    assert cuda_utils_lookup(fleet_warm.python, tmp_path / "empty", node_dir) == "missed"
+        assert cuda_utils_lookup(fleet_warm.python, cache, node_dirs) == "found", cache
+    assert cuda_utils_lookup(fleet_warm.python, tmp_path / "empty", node_dirs) == "missed"
 
 
 def test_attention_takes_the_kernel_the_gpu_chose(warmed) -> None:

@@ -244,24 +244,26 @@ def test_a_runner_that_cannot_build_the_helpers_says_so_once_and_warms(tcm, tmp_
 def test_triton_39_keys_its_helpers_by_the_nodes_libcuda_dir(tcm, tmp_path):
     """Triton 3.8+ hashes the build's dirs (the node's libcuda dir among them) into a helper's
     key: without --libcuda-dir the warm says why it built none; with it, 3.9's own lookup
-    finds cuda_utils on a node whose driver is there, and misses it where it is not."""
+    finds cuda_utils on a node whose ldconfig lists those dirs, and misses it elsewhere."""
     python = require_triton39_python()
     bare = tmp_path / "bare"
     got = json.loads(
         tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90",
             "-o", bare, "--python", python, "--json").stdout
     )["helpers"]  # fmt: skip
-    assert got["built"] == [] and "libcuda.so.1 dir" in got["skipped"]
+    assert got["built"] == [] and "libcuda.so.1 dirs" in got["skipped"]
     assert not [e for e in scan_root(bare) if e.kind == "module"]
     out = tmp_path / "warmed"
     got = json.loads(
         tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90",
             "-o", out, "--python", python, "--libcuda-dir", "/usr/local/nvidia/lib64",
-            "--json").stdout
+            "--libcuda-dir", "/lib", "--json").stdout
     )["helpers"]  # fmt: skip
     assert got["built"] == ["cuda_utils"] and got["failed"] is None  # 3.9 compiles no launcher
-    assert cuda_utils_lookup(python, out, "/usr/local/nvidia/lib64") == "found"
-    assert cuda_utils_lookup(python, out, "/usr/lib64") == "missed"
+    # a node whose ldconfig lists both dirs, in that order (as the H200 machine's does)
+    assert cuda_utils_lookup(python, out, ["/usr/local/nvidia/lib64", "/lib"]) == "found"
+    assert cuda_utils_lookup(python, out, ["/usr/local/nvidia/lib64"]) == "missed"
+    assert cuda_utils_lookup(python, out, ["/usr/lib64"]) == "missed"
     refused = tcm("warm", "--backend", "torch", "--model", "opt-125m", "-o", tmp_path / "t",
                   "--libcuda-dir", "/x", ok=2)  # fmt: skip
     assert "GPU profile" in refused.stderr
