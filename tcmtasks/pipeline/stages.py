@@ -90,7 +90,10 @@ def warm_spec(recipe: Recipe) -> ops.WarmSpec:
     if backend == "triton":
         kernels = kernel_set(w["kernels"], base=recipe.path.parent)
         return ops.TritonWarm(
-            kernels, [Target.parse(t) for t in recipe.targets], python=w.get("python")
+            kernels,
+            [Target.parse(t) for t in recipe.targets],
+            python=w.get("python"),
+            libcuda_dirs=list(w.get("libcuda_dirs") or []),
         )
     if backend == "command":
         return ops.CommandWarm(

@@ -193,6 +193,24 @@ def test_gpu_profiles_are_only_for_the_torch_backend(tmp_path):
         load_recipe(path)
 
 
+def test_libcuda_dirs_are_for_the_triton_backend_and_reach_its_warm(tmp_path):
+    from tcmtasks.pipeline.stages import warm_spec
+
+    path = tmp_path / "x.yaml"
+    path.write_text(
+        "model: x\nwarm: {backend: torch, model: tiny-opt, libcuda_dirs: [/lib]}\n"
+        "image: {name: a}\n"
+    )
+    with pytest.raises(RecipeError, match="triton"):
+        load_recipe(path)
+    path.write_text(
+        "model: x\ntargets: [cuda:90]\nwarm: {backend: triton, kernels: tutorials,\n"
+        "  libcuda_dirs: [/usr/local/nvidia/lib64, /lib]}\nimage: {name: a}\n"
+    )
+    spec = warm_spec(load_recipe(path))
+    assert spec.libcuda_dirs == ["/usr/local/nvidia/lib64", "/lib"]  # type: ignore[union-attr]
+
+
 def test_an_unknown_profile_name_lists_the_known_ones(project):
     (project / "pipelines" / "x.yaml").write_text(
         "model: x\nwarm: {backend: torch, model: tiny-opt, gpu_profiles: [nvidia-a100]}\n"
