@@ -51,7 +51,7 @@ def main() -> None:
             if kind == "C":
                 shutil.copytree(pristine, node, symlinks=True)
             else:
-                ops.pull(image, inductor_dir=node)
+                ops.pull(image, ops.RestoreOptions(inductor_dir=node))
                 for d in helpers if kind == "B" else []:
                     shutil.copytree(d, node / d.relative_to(pristine))
             r = proof.forward(node, "opt-125m")

@@ -280,7 +280,7 @@ def main() -> None:
         for i in range(args.rounds):
             node = w / model / f"node{i}" / "inductor"
             t = time.perf_counter()
-            report = ops.pull(image, inductor_dir=node)
+            report = ops.pull(image, ops.RestoreOptions(inductor_dir=node))
             pull = {
                 "seconds": time.perf_counter() - t,
                 "kept": len(report.kept),
@@ -296,7 +296,7 @@ def main() -> None:
                     r["pull"] = pull
                 rows[name].append(r)
         tracked = w / model / "tracked" / "inductor"
-        ops.pull(image, inductor_dir=tracked)
+        ops.pull(image, ops.RestoreOptions(inductor_dir=tracked))
         track = tracked_run(tracked, model)
         # the control: the same tracked run on a copy of the local warm (what a GPU warm gives)
         tracked_local = w / model / "tracked-local" / "inductor"

@@ -7,8 +7,8 @@ interpreter, only that interpreter's entries, and the real launches then compile
 IMAGE_REF was made on the CPU machine with
 ``tcm warm --kernels tutorials --target cuda:90 -o w311`` (tcm's Python 3.11),
 ``tcm warm ... -o w312 --python python3.12`` and ``tcm package w311 w312 IMAGE_REF``.
-Here: ``ops.pull(IMAGE_REF, python=sys.executable)``, then the tutorial kernel set launched for
-real (``tcmtasks.warm.run_kernelset``) inside ``ops.track``.
+Here: ``ops.pull(IMAGE_REF, ops.RestoreOptions(python=sys.executable))``, then the tutorial
+kernel set launched for real (``tcmtasks.warm.run_kernelset``) inside ``ops.track``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True)
     os.environ["TCM_DB"] = str(args.workdir / "index.db")
     node = args.workdir / "triton-cache"
-    report = ops.pull(args.image, cache_dir=node, python=sys.executable)
+    report = ops.pull(args.image, ops.RestoreOptions(cache_dir=node, python=sys.executable))
     os.environ["PYTHONPATH"] = str(REPO)
     run = ops.track(
         [sys.executable, "-m", "tcmtasks.warm.run_kernelset", "tutorials"],

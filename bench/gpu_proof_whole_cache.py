@@ -107,7 +107,7 @@ def main() -> None:
         node = w / f"node{i}" / "inductor"
         set_env(None)
         t = time.perf_counter()
-        report = ops.pull(image, inductor_dir=node, all_targets=SMOKE)
+        report = ops.pull(image, ops.RestoreOptions(inductor_dir=node, all_targets=SMOKE))
         pull_s = time.perf_counter() - t
         pulls.append({"seconds": pull_s, "parts": [p.to_dict() for p in report.parts],
                       "kept": len(report.kept), "skipped": report.skipped})  # fmt: skip
@@ -137,7 +137,7 @@ def main() -> None:
     # 3. a restored node, tracked: nothing may compile
     node = w / "tracked-node" / "inductor"
     set_env(None)
-    ops.pull(image, inductor_dir=node, all_targets=SMOKE)
+    ops.pull(image, ops.RestoreOptions(inductor_dir=node, all_targets=SMOKE))
     restored_run, warm_track = tracked(FORWARD, node, w / "warm.json")
 
     med = {k: statistics.median(r["first_forward_s"] for r in v) for k, v in rows.items()}

@@ -494,7 +494,9 @@ def test_the_index_records_installed_entries_as_a_scan_would_see_them(image, tmp
 
     _built, store = image
     dest = tmp_path / "node"
-    report = ops.extract(f"oci:{store.path}:v1", cache_dir=dest, all_targets=True)
+    report = ops.extract(
+        f"oci:{store.path}:v1", ops.RestoreOptions(cache_dir=dest, all_targets=True)
+    )
     assert len(report.kept) == 9
     with Index(db) as idx:
         recorded = {e.key: e for e in idx.entries([dest])}
@@ -523,7 +525,9 @@ def test_past_the_hold_budget_entries_are_judged_from_disk_and_indexed_by_readin
     monkeypatch.setattr(extract_mod, "HOLD_BUDGET", 3000)  # a few entries' worth
     _built, store = image
     dest = tmp_path / "node"
-    report = ops.extract(f"oci:{store.path}:v1", cache_dir=dest, all_targets=True)
+    report = ops.extract(
+        f"oci:{store.path}:v1", ops.RestoreOptions(cache_dir=dest, all_targets=True)
+    )
     assert len(report.kept) == 9 and not report.arrived_complete and not report.arrived
     scanned = {e.key: e for e in scan_root(dest)}
     assert all(e.lookup == "hit" and not e.problems for e in scanned.values())

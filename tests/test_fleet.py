@@ -5,6 +5,7 @@ other's with the reason. That the GPU then hits what it installed is shown on th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -72,7 +73,9 @@ def test_each_gpu_installs_its_own_units_and_skips_the_others(
     fleet_warm, image: str, tmp_path: Path, gpu: str, slug: str, other: str
 ) -> None:
     node = tmp_path / "inductor"
-    report = ops.extract(image, inductor_dir=node, gpus=[gpu], python=fleet_warm.python)
+    report = ops.extract(
+        image, ops.RestoreOptions(inductor_dir=node, gpus=[gpu], python=fleet_warm.python)
+    )
     mine, theirs = fleet_warm.out / slug, fleet_warm.out / other
     assert graphs(node) == graphs(mine) and not graphs(node) & graphs(theirs)
     assert code(node) == code(mine) and code(theirs) - code(mine)
@@ -88,7 +91,9 @@ def test_each_gpu_installs_its_own_units_and_skips_the_others(
 
 def test_all_installs_every_gpus_units(fleet_warm, image: str, tmp_path: Path) -> None:
     node = tmp_path / "inductor"
-    report = ops.extract(image, inductor_dir=node, all_targets=True, python=fleet_warm.python)
+    report = ops.extract(
+        image, ops.RestoreOptions(inductor_dir=node, all_targets=True, python=fleet_warm.python)
+    )
     every = fleet_warm.out / "nvidia-h100-80gb-hbm3", fleet_warm.out / "nvidia-h200"
     assert graphs(node) == graphs(every[0]) | graphs(every[1])
     assert report.gpus is None and not report.parts[0].other_gpus
@@ -98,11 +103,10 @@ def test_the_dry_run_counts_what_the_restore_installs(
     fleet_warm, image: str, tmp_path: Path
 ) -> None:
     node = tmp_path / "inductor"
-    plan = ops.extract(image, inductor_dir=node, gpus=["nvidia-h200"], dry_run=True,
-                       python=fleet_warm.python).parts[0]  # fmt: skip
+    h200 = ops.RestoreOptions(inductor_dir=node, gpus=["nvidia-h200"], python=fleet_warm.python)
+    plan = ops.extract(image, dataclasses.replace(h200, dry_run=True)).parts[0]
     assert not node.exists()
-    done = ops.extract(image, inductor_dir=node, gpus=["nvidia-h200"],
-                       python=fleet_warm.python).parts[0]  # fmt: skip
+    done = ops.extract(image, h200).parts[0]
     assert plan.installed == done.installed > 0
     assert {g: len(u) for g, u in plan.other_gpus.items()} == {
         g: len(u) for g, u in done.other_gpus.items()
@@ -119,8 +123,10 @@ def test_the_node_installs_for_its_own_gpu(
 
     monkeypatch.setattr(restore, "host_gpus", lambda: ([Target("cuda", "90", 32)], [H200]))
     node = tmp_path / "inductor"
-    report = ops.extract(image, inductor_dir=node, targets=[Target.parse("cuda:90")],
-                         python=fleet_warm.python)  # fmt: skip
+    cuda90 = [Target.parse("cuda:90")]
+    report = ops.extract(
+        image, ops.RestoreOptions(inductor_dir=node, targets=cuda90, python=fleet_warm.python)
+    )
     assert report.gpus == [H200]
     assert graphs(node) == graphs(fleet_warm.out / "nvidia-h200")
 
@@ -146,7 +152,10 @@ def test_a_node_of_another_gpu_is_refused_before_downloading(
 
     monkeypatch.setattr(restore, "host_gpus", lambda: ([Target("cuda", "90", 32)], ["GH200"]))
     with pytest.raises(IncompatibleImage) as info:
-        ops.extract(image, inductor_dir=tmp_path / "i", targets=[Target.parse("cuda:90")])
+        ops.extract(
+            image,
+            ops.RestoreOptions(inductor_dir=tmp_path / "i", targets=[Target.parse("cuda:90")]),
+        )
     assert info.value.exit_code == 3
     assert f"serves {H100} (cuda:90), {H200} (cuda:90); this node's GPU is GH200" in str(info.value)
     assert not (tmp_path / "i").exists()
@@ -267,7 +276,10 @@ def test_a_link_planted_where_tritons_entries_go_is_never_written_through(
     (node / planted).parent.mkdir(parents=True, exist_ok=True)
     (node / planted).symlink_to(victim, target_is_directory=True)
     with pytest.raises(CacheError, match=f"{node / planted} is a symbolic link") as info:
-        ops.extract(image, inductor_dir=node, gpus=["nvidia-h200"], python=fleet_warm.python)
+        ops.extract(
+            image,
+            ops.RestoreOptions(inductor_dir=node, gpus=["nvidia-h200"], python=fleet_warm.python),
+        )
     assert info.value.exit_code == 4
     assert not any(victim.iterdir())
     assert not graphs(node) and not code(node)

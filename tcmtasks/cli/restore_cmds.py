@@ -256,29 +256,32 @@ def restore_cmd(
     if local and (insecure_host or ca_cert):
         raise UsageError("--insecure-host and --ca-cert are for registries: use tcm pull")
     with progress_bars() as progress:
-        report = ops.pull(
-            ref,
+        options = ops.RestoreOptions(
             cache_dir=cache_dir,
-            targets=targets(target) or None,
-            all_targets=all_targets,
-            strict=strict,
-            overwrite=overwrite,
-            dry_run=dry_run,
-            max_size=max_size,
             inductor_dir=inductor_dir,
             vllm_dir=vllm_dir,
-            same_paths=same_paths,
-            same_paths_root=same_paths_root,
-            force=force,
+            targets=targets(target) or None,
+            all_targets=all_targets,
             gpus=gpu or None,
             python=python,
             triton=triton,
+            strict=strict,
+            overwrite=overwrite,
+            force=force,
+            dry_run=dry_run,
+            max_size=max_size,
+            same_paths=same_paths,
+            same_paths_root=same_paths_root,
+            lock_timeout=lock_timeout,
+        )
+        report = ops.pull(
+            ref,
+            options,
             registry=None if local else registry_options(insecure_host, ca_cert),
+            trust=trust_options(policy, registries_d, registries_conf),
             local_only=local,
             db=db(),
             progress=progress,
-            lock_timeout=lock_timeout,
-            trust=trust_options(policy, registries_d, registries_conf),
         )
     if as_json:
         print_json(report.to_dict())

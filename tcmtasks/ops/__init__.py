@@ -36,6 +36,7 @@ _EXPORTS = {
     "ProgressEvent": "..progress",
     "PushResult": ".ship",
     "RegistryOptions": "..oci.transfer",
+    "RestoreOptions": ".restore",
     "RestoreReport": "..extract",
     "TorchWarm": ".warming",
     "TrackResult": ".tracking",
@@ -81,6 +82,7 @@ __all__ = [
     "ProgressEvent",
     "PushResult",
     "RegistryOptions",
+    "RestoreOptions",
     "RestoreReport",
     "TorchWarm",
     "TrackResult",
@@ -143,7 +145,15 @@ if TYPE_CHECKING:
         stream_entries,
         stream_json,
     )
-    from .restore import HostInfo, default_cache_dir, extract, gpu, pull, save_gpu_profile
+    from .restore import (
+        HostInfo,
+        RestoreOptions,
+        default_cache_dir,
+        extract,
+        gpu,
+        pull,
+        save_gpu_profile,
+    )
     from .ship import PackageResult, PushResult, inspect, package, push
     from .tracking import TrackResult, track
     from .warming import CommandWarm, TorchWarm, TritonWarm, WarmResult, WarmSpec, warm

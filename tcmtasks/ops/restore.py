@@ -116,32 +116,41 @@ def _wanted(
     return found, choice
 
 
+@dataclass
+class RestoreOptions:
+    """The choices of a restore, as ``tcm pull`` and ``tcm extract`` take them as flags:
+    where each part goes, what is kept, and how far the node trusts what the image says."""
+
+    cache_dir: Path | None = None  # Triton entries (default: where Triton looks)
+    inductor_dir: Path | None = None
+    vllm_dir: Path | None = None
+    targets: list[Target] | None = None
+    all_targets: bool = False
+    gpus: list[str] | None = None
+    python: str | Path | None = None  # the workload's interpreter
+    triton: str | None = None  # else its Triton version
+    strict: bool = False
+    overwrite: bool = False
+    force: bool = False
+    dry_run: bool = False
+    max_size: int | str | None = None
+    same_paths: bool = False
+    same_paths_root: list[Path] | None = None
+    lock_timeout: float = LOCK_TIMEOUT
+
+
 def pull(
     ref: str | ImageRef,
+    options: RestoreOptions | None = None,
     *,
-    cache_dir: Path | None = None,
-    targets: list[Target] | None = None,
-    all_targets: bool = False,
-    strict: bool = False,
-    overwrite: bool = False,
-    dry_run: bool = False,
-    max_size: int | str | None = None,
-    inductor_dir: Path | None = None,
-    vllm_dir: Path | None = None,
-    same_paths: bool = False,
-    same_paths_root: list[Path] | None = None,
-    force: bool = False,
-    gpus: list[str] | None = None,
-    python: str | Path | None = None,
-    triton: str | None = None,
     registry: RegistryOptions | None = None,
+    trust: TrustOptions | None = None,
     local_only: bool = False,
     db: DbPath = None,
     progress: Progress | None = None,
-    lock_timeout: float = LOCK_TIMEOUT,
-    trust: TrustOptions | None = None,
 ) -> RestoreReport:
-    """Restore an image where the workload will look: Triton entries into ``cache_dir``
+    """Restore an image where the workload will look (``options``, RestoreOptions, names
+    each choice): Triton entries into ``cache_dir``
     (default: where Triton looks), an Inductor part into ``inductor_dir`` (default
     TORCHINDUCTOR_CACHE_DIR, else Inductor's own default) with its Triton entries in its
     ``triton/<device>`` dirs unless TRITON_CACHE_DIR is set, a vLLM part into ``vllm_dir``
@@ -162,28 +171,29 @@ def pull(
     to ``lock_timeout`` seconds. Only what the node's policy.json accepts is installed
     (``trust`` names its files; signatures are checked on the manifest before any layer is
     fetched), through registries.conf's mirrors and locations."""
+    o = options or RestoreOptions()
     parsed = parse(ref) if isinstance(ref, str) else ref
     if local_only and parsed.transport == "docker":
         raise UsageError("tcm extract reads local images; use tcm pull for docker://")
-    wanted, choice = _wanted(targets, all_targets, gpus, force)
-    dest = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    wanted, choice = _wanted(o.targets, o.all_targets, o.gpus, o.force)
+    dest = Path(o.cache_dir) if o.cache_dir is not None else default_cache_dir()
     dests = default_destinations(dest)
-    if inductor_dir is not None:
-        dests.inductor = Path(inductor_dir)
-    if vllm_dir is not None:
-        dests.vllm = Path(vllm_dir)
+    if o.inductor_dir is not None:
+        dests.inductor = Path(o.inductor_dir)
+    if o.vllm_dir is not None:
+        dests.vllm = Path(o.vllm_dir)
     for flag, where in (("-c", dests.triton), ("--inductor-dir", dests.inductor),
                         ("--vllm-dir", dests.vllm)):  # fmt: skip
         if where.exists() and not where.is_dir():
             raise UsageError(f"{where} is a file, not a directory: give a directory ({flag} DIR)")
-    limit = parse_size(max_size) if isinstance(max_size, str) else (max_size or MAX_TOTAL)
+    limit = parse_size(o.max_size) if isinstance(o.max_size, str) else (o.max_size or MAX_TOTAL)
     source = open_trusted(parsed, registry, trust)
 
     def bytes_done(n: int) -> None:
         if progress is not None:
             progress(ProgressEvent("extracting", n, None, "bytes"))
 
-    host, runtime = workload_runtime(python, triton)
+    host, runtime = workload_runtime(o.python, o.triton)
     report = extract_image(
         source,
         dest,
@@ -191,22 +201,24 @@ def pull(
         host=host,
         runtime=runtime,
         dests=dests,
-        strict=strict,
-        overwrite=overwrite,
-        force=force,
-        same_paths=same_paths,
-        dry_run=dry_run,
+        strict=o.strict,
+        overwrite=o.overwrite,
+        force=o.force,
+        same_paths=o.same_paths,
+        dry_run=o.dry_run,
         max_total=limit,
         progress=bytes_done if progress is not None else None,
         gpus=choice,
-        lock_timeout=lock_timeout,
+        lock_timeout=o.lock_timeout,
         same_paths_roots=[
-            Path(p) for p in (inductor_dir, vllm_dir, *(same_paths_root or [])) if p is not None
+            Path(p)
+            for p in (o.inductor_dir, o.vllm_dir, *(o.same_paths_root or []))
+            if p is not None
         ],
     )
     report.verified = list(getattr(source, "accepted_by", []))
     report.served_by = getattr(source, "served_by", "")
-    if not dry_run:
+    if not o.dry_run:
         # The Triton entries were judged where they now are (without reading them back):
         # recorded as they are; the parts' units, few, are read
         by_root: dict[str, list[Entry]] = {}
@@ -231,46 +243,11 @@ def pull(
 
 def extract(
     ref: str | ImageRef,
+    options: RestoreOptions | None = None,
     *,
-    cache_dir: Path | None = None,
-    targets: list[Target] | None = None,
-    all_targets: bool = False,
-    strict: bool = False,
-    overwrite: bool = False,
-    dry_run: bool = False,
-    max_size: int | str | None = None,
-    inductor_dir: Path | None = None,
-    vllm_dir: Path | None = None,
-    same_paths: bool = False,
-    same_paths_root: list[Path] | None = None,
-    force: bool = False,
-    gpus: list[str] | None = None,
-    python: str | Path | None = None,
-    triton: str | None = None,
+    trust: TrustOptions | None = None,
     db: DbPath = None,
     progress: Progress | None = None,
-    trust: TrustOptions | None = None,
 ) -> RestoreReport:
     """``pull`` for a local image (``oci:``, ``oci-archive:``, ``docker-archive:``)."""
-    return pull(
-        ref,
-        local_only=True,
-        cache_dir=cache_dir,
-        targets=targets,
-        all_targets=all_targets,
-        strict=strict,
-        overwrite=overwrite,
-        dry_run=dry_run,
-        max_size=max_size,
-        inductor_dir=inductor_dir,
-        vllm_dir=vllm_dir,
-        same_paths=same_paths,
-        same_paths_root=same_paths_root,
-        force=force,
-        gpus=gpus,
-        python=python,
-        triton=triton,
-        db=db,
-        progress=progress,
-        trust=trust,
-    )
+    return pull(ref, options, local_only=True, trust=trust, db=db, progress=progress)

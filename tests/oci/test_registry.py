@@ -317,9 +317,10 @@ def _pull_through(p, tmp_path, **opts):
     from tcmtasks.oci.transfer import RegistryOptions
 
     return ops.pull(
-        f"docker://{p.host}/tcm/cache:v1", cache_dir=tmp_path / "node", all_targets=True,
+        f"docker://{p.host}/tcm/cache:v1",
+        ops.RestoreOptions(cache_dir=tmp_path / "node", all_targets=True),
         registry=RegistryOptions(insecure_hosts=[p.host], **opts),
-    )  # fmt: skip
+    )
 
 
 def test_a_connection_reset_every_few_kib_still_completes(

@@ -44,8 +44,7 @@ def test_readme_python_example_round_trip(cache, tmp_path, start_registry, db):
     node = tmp_path / "node"
     report = ops.pull(
         f"docker://{reg.host}/team/cache:v1",
-        cache_dir=node,
-        targets=[Target.parse("cuda:90")],
+        ops.RestoreOptions(cache_dir=node, targets=[Target.parse("cuda:90")]),
         registry=registry,
     )
     assert len(report.kept) == 3 and len(report.skipped) == 6
@@ -108,7 +107,9 @@ def test_progress_reaches_the_callback(cache, tmp_path, db):
     assert packed[-1].done >= packed[-1].total  # the tar's headers on top of the files
     events: list[ops.ProgressEvent] = []
     report = ops.extract(
-        image, cache_dir=tmp_path / "node", all_targets=True, progress=events.append
+        image,
+        ops.RestoreOptions(cache_dir=tmp_path / "node", all_targets=True),
+        progress=events.append,
     )
     assert len(report.kept) == 9
     assert events and {e.task for e in events} == {"extracting"}
@@ -127,7 +128,10 @@ def test_operations_validate_their_inputs(cache, tmp_path, db):
     with pytest.raises(errors.UsageError, match="use tcm pull"):
         ops.extract("docker://example.com/a/b:c")
     with pytest.raises(errors.UsageError, match="contradict"):
-        ops.pull(f"oci:{tmp_path}", all_targets=True, targets=[Target.parse("cuda:90")])
+        ops.pull(
+            f"oci:{tmp_path}",
+            ops.RestoreOptions(all_targets=True, targets=[Target.parse("cuda:90")]),
+        )
     (tmp_path / "out").write_text("a file")
     with pytest.raises(errors.CacheError, match="not a directory"):
         ops.index([tmp_path / "out"])
