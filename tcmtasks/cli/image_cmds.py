@@ -5,8 +5,9 @@
 # Helpers annotated with lazily loaded names (ops.*) quote them.
 
 import json
+from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -235,6 +236,7 @@ def inspect_cmd(
         )
     if info.runtime is not None:
         out.print(f"  runtime {esc(info.runtime)}")
+    _print_helpers(info.helpers, judged=info.runtime is not None)
     rows = info.entries or []
     if rows:
         table = Table(box=None, header_style="bold", pad_edge=False)
@@ -255,3 +257,20 @@ def inspect_cmd(
                 cells.append("hit" if not r.get("skip") else esc(r["skip"]))
             table.add_row(*cells)
         out.print(table)
+
+
+def _print_helpers(helpers: list[dict[str, Any]], *, judged: bool) -> None:
+    """One line for Triton's C helpers: how many of each, for which Pythons; with a runtime,
+    how many it would load."""
+    if not helpers:
+        return
+    names = Counter(str(h.get("name")) for h in helpers)
+    pythons = sorted({str(h.get("python")) for h in helpers if h.get("python")})
+    line = ", ".join(f"{n} x{c}" for n, c in sorted(names.items()))
+    line += f" (built for {', '.join(pythons) or 'unknown Python'})"
+    if judged:
+        skipped = [str(h["skip"]) for h in helpers if h.get("skip")]
+        line += f"; this runtime loads {len(helpers) - len(skipped)}"
+        if skipped:
+            line += f", not {len(skipped)}: {skipped[0]}"
+    out.print(f"  C helpers {esc(line)}")

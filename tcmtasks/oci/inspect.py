@@ -106,6 +106,8 @@ class ImageInfo:
     targets: list[dict[str, Any]]
     producer: dict[str, Any] | None
     entries: list[dict[str, Any]] | None = None
+    #: Triton's C helpers (cuda_utils, launchers): the in-layer manifest's own list
+    helpers: list[dict[str, Any]] = field(default_factory=list)
     parts: list[dict[str, Any]] = field(default_factory=list)  # Inductor's, vLLM's
     #: the GPUs an image warmed for a fleet serves: name -> target, units per part, entries
     gpus: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -147,6 +149,8 @@ def inspect(source: Any, *, entries: bool = True) -> ImageInfo:
         info.entries = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
         if isinstance(data, dict) and isinstance(data.get("parts"), list):
             info.parts = [p for p in data["parts"] if isinstance(p, dict)]
+        if isinstance(data, dict) and isinstance(data.get("helpers"), list):
+            info.helpers = [h for h in data["helpers"] if isinstance(h, dict)]
     return info
 
 

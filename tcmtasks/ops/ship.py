@@ -446,11 +446,11 @@ def inspect(
     triton: str | None = None,
 ) -> ImageInfo:
     """An image's labels, targets, producer and (from the head of its layer) entries;
-    nothing is extracted. With ``python`` or ``triton``, each entry also says whether that
-    runtime could hit it (``skip``: why not)."""
+    nothing is extracted. With ``python`` or ``triton``, each entry and C helper also says
+    whether that runtime could hit or load it (``skip``: why not)."""
     info = read_image(open_source(ref, registry), entries=entries or bool(python or triton))
     if python is not None or triton is not None:
-        from ..extract import build_of, why_skip
+        from ..extract import build_of, module_skip, why_skip
         from ..runtime import resolve
         from ..targets import Target
 
@@ -462,4 +462,7 @@ def inspect(
                 build_of(row),
             )  # fmt: skip
             row["skip"] = why
+        for row in info.helpers:
+            files = [str(f) for f in row.get("files") or []]
+            row["skip"] = module_skip(files, rt.producer)
     return info

@@ -278,6 +278,17 @@ def test_helpers_ship_restore_and_survive_gc(tcm, tmp_path):
     tcm("package", out, f"oci:{tmp_path / 'img'}:v1")
     info = json.loads(tcm("inspect", f"oci:{tmp_path / 'img'}:v1", "--json").stdout)
     assert info["entry_count"] == 14  # MCV's label and "triton" list: the kernels alone
+    assert (
+        sorted(h["name"] for h in info["helpers"]) == ["__triton_launcher"] * 8 + ["cuda_utils"] * 2
+    )  # their own list, which inspect shows
+    judged = json.loads(
+        tcm("inspect", f"oci:{tmp_path / 'img'}:v1", "--json", "--python", sys.executable).stdout
+    )
+    assert [h["skip"] for h in judged["helpers"]] == [None] * 10  # built for this Python
+    assert (
+        "C helpers __triton_launcher x8, cuda_utils x2"
+        in tcm("inspect", f"oci:{tmp_path / 'img'}:v1").stdout
+    )
     node = tmp_path / "node"
     got = tcm("extract", f"oci:{tmp_path / 'img'}:v1", "-c", node, "--all")
     assert "installed 24 entries" in got.stdout  # 14 kernels; cuda_utils, 4 launchers, twice
