@@ -78,7 +78,7 @@ def libcuda_for_building(node_dirs: list[str] | None = None) -> Iterator[None]:
             )
             if cc:
                 os.environ["CC"] = _no_as_needed(tmp, cc)
-        os.environ["TRITON_LIBCUDA_PATH"] = tmp
+            os.environ["TRITON_LIBCUDA_PATH"] = tmp  # a real one, set by the user, stays
         _forget_libcuda_dirs()
         try:
             with _libcuda_dirs_as(node_dirs):
