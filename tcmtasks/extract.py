@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from . import parts as cache_parts
-from .atomic import exchange, sync_filesystem
+from .atomic import Flush, exchange, sync_filesystem
 from .cache.entries import (
     Entry,
     EntryKind,
@@ -80,13 +80,13 @@ from .layerstream import (
     build_of,
     rows_of,
     stream_into,
-    write_bytes,
 )
 from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY
 from .oci.inspect import json_label, read_labels, read_layer_manifest
 from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
 from .restoreplan import TRITON, Destinations, PartPlan, RestoreReport
 from .safedirs import check_dirs, make_dirs
+from .stagewrite import Where, Writer, open_writer
 from .staging import Staging, purge_stale_staging
 from .targets import Target
 
@@ -251,26 +251,33 @@ def _judge_at(final_dir: Path, known: Known, staged: Path) -> _Judged:
     return _Judged(entry, grp, text, held, why)
 
 
-def _skipped_unstaged(
-    key: str,
-    layout: Layout,
-    dests: Destinations,
-    targets: list[Target] | None,
-    host: Producer,
-    overwrite: bool,
-    force: bool,
-    report: RestoreReport,
-) -> bool:
+@dataclass
+class _Run:
+    """One restore's choices and state, as the streaming and install steps share them."""
+
+    layout: Layout
+    staging: Staging
+    dests: Destinations
+    targets: list[Target] | None
+    host: Producer
+    report: RestoreReport
+    overwrite: bool
+    force: bool
+    max_total: int
+
+
+def _skipped_unstaged(run: _Run, key: str) -> bool:
     """Whether the manifest's row already says this entry stays out (another target or
     build, or already at every place it goes): then none of its files is staged, so a
     restore with nothing new writes nothing. Rows that say too little (MCV's) are judged
     after staging, from the entry's own metadata."""
+    layout, dests, report = run.layout, run.dests, run.report
     row = layout.rows.get(key)
     if row is None:
         return False
     target = Target.from_metadata(row)
     item = {"key": key, "name": row.get("name"), "target": str(target) if target else None}
-    why_module = module_skip([str(f) for f in row.get("files") or []], host, force) if (
+    why_module = module_skip([str(f) for f in row.get("files") or []], run.host, run.force) if (
         target is None and is_module_row(row)
     ) else None  # fmt: skip
     if why_module is not None:
@@ -278,12 +285,12 @@ def _skipped_unstaged(
         return True
     if target is not None:
         version = row.get("triton_version")
-        why = why_skip(target, version if isinstance(version, str) else None, targets, host,
-                       layout.builds.get(key, {}), force)  # fmt: skip
+        why = why_skip(target, version if isinstance(version, str) else None, run.targets,
+                       run.host, layout.builds.get(key, {}), run.force)  # fmt: skip
         if why is not None:
             report.skipped.append({**item, "reason": why})
             return True
-    if overwrite:
+    if run.overwrite:
         return False
     places = list(dict.fromkeys(dests.split(d) for d in layout.dests.get(key, [TRITON])))
     roots = [named / rel if rel else named for named, rel in places]
@@ -304,12 +311,13 @@ def _read_json(staged: Path, known: Known) -> dict[str, bytes]:
     return out
 
 
-def _write_group(judged: _Judged, here: Path) -> None:
+def _write_group(judged: _Judged, here: Path, groups: Writer) -> None:
     """Written once, in place: nothing reads a staging dir (synced with the batch)."""
     if judged.text is None:
         return  # a driver helper has no group
-    if judged.held:
-        write_bytes(judged.text, os.path.join(here, judged.group), {str(here)})  # (dir made)
+    if judged.held:  # never written: new
+        groups.write((str(here.parent), f"{here.name}/{judged.group}"), (judged.text,),
+                     len(judged.text))  # fmt: skip
     else:
         (here / judged.group).write_bytes(judged.text)
 
@@ -399,10 +407,8 @@ def extract(
     with contextlib.ExitStack() as stack:
         staging = Staging(stack, lock_timeout)
         try:
-            _stream_and_install(
-                source, manifest, layout, make_plan, staging, dests, targets, host,
-                overwrite, max_total, progress, report, force,
-            )  # fmt: skip
+            run = _Run(layout, staging, dests, targets, host, report, overwrite, force, max_total)
+            _stream_and_install(source, manifest, run, make_plan, progress)
         finally:
             staging.cleanup()
     report.seconds = time.perf_counter() - t0
@@ -501,93 +507,92 @@ def _dry_run(
 def _stream_and_install(
     source: Any,
     manifest: dict[str, Any],
-    layout: Layout,
+    run: _Run,
     make_plan: Callable[[dict[str, Any]], PartPlan],
-    staging: Staging,
-    dests: Destinations,
-    targets: list[Target] | None,
-    host: Producer,
-    overwrite: bool,
-    max_total: int,
     progress: Callable[[int], None] | None,
-    report: RestoreReport,
-    force: bool,
 ) -> None:
+    layout, staging, dests, report = run.layout, run.staging, run.dests, run.report
     staged_keys: dict[str, Path] = {}  # key -> staged dir
+    roots: dict[str, str] = {}  # key -> the staging dir holding it
     known: dict[str, Known] = {}  # key -> its files, and its JSON files' bytes
     seen: set[tuple[str, str]] = set()
     now = time.time()
 
     passed: set[str] = set()  # keys skipped from their manifest row: never staged
 
-    def place(area: str, first: str, rest: str, size: int) -> str | None:
+    def place(area: str, first: str, rest: str, size: int) -> Where | None:
         if area == CACHE_PREFIX:
             key = first
             if key in passed:
                 return None
-            if key not in staged_keys and _skipped_unstaged(
-                key, layout, dests, targets, host, overwrite, force, report
-            ):
+            if key not in staged_keys and _skipped_unstaged(run, key):
                 passed.add(key)
                 return None
             if key not in staged_keys:  # (its dir is made with its first file)
                 first_dest = layout.dests.get(key, [TRITON])[0]
-                staged_keys[key] = staging.dir_for(*dests.split(first_dest)) / key
+                roots[key] = str(staging.dir_for(*dests.split(first_dest)))
+                staged_keys[key] = Path(roots[key], key)
                 known[key] = Known([], {})
             if (key, rest) in seen:  # (a held file is never written: O_EXCL would not see it)
                 raise HostileImage(f"layer holds {CACHE_PREFIX}{key}/{rest} twice")
             seen.add((key, rest))
             known[key].files.append(FileInfo(rest, file_kind(rest), size, now))
-            return f"{staged_keys[key]}/{rest}"
+            return (roots[key], f"{key}/{rest}")
         plan = layout.parts[area]
         if plan.skipped or not plan.wants(cache_parts.unit_of(rest)):
             return None
         plan.files += 1
-        return f"{staging.dir_for(dests.kind_root(plan.kind))}/{area.rstrip('/')}/{rest}"
+        return (str(staging.dir_for(dests.kind_root(plan.kind))), f"{area.rstrip('/')}/{rest}")
 
     held = 0
 
-    def hold(where: str, data: bytes) -> bool:
+    def hold(where: Where, data: bytes) -> bool:
         nonlocal held
         if held + len(data) > HOLD_BUDGET:  # a huge cache: judged from disk, memory flat
             report.arrived_complete = False
             return False
         held += len(data)
-        key, name = where.rsplit("/", 2)[-2:]
+        key, name = where[1].split("/")
         known[key].data[name] = data
         return kernel_name_of_group(name) is not None  # a group: written by _write_group
 
-    written = stream_into(
-        source,
-        manifest,
-        layout,
-        place,
-        max_total=max_total,
-        progress=progress,
-        on_manifest=lambda data: layout.read(data, make_plan),
-        hold=hold,
-    )
+    with open_writer() as writer:  # every file on disk when the block ends
+        written = stream_into(
+            source,
+            manifest,
+            layout,
+            place,
+            max_total=run.max_total,
+            progress=progress,
+            on_manifest=lambda data: layout.read(data, make_plan),
+            hold=hold,
+            writer=writer,
+        )
     for key in staged_keys:  # all checked before anything is installed
         _check_group_names(key, known[key], staged_keys[key])
-    budget = _Budget(max_total, written)
+    # The layer's files start on their way to the disk while the entries are judged (the
+    # kernel's part of the sync runs beside this thread's Python); the sync below, which
+    # publishing waits for, then has only the group files left to write.
+    early = Flush(list(staging.dirs.values()))
+    budget = _Budget(run.max_total, written)
     ready: list[_Ready] = []
-    for key in sorted(staged_keys):
-        ready += _prepare_triton(key, staged_keys[key], known.pop(key), layout, staging,
-                                 dests, targets, host, overwrite, report, force,
-                                 budget)  # fmt: skip
+    with open_writer() as groups:  # written beside the judging, by tar where there is one
+        for key in sorted(staged_keys):
+            ready += _prepare_triton(run, key, staged_keys[key], known.pop(key), budget, groups)
     # Every part is prepared (paths fixed, every destination dir made and checked) before
     # anything is installed: an image's selected parts arrive all, or none of them.
     units: list[_Unit] = []
     for plan in layout.parts.values():
         if not plan.skipped:
             staged = staging.dir_for(dests.kind_root(plan.kind)) / plan.prefix.rstrip("/")
-            units += _prepare_part(plan, staged, overwrite)
+            units += _prepare_part(plan, staged, run.overwrite)
     # Everything staged is made durable at once, before the renames that publish it: an entry
     # Triton can see never has a file still in flight (one syncfs, not an fsync per entry).
+    early.wait()
     for d in staging.dirs.values():
         sync_filesystem(d)
     for r in ready:
-        failed = _install(r.staged, r.final, overwrite)
+        failed = _install(r.staged, r.final, run.overwrite)
         if failed is not None:
             report.failed.append({**r.item, "dest": str(r.final.parent), "reason": failed})
             continue
@@ -596,7 +601,7 @@ def _stream_and_install(
             report.arrived.append(r.entry)
         report.bytes += r.size
     for u in units:
-        failed = _install(u.staged, u.final, overwrite, trash=u.trash)
+        failed = _install(u.staged, u.final, run.overwrite, trash=u.trash)
         if failed is not None:
             u.plan.failed.append(f"{u.name}: {failed}")
             continue
@@ -635,20 +640,11 @@ class _Ready:
 
 
 def _prepare_triton(
-    key: str,
-    staged: Path,
-    known: Known,
-    layout: Layout,
-    staging: Staging,
-    dests: Destinations,
-    targets: list[Target] | None,
-    host: Producer,
-    overwrite: bool,
-    report: RestoreReport,
-    force: bool,
-    budget: _Budget,
+    run: _Run, key: str, staged: Path, known: Known, budget: _Budget, groups: Writer
 ) -> list[_Ready]:
-    """Judge a staged entry for this node and finish a copy for each root it goes to."""
+    """Judge a staged entry for this node and finish a copy for each root it goes to (its
+    group, with the paths of its place, handed to ``groups``)."""
+    layout, dests, host, report = run.layout, run.dests, run.host, run.report
     places = list(dict.fromkeys(dests.split(d) for d in layout.dests.get(key, [TRITON])))
     roots = [named / rel if rel else named for named, rel in places]
     judged = _judge_at(roots[0] / key, known, staged)
@@ -658,16 +654,16 @@ def _prepare_triton(
     if "hip_libdir" not in build and (libdir := libdir_of(entry.metadata)):  # older images
         build = {**build, "hip_libdir": libdir}
     if entry.kind == EntryKind.MODULE:
-        why = module_skip([f.name for f in entry.files], host, force)
+        why = module_skip([f.name for f in entry.files], host, run.force)
     else:
-        why = why_skip(entry.target, entry.triton_version, targets, host, build, force)
+        why = why_skip(entry.target, entry.triton_version, run.targets, host, build, run.force)
     if why is not None:
         report.skipped.append({**item, "reason": why})
         return []
     copies = [staged]
     for named, rel in places[1:]:  # the same kernel for another root (a vLLM rank): a copy
         budget.spend(entry.size, f"entry {key}")
-        copies.append(staging.dir_for(named, rel) / key)
+        copies.append(run.staging.dir_for(named, rel) / key)
         shutil.copytree(staged, copies[-1])
     ready = []
     size = sum(f.size for f in known.files)  # as the layer held it (what progress counted)
@@ -676,12 +672,12 @@ def _prepare_triton(
         if here != staged:
             judged = _judge_at(final, known, here)
         reason = "already in the cache (--overwrite replaces it)" if (
-            _occupied(final) and not overwrite
+            _occupied(final) and not run.overwrite
         ) else judged.why_not  # fmt: skip
         if reason is not None:
             report.skipped.append({**item, "dest": str(root), "reason": reason})
             continue
-        _write_group(judged, here)
+        _write_group(judged, here, groups)
         judged.entry.metadata = None  # the index keeps its text, not each parsed copy
         ready.append(_Ready(item, here, final, size, judged.entry))
     return ready

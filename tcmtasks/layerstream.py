@@ -6,13 +6,11 @@ data after the archive's end) stops the extraction: nothing is installed."""
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import re
 import tarfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from . import parts as cache_parts
@@ -22,6 +20,7 @@ from .oci.image import Dest
 from .oci.inspect import decompressed
 from .oci.tarread import Chunks, Member, TarReader
 from .restoreplan import PartPlan
+from .stagewrite import Where, Writer
 
 CACHE_PREFIX = "io.triton.cache/"
 MANIFEST_PREFIX = "io.triton.manifest/"
@@ -151,20 +150,20 @@ def stream_into(
     source: Any,
     manifest: dict[str, Any],
     layout: Layout,
-    place: Callable[[str, str, str, int], str | None],
+    place: Callable[[str, str, str, int], Where | None],
     *,
     max_total: int = MAX_TOTAL,
     progress: Callable[[int], None] | None = None,
     on_manifest: Callable[[bytes], None] | None = None,
-    hold: Callable[[str, bytes], bool] | None = None,
+    hold: Callable[[Where, bytes], bool] | None = None,
+    writer: Writer,
 ) -> int:
     """Unpack every layer's members where ``place(area, first, rest, size)`` says (None: drop
-    it); returns bytes written. ``hold(path, data)`` sees each Triton entry's JSON files
+    it); returns bytes written. ``hold(where, data)`` sees each Triton entry's JSON files
     (metadata, group) in memory first, and takes the ones it keeps unwritten (True). The
     layer's digest is checked at its end: on a mismatch everything staged is void."""
     total = 0
     members = 0
-    made: set[str] = set()
     part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
     for desc in manifest.get("layers", []):
         raw = source.open_blob(desc["digest"], desc.get("size"))
@@ -206,9 +205,9 @@ def stream_into(
                         and name.startswith(CACHE_PREFIX):  # fmt: skip
                     data = tar.read(m)
                     if not hold(where, data):
-                        write_bytes(data, where, made)
+                        writer.write(where, (data,), m.size)
                 else:
-                    _write_member(tar.content(m), where, made)
+                    writer.write(where, tar.content(m), m.size)
                 total += m.size
                 if progress and where is not None:
                     progress(total)
@@ -220,8 +219,6 @@ def stream_into(
                         f"the layer goes on for more than {MAX_TRAILING} bytes after the "
                         "archive's end: nothing was installed"
                     )
-        except FileExistsError as exc:
-            raise HostileImage(f"layer holds {exc.filename} twice") from None
         except OversizeHeader as exc:
             raise HostileImage(f"the layer holds {exc}: nothing was installed") from None
         except (tarfile.TarError, EOFError, zlib.error) as exc:  # CorruptTar included
@@ -241,53 +238,13 @@ def stream_into(
     return total
 
 
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def write_bytes(data: bytes, where: str, made: set[str]) -> None:
-    _write_member([memoryview(data)], where, made)
-
-
-def _write_member(content: Iterable[memoryview], where: str, made: set[str]) -> None:
-    """Write one member's content (``TarReader.content``, or bytes held) to its staging path;
-    a local failure (a full disk, permissions) is this machine's, never reported as the
-    image's fault. ``made``: the dirs already created (a mkdir per file, and Python's
-    buffered open, were half of extract's system calls)."""
-    parent = os.path.dirname(where)
-    try:
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        fd = os.open(where, _WRITE_FLAGS, 0o644)
-        try:
-            for view in content:  # a read error here is the layer's: raised as is
-                try:
-                    while view:
-                        view = view[os.write(fd, view) :]
-                except OSError as exc:
-                    raise os_error(exc, "write", os.path.dirname(parent)) from None
-        finally:
-            os.close(fd)
-    except FileExistsError:
-        raise
-    except (IsADirectoryError, NotADirectoryError) as exc:
-        name = os.path.basename(where)
-        raise HostileImage(f"the layer holds {name} as a file and as a dir") from exc
-    except PermissionError as exc:
-        raise os_error(exc, "write", parent) from None
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise os_error(exc, "write", os.path.dirname(parent)) from None
-        raise
-
-
 def route(
     name: str,
     m: Member,
     layout: Layout,
-    place: Callable[[str, str, str, int], str | None],
+    place: Callable[[str, str, str, int], Where | None],
     part_prefixes: tuple[str, ...],
-) -> str | None:
+) -> Where | None:
     if name.startswith(CACHE_PREFIX):
         parts = name.split("/")
         if len(parts) != 3 or not SAFE_KEY.fullmatch(parts[1]) or not SAFE_FILE.fullmatch(parts[2]):

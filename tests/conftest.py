@@ -186,6 +186,22 @@ def fleet_warm(tmp_path_factory) -> FleetWarm:
 
 
 @pytest.fixture
+def tiny_fs(tmp_path):
+    """A 512 KiB tmpfs: a disk that fills up."""
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(where)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
 def db(tmp_path, monkeypatch) -> Path:
     """A private index database (TCM_DB), never the user's."""
     path = tmp_path / "index.db"

@@ -254,22 +254,6 @@ def test_a_failed_package_leaves_no_layout(cache, tmp_path, monkeypatch, db):
     assert not (tmp_path / "img").exists()
 
 
-@pytest.fixture
-def tiny_fs(tmp_path):
-    """A 512 KiB tmpfs: a disk that fills up."""
-    where = tmp_path / "tiny"
-    where.mkdir()
-    if (
-        os.geteuid() != 0
-        or subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(where)], capture_output=True
-        ).returncode
-    ):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield where
-    subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def test_a_full_disk_says_so_and_keeps_nothing_partial(tcm, cache, tmp_path, tiny_fs):
     image = tmp_path / "img"
     tcm("package", cache, f"oci:{image}:v1")

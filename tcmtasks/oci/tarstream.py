@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Protocol
 
@@ -92,7 +92,7 @@ class TarStream:
         self._pending: list[bytes | memoryview] = []
         self._held = 0  # bytes in _pending
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         self.offset += len(data)
         room = CHUNK - self._held
         if len(data) < room:
@@ -109,7 +109,7 @@ class TarStream:
             self._pending.append(view[room:])
             self._held = len(view) - room
 
-    def _member(self, head: bytes, data: bytes) -> None:
+    def _member(self, head: bytes, data: bytes | memoryview) -> None:
         """A whole member: its header, data and padding, held as three pieces (not copied
         into one) when they fit in the current chunk."""
         pad = _pad(len(data))
@@ -140,6 +140,29 @@ class TarStream:
 
     def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
         self._member(header(name, len(data), self.mtime, mode), data)
+
+    def add_member(
+        self, name: str, content: Iterable[bytes | memoryview], size: int, mode: int = 0o644
+    ) -> None:
+        """A member from pieces of ``size`` bytes in all (views of read-only buffers: they
+        may be held until the next flush)."""
+        head = header(name, size, self.mtime, mode)
+        pieces = iter(content)
+        first = next(pieces, b"")
+        if len(first) == size:  # one piece: a small file within one chunk
+            for _ in pieces:  # (an iterator that ends only when asked)
+                pass
+            self._member(head, first)
+            return
+        self._write(head)
+        got = len(first)
+        self._write(first)
+        for piece in pieces:
+            got += len(piece)
+            self._write(piece)
+        if got != size:
+            raise ValueError(f"{name}: {got} bytes where the header says {size}")
+        self._write(_pad(size))
 
     def add_file(
         self,
