@@ -40,7 +40,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ from .layerstream import (
     rows_of,
     stream_into,
 )
-from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY
+from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import json_label, read_labels, read_layer_manifest
 from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
 from .restoreplan import TRITON, Destinations, PartPlan, RestoreReport
@@ -186,7 +186,7 @@ def _check_group_names(key: str, known: Known, staged: Path) -> None:
     of it (``../x``) makes the whole image hostile."""
     for name in [f.name for f in known.files if kernel_name_of_group(f.name) is not None]:
         try:
-            children = read_group(staged / name, data=known.data.get(name))
+            children = known.groups[name] = read_group(staged / name, data=known.data.get(name))
         except (OSError, ValueError):
             continue  # judged per entry later: incomplete
         bad = [c for c in children if not SAFE_FILE.fullmatch(c)]
@@ -214,7 +214,8 @@ def _judge_at(final_dir: Path, known: Known, staged: Path) -> _Judged:
     it (one reading of its JSON files, none from disk unless HOLD_BUDGET was spent)."""
     held_json = known.data
     if any(f.name.endswith(".json") and f.name not in held_json for f in known.files):
-        known = Known(known.files, {**held_json, **_read_json(staged, known)}, known.parsed)
+        known = Known(known.files, {**held_json, **_read_json(staged, known)}, known.parsed,
+                      known.groups)  # fmt: skip
     groups = [n for f in known.files if (n := kernel_name_of_group(f.name))]
     files = {f.name for f in known.files}
     name = next((n for n in groups if f"{n}.json" in files), groups[0] if groups else None)
@@ -224,15 +225,16 @@ def _judge_at(final_dir: Path, known: Known, staged: Path) -> _Judged:
     problem = "no group"
     if grp:
         try:
-            children = read_group(staged / grp, data=known.data.get(grp))
+            children = known.groups.get(grp) or read_group(staged / grp, data=known.data.get(grp))
         except (OSError, ValueError) as exc:
             problem = str(exc)
     there, text, present = known, None, set()
     if children is not None:
         present = {c for c in children if SAFE_FILE.fullmatch(c) and c in files and c != grp}
-        text = group_text({c: f"{final_dir}/{c}" for c in sorted(present)}).encode()
+        final = {c: f"{final_dir}/{c}" for c in sorted(present)}
+        text = group_text(final).encode()
         there = Known([f for f in known.files if f.name != grp], {**known.data, grp: text},
-                      known.parsed)  # fmt: skip
+                      known.parsed, {grp: final})  # fmt: skip
         there.files.append(FileInfo(grp, file_kind(grp), len(text), time.time()))
     entry = scan_entry(final_dir.parent, final_dir.name, known=there)
     why: str | None = None
@@ -264,6 +266,27 @@ class _Run:
     overwrite: bool
     force: bool
     max_total: int
+    #: the names in each destination root, listed once (without its lock, so possibly stale:
+    #: a name found is checked again, and an entry staged although another tcm has since
+    #: installed it is skipped when judged, under the lock)
+    listed: dict[Path, frozenset[str]] = field(default_factory=dict)
+    #: the staging dir of each place an entry's first destination names
+    staging_of: dict[Dest, str] = field(default_factory=dict)
+
+    def occupied(self, root: Path, key: str) -> bool:
+        names = self.listed.get(root)
+        if names is None:
+            try:
+                names = self.listed[root] = frozenset(os.listdir(root))
+            except OSError:
+                names = self.listed[root] = frozenset()
+        return key in names and _occupied(root / key)
+
+    def staging_for(self, dest: Dest) -> str:
+        where = self.staging_of.get(dest)
+        if where is None:
+            where = self.staging_of[dest] = str(self.staging.dir_for(*self.dests.split(dest)))
+        return where
 
 
 def _skipped_unstaged(run: _Run, key: str) -> bool:
@@ -294,7 +317,7 @@ def _skipped_unstaged(run: _Run, key: str) -> bool:
         return False
     places = list(dict.fromkeys(dests.split(d) for d in layout.dests.get(key, [TRITON])))
     roots = [named / rel if rel else named for named, rel in places]
-    if not all(_occupied(root / key) for root in roots):
+    if not all(run.occupied(root, key) for root in roots):
         return False
     why = "already in the cache (--overwrite replaces it)"
     report.skipped += [{**item, "dest": str(root), "reason": why} for root in roots]
@@ -529,8 +552,7 @@ def _stream_and_install(
                 passed.add(key)
                 return None
             if key not in staged_keys:  # (its dir is made with its first file)
-                first_dest = layout.dests.get(key, [TRITON])[0]
-                roots[key] = str(staging.dir_for(*dests.split(first_dest)))
+                roots[key] = run.staging_for(layout.dests.get(key, [TRITON])[0])
                 staged_keys[key] = Path(roots[key], key)
                 known[key] = Known([], {})
             if (key, rest) in seen:  # (a held file is never written: O_EXCL would not see it)
@@ -576,6 +598,7 @@ def _stream_and_install(
     early = Flush(list(staging.dirs.values()))
     budget = _Budget(run.max_total, written)
     ready: list[_Ready] = []
+    run.listed.clear()  # listed again, now under the roots' locks
     with open_writer() as groups:  # written beside the judging, by tar where there is one
         for key in sorted(staged_keys):
             ready += _prepare_triton(run, key, staged_keys[key], known.pop(key), budget, groups)
@@ -672,7 +695,7 @@ def _prepare_triton(
         if here != staged:
             judged = _judge_at(final, known, here)
         reason = "already in the cache (--overwrite replaces it)" if (
-            _occupied(final) and not run.overwrite
+            not run.overwrite and run.occupied(root, key)
         ) else judged.why_not  # fmt: skip
         if reason is not None:
             report.skipped.append({**item, "dest": str(root), "reason": reason})

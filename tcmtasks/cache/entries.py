@@ -315,6 +315,8 @@ class Known:
     data: dict[str, bytes]  # file name -> bytes, for the files ending in .json
     #: metadata file name -> (parsed, text), filled by the first judgement, shared by copies
     parsed: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
+    #: group file name -> its child_paths, as read from ``data`` (each group parsed once)
+    groups: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def scan_entry(
@@ -540,7 +542,10 @@ def _read_kernel(
         return
     try:
         held = known.data.get(grp_file) if known is not None else None
-        children = read_group(os.path.join(path, real[grp_file]), data=held)
+        parsed = known.groups.get(grp_file) if known is not None else None
+        children = parsed if parsed is not None else read_group(
+            os.path.join(path, real[grp_file]), data=held
+        )  # fmt: skip
     except GroupFormatError as exc:
         effect = (
             "Triton fails when it looks this kernel up"

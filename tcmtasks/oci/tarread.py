@@ -236,8 +236,9 @@ class TarReader:
 
 
 def _parse_header(block: bytes) -> tuple[str, int, bytes]:
-    stored = _number(block[148:156])
-    unsigned = 256 + sum(block[:148]) + sum(block[156:])  # the field itself counts as spaces
+    field = block[148:156]
+    stored = _number(field)
+    unsigned = 256 + sum(block) - sum(field)  # the field itself counts as spaces
     if stored != unsigned:  # some old tars summed signed bytes
         high = sum(1 for b in block[:148] + block[156:] if b > 127)
         if stored != unsigned - 256 * high:

@@ -13,14 +13,10 @@ old names ``sigstore``/``sigstore-staging``) and ``use-sigstore-attachments``.
 
 from __future__ import annotations
 
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from ..errors import ImageError, TrustConfigError
 from .names import DockerName, docker_scopes
@@ -65,6 +61,8 @@ def _load(directory: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     default: dict[str, Any] = {}
     namespaces: dict[str, dict[str, Any]] = {}
     files = sorted(directory.glob("*.yaml")) if directory.is_dir() else []
+    if files:  # (imported here: every restore loads this module, few nodes have these files)
+        import yaml
     for f in files:
         try:
             doc = yaml.safe_load(f.read_text()) or {}
@@ -125,14 +123,17 @@ def _get(url: str) -> bytes | None:
             raise ImageError(f"cannot read signature {path}: {exc.strerror}") from None
     if parsed.scheme not in ("http", "https"):
         raise TrustConfigError(f"lookaside {url}: use file://, http:// or https://")
+    from urllib import error as url_error  # (imported here: most stores are file://)
+    from urllib import request as url_request
+
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        with url_request.urlopen(url, timeout=30) as resp:
             return _capped(resp.read(MAX_SIGNATURE + 1), url)
-    except urllib.error.HTTPError as exc:
+    except url_error.HTTPError as exc:
         if exc.code == 404:
             return None
         raise ImageError(f"lookaside {url} answered {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (url_error.URLError, OSError) as exc:
         raise ImageError(f"cannot reach lookaside {url}: {exc}") from None
 
 
