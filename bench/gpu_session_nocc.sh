@@ -12,6 +12,9 @@
 python3 -c 'import torch, triton, sys; print(sys.version.split()[0], torch.__version__, triton.__version__, torch.cuda.get_device_name())'
 python3 -c 'from triton.backends.nvidia.driver import libcuda_dirs; print("libcuda_dirs:", libcuda_dirs())'
 echo "CC=${CC-unset} CXX=${CXX-unset}"
+# this GPU's profile as tcm records it now (grouped-query attention choices since 2026-12-07)
+python3 -m tcmtasks.cli gpu --save-profile "$out/profile.json" > /dev/null 2> "$out/profile.err"
+echo "profile: exit $? ($(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["name"], len(d["sdp_choices"]), "sdp cases")' "$out/profile.json" 2>&1))"
 python3 bench/gpu_proof_nocc.py --with oci:.device/nocc/image:with-helpers \
     --without oci:.device/nocc/image:without-helpers --out "$out" ${ROUNDS:+--rounds $ROUNDS} \
     ${NOPROBE:+--no-probe} > "$out/nocc.out" 2> "$out/nocc.err"

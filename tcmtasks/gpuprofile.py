@@ -307,12 +307,20 @@ def save(profile: GpuProfile, path: Path | str) -> Path:
 
 
 def sdp_key(
-    dtype: str, head_dim: int, mask: str, causal: bool, grad: bool, dropout: bool, square: bool
+    dtype: str,
+    head_dim: int,
+    mask: str,
+    causal: bool,
+    grad: bool,
+    dropout: bool,
+    square: bool,
+    gqa: bool = False,
 ) -> str:
-    """The attention case a choice was recorded for (see ``record_sdp_choices``)."""
-    return "|".join(
-        [dtype, str(head_dim), mask, *("1" if x else "0" for x in (causal, grad, dropout, square))]
-    )
+    """The attention case a choice was recorded for (see ``record_sdp_choices``).
+    ``gqa``: grouped-query attention (``enable_gqa``, fewer key/value heads than query
+    heads), marked by a suffix so that profiles recorded before it keep their keys."""
+    flags = ("1" if x else "0" for x in (causal, grad, dropout, square))
+    return "|".join([dtype, str(head_dim), mask, *flags, *(["gqa"] if gqa else [])])
 
 
 def runtime_mismatch(profile: GpuProfile, have: WarmRuntime) -> str | None:

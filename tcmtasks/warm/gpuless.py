@@ -486,13 +486,16 @@ def _sdpa_as_on(torch: Any, profile: GpuProfile, sdpa: Any) -> Callable[..., Any
         mask = (
             "none" if attn_mask is None else ("bool" if attn_mask.dtype == torch.bool else "float")
         )
+        # grouped-query attention: as torch's, the kernels take the key/value heads as they
+        # are (attention.cpp passes them on unrepeated); only the choice differs
+        gqa = bool(enable_gqa) and key.shape[-3] != query.shape[-3]
         case = sdp_key(
             names.get(query.dtype, str(query.dtype)), int(query.shape[-1]), mask,
-            bool(is_causal), grad, dropout_p > 0, query.shape[-2] == key.shape[-2],
+            bool(is_causal), grad, dropout_p > 0, query.shape[-2] == key.shape[-2], gqa,
         )  # fmt: skip
-        if enable_gqa or value.shape[-1] != query.shape[-1] or case not in profile.sdp_choices:
+        if value.shape[-1] != query.shape[-1] or case not in profile.sdp_choices:
             raise NeedsGpu(
-                f"attention ({case.replace('|', ', ')}{', gqa' if enable_gqa else ''}) is not "
+                f"attention ({case.replace('|', ', ')}) is not "
                 f"a case the GPU profile recorded: torch's kernel choice for it is unknown "
                 f"without the GPU; warm this model on the GPU"
             )

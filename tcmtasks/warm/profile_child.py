@@ -41,31 +41,39 @@ def record_sdp_choices(torch: Any) -> dict[str, str]:
     ``scaled_dot_product_attention`` decomposes by ``torch._fused_sdp_choice``, which on a GPU
     asks the device (flash or memory-efficient kernels) and without one answers "math": a
     graph with attention would then differ from the GPU's and its key miss. Asking costs no
-    kernel launch; 768 cases take well under a second.
+    kernel launch; 1,536 cases (768 of them grouped-query) take well under a second.
     """
     from torch.nn.attention import SDPBackend
 
     names = {int(b.value): name for name, b in SDPBackend.__members__.items()}
     choices: dict[str, str] = {}
     batch, heads, seq = 1, 8, 128
-    for dtype_name, dim, mask, causal, grad, dropout, square in itertools.product(
+    for dtype_name, dim, mask, causal, grad, dropout, square, gqa in itertools.product(
         SDP_DTYPES, SDP_HEAD_DIMS, SDP_MASKS, (False, True), (False, True), (False, True),
-        (True, False),
+        (True, False), (False, True),
     ):  # fmt: skip
         if causal and mask != "none":
             continue  # torch refuses an explicit mask together with is_causal
         dtype = getattr(torch, dtype_name)
         q_len = seq if square else 1
+        # grouped-query attention: 4 query heads per key/value head (Llama-3's and Mistral's
+        # ratio; torch's checks ask only that the query heads divide by the kv heads)
+        kv_heads = heads // 4 if gqa else heads
         q = torch.empty(batch, heads, q_len, dim, device="cuda", dtype=dtype, requires_grad=grad)
-        kv = torch.empty(batch, heads, seq, dim, device="cuda", dtype=dtype, requires_grad=grad)
+        kv = torch.empty(batch, kv_heads, seq, dim, device="cuda", dtype=dtype,
+                         requires_grad=grad)  # fmt: skip
         m = None
         if mask == "bool":
             m = torch.ones(batch, 1, q_len, seq, device="cuda", dtype=torch.bool)
         elif mask == "float":
             m = torch.zeros(batch, 1, q_len, seq, device="cuda", dtype=dtype)
         with torch.set_grad_enabled(grad):
-            choice = torch._fused_sdp_choice(q, kv, kv, m, 0.1 if dropout else 0.0, causal)
-        key = sdp_key(dtype_name, dim, mask, causal, grad, dropout, square)
+            if gqa:
+                choice = torch._fused_sdp_choice(q, kv, kv, m, 0.1 if dropout else 0.0, causal,
+                                                 enable_gqa=True)  # fmt: skip
+            else:
+                choice = torch._fused_sdp_choice(q, kv, kv, m, 0.1 if dropout else 0.0, causal)
+        key = sdp_key(dtype_name, dim, mask, causal, grad, dropout, square, gqa)
         choices[key] = names.get(int(choice), str(int(choice)))
     return choices
 
