@@ -32,50 +32,44 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import os
-import platform
 import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import parts as cache_parts
-from .atomic import Flush, exchange, sync_filesystem
+from .atomic import Flush, sync_filesystem
 from .cache.entries import (
-    Entry,
     EntryKind,
     FileInfo,
     Known,
-    binary_suffixes,
     file_kind,
-    scan_entry,
 )
 from .cache.groups import (
-    group_filename,
-    group_text,
     kernel_name_of_group,
-    read_capped,
-    read_group,
 )
-from .cache.remove import trash_dir
 from .errors import (
-    DiskFull,
     HostileImage,
-    ImageError,
     IncompatibleImage,
     UsageError,
-    os_error,
 )
 from .gpuchoice import GpuChoice, choose_gpus, owners, served_gpus
+from .install import Budget, Ready, Unit, install, occupied, prepare_part, producer_root
+from .judging import (
+    Judged,
+    check_group_names,
+    is_module_row,
+    judge_at,
+    module_skip,
+    why_skip,
+)
 from .layerstream import (
     CACHE_PREFIX,
     MAX_TOTAL,
-    SAFE_FILE,
     Layout,
     build_of,
     rows_of,
@@ -83,16 +77,15 @@ from .layerstream import (
 )
 from .oci.image import LABEL_PARTS, LABEL_PRODUCER, LABEL_SIZE, LABEL_SUMMARY, Dest
 from .oci.inspect import json_label, read_labels, read_layer_manifest
-from .producer import Producer, hip_libdir, host_ptxas, libdir_of, mismatches
+from .producer import Producer, libdir_of, mismatches
 from .restoreplan import TRITON, Destinations, PartPlan, RestoreReport
-from .safedirs import check_dirs, make_dirs
 from .stagewrite import Where, Writer, open_writer
 from .staging import Staging, purge_stale_staging
 from .targets import Target
 
 __all__ = [
     "MAX_TOTAL", "Destinations", "PartPlan", "RestoreReport", "build_of", "extract",
-    "purge_stale_staging", "why_skip",
+    "module_skip", "purge_stale_staging", "why_skip",
 ]  # fmt: skip
 
 
@@ -181,78 +174,6 @@ LOCK_TIMEOUT = 300.0
 HOLD_BUDGET = 32 << 20
 
 
-def _check_group_names(key: str, known: Known, staged: Path) -> None:
-    """A group in an image names files of its entry, nothing else: one that names a path out
-    of it (``../x``) makes the whole image hostile."""
-    for name in [f.name for f in known.files if kernel_name_of_group(f.name) is not None]:
-        try:
-            children = known.groups[name] = read_group(staged / name, data=known.data.get(name))
-        except (OSError, ValueError):
-            continue  # judged per entry later: incomplete
-        bad = [c for c in children if not SAFE_FILE.fullmatch(c)]
-        if bad:
-            raise HostileImage(
-                f"the group of {key} names {bad[0]!r}, a path out of its entry: "
-                "nothing was installed"
-            )
-
-
-@dataclass
-class _Judged:
-    """An entry judged where it will be installed, with its group rewritten for that place
-    (not yet written), or why it cannot hit there."""
-
-    entry: Entry
-    group: str  # its file name ("" when it has none)
-    text: bytes | None  # the group's bytes with the final paths
-    held: bool  # the image's group was held in memory, never written to the staging dir
-    why_not: str | None
-
-
-def _judge_at(final_dir: Path, known: Known, staged: Path) -> _Judged:
-    """Judge a staged entry as it will be at ``final_dir``, from what the stream recorded of
-    it (one reading of its JSON files, none from disk unless HOLD_BUDGET was spent)."""
-    held_json = known.data
-    if any(f.name.endswith(".json") and f.name not in held_json for f in known.files):
-        known = Known(known.files, {**held_json, **_read_json(staged, known)}, known.parsed,
-                      known.groups)  # fmt: skip
-    groups = [n for f in known.files if (n := kernel_name_of_group(f.name))]
-    files = {f.name for f in known.files}
-    name = next((n for n in groups if f"{n}.json" in files), groups[0] if groups else None)
-    grp = group_filename(name) if name else ""
-    held = grp in held_json
-    children: dict[str, str] | None = None
-    problem = "no group"
-    if grp:
-        try:
-            children = known.groups.get(grp) or read_group(staged / grp, data=known.data.get(grp))
-        except (OSError, ValueError) as exc:
-            problem = str(exc)
-    there, text, present = known, None, set()
-    if children is not None:
-        present = {c for c in children if SAFE_FILE.fullmatch(c) and c in files and c != grp}
-        final = {c: f"{final_dir}/{c}" for c in sorted(present)}
-        text = group_text(final).encode()
-        there = Known([f for f in known.files if f.name != grp], {**known.data, grp: text},
-                      known.parsed, {grp: final})  # fmt: skip
-        there.files.append(FileInfo(grp, file_kind(grp), len(text), time.time()))
-    entry = scan_entry(final_dir.parent, final_dir.name, known=there)
-    why: str | None = None
-    if entry.kind == EntryKind.MODULE:  # a driver helper: one .so, no group
-        return _Judged(entry, "", None, False, None)
-    if entry.kind != EntryKind.KERNEL or not entry.name:
-        why = f"not a kernel entry ({entry.kind})"
-    elif entry.metadata is None:
-        why = "incomplete: no readable metadata"
-    elif children is None:
-        why = f"incomplete: no usable group ({problem})"
-    elif f"{entry.name}.json" not in present:
-        why = "incomplete: the group does not list the metadata"
-    elif not any(c.endswith(binary_suffixes(entry.target)) for c in present):
-        why = "incomplete: no kernel binary"
-    return _Judged(entry, grp, text, held, why)
-
-
 @dataclass
 class _Run:
     """One restore's choices and state, as the streaming and install steps share them."""
@@ -280,7 +201,7 @@ class _Run:
                 names = self.listed[root] = frozenset(os.listdir(root))
             except OSError:
                 names = self.listed[root] = frozenset()
-        return key in names and _occupied(root / key)
+        return key in names and occupied(root / key)
 
     def staging_for(self, dest: Dest) -> str:
         where = self.staging_of.get(dest)
@@ -324,17 +245,7 @@ def _skipped_unstaged(run: _Run, key: str) -> bool:
     return True
 
 
-def _read_json(staged: Path, known: Known) -> dict[str, bytes]:
-    """The JSON files the stream wrote rather than held (HOLD_BUDGET spent), read back."""
-    out = {}
-    for f in known.files:
-        if f.name.endswith(".json") and f.name not in known.data:
-            with contextlib.suppress(OSError):  # unreadable: judged as missing
-                out[f.name] = read_capped(staged / f.name)
-    return out
-
-
-def _write_group(judged: _Judged, here: Path, groups: Writer) -> None:
+def _write_group(judged: Judged, here: Path, groups: Writer) -> None:
     """Written once, in place: nothing reads a staging dir (synced with the batch)."""
     if judged.text is None:
         return  # a driver helper has no group
@@ -400,7 +311,7 @@ def extract(
         if mount and not cache_parts.check_rel(mount):
             raise HostileImage(f"the in-layer manifest names a bad mount: {mount!r:.80}")
         source_dir = str(p.get("source") or "")
-        root = _producer_root(source_dir, mount) if same_paths else dests.kind_root(kind)
+        root = producer_root(source_dir, mount) if same_paths else dests.kind_root(kind)
         if same_paths and not root:
             raise IncompatibleImage(f"the image does not say where its {kind} part was made")
         if same_paths:
@@ -483,16 +394,6 @@ def _check_same_path(kind: str, root: str, allowed: list[Path]) -> None:
         f"--same-paths would restore the {kind} part to {root}, the producer's path, which is "
         f"under no dir you named ({named}): add --same-paths-root DIR for a dir above it"
     )
-
-
-def _producer_root(source: str, mount: str) -> str:
-    """The producer's cache root for a part: its dir minus where it sat inside the root."""
-    if not source or not os.path.isabs(source):
-        return ""
-    if mount:
-        tail = "/" + mount.strip("/")
-        return source[: -len(tail)] if source.endswith(tail) else ""
-    return source
 
 
 def _dry_run(
@@ -591,31 +492,31 @@ def _stream_and_install(
             writer=writer,
         )
     for key in staged_keys:  # all checked before anything is installed
-        _check_group_names(key, known[key], staged_keys[key])
+        check_group_names(key, known[key], staged_keys[key])
     # The layer's files start on their way to the disk while the entries are judged (the
     # kernel's part of the sync runs beside this thread's Python); the sync below, which
     # publishing waits for, then has only the group files left to write.
     early = Flush(list(staging.dirs.values()))
-    budget = _Budget(run.max_total, written)
-    ready: list[_Ready] = []
+    budget = Budget(run.max_total, written)
+    ready: list[Ready] = []
     run.listed.clear()  # listed again, now under the roots' locks
     with open_writer() as groups:  # written beside the judging, by tar where there is one
         for key in sorted(staged_keys):
             ready += _prepare_triton(run, key, staged_keys[key], known.pop(key), budget, groups)
     # Every part is prepared (paths fixed, every destination dir made and checked) before
     # anything is installed: an image's selected parts arrive all, or none of them.
-    units: list[_Unit] = []
+    units: list[Unit] = []
     for plan in layout.parts.values():
         if not plan.skipped:
             staged = staging.dir_for(dests.kind_root(plan.kind)) / plan.prefix.rstrip("/")
-            units += _prepare_part(plan, staged, run.overwrite)
+            units += prepare_part(plan, staged, run.overwrite)
     # Everything staged is made durable at once, before the renames that publish it: an entry
     # Triton can see never has a file still in flight (one syncfs, not an fsync per entry).
     early.wait()
     for d in staging.dirs.values():
         sync_filesystem(d)
     for r in ready:
-        failed = _install(r.staged, r.final, run.overwrite)
+        failed = install(r.staged, r.final, run.overwrite)
         if failed is not None:
             report.failed.append({**r.item, "dest": str(r.final.parent), "reason": failed})
             continue
@@ -624,7 +525,7 @@ def _stream_and_install(
             report.arrived.append(r.entry)
         report.bytes += r.size
     for u in units:
-        failed = _install(u.staged, u.final, run.overwrite, trash=u.trash)
+        failed = install(u.staged, u.final, run.overwrite, trash=u.trash)
         if failed is not None:
             u.plan.failed.append(f"{u.name}: {failed}")
             continue
@@ -633,44 +534,15 @@ def _stream_and_install(
         report.bytes += u.size
 
 
-@dataclass
-class _Budget:
-    """The bytes a restore may still write: an entry copied for several roots (a vLLM rank
-    each) counts once per copy, so ``dests`` cannot multiply a small layer past the caps."""
-
-    limit: int
-    spent: int
-
-    def spend(self, size: int, what: str) -> None:
-        self.spent += size
-        if self.spent > self.limit:
-            raise HostileImage(
-                f"the layer unpacks to more than {self.limit} bytes with {what} copied for "
-                "each place the manifest names (what the image declares, or --max-size): "
-                "nothing was installed"
-            )
-
-
-@dataclass
-class _Ready:
-    """A staged entry, finished for its place, waiting for the sync and its rename."""
-
-    item: dict[str, Any]
-    staged: Path
-    final: Path
-    size: int
-    entry: Entry  # as judged at ``final``
-
-
 def _prepare_triton(
-    run: _Run, key: str, staged: Path, known: Known, budget: _Budget, groups: Writer
-) -> list[_Ready]:
+    run: _Run, key: str, staged: Path, known: Known, budget: Budget, groups: Writer
+) -> list[Ready]:
     """Judge a staged entry for this node and finish a copy for each root it goes to (its
     group, with the paths of its place, handed to ``groups``)."""
     layout, dests, host, report = run.layout, run.dests, run.host, run.report
     places = list(dict.fromkeys(dests.split(d) for d in layout.dests.get(key, [TRITON])))
     roots = [named / rel if rel else named for named, rel in places]
-    judged = _judge_at(roots[0] / key, known, staged)
+    judged = judge_at(roots[0] / key, known, staged)
     entry = judged.entry
     item = {"key": key, "name": entry.name, "target": str(entry.target) if entry.target else None}
     build = layout.builds.get(key, {})
@@ -693,7 +565,7 @@ def _prepare_triton(
     for root, here in zip(roots, copies, strict=True):
         final = root / key
         if here != staged:
-            judged = _judge_at(final, known, here)
+            judged = judge_at(final, known, here)
         reason = "already in the cache (--overwrite replaces it)" if (
             not run.overwrite and run.occupied(root, key)
         ) else judged.why_not  # fmt: skip
@@ -702,184 +574,5 @@ def _prepare_triton(
             continue
         _write_group(judged, here, groups)
         judged.entry.metadata = None  # the index keeps its text, not each parsed copy
-        ready.append(_Ready(item, here, final, size, judged.entry))
+        ready.append(Ready(item, here, final, size, judged.entry))
     return ready
-
-
-@dataclass
-class _Unit:
-    """A part's unit, its paths fixed and its dir made, waiting for its rename."""
-
-    plan: PartPlan
-    name: str
-    staged: Path
-    final: Path
-    trash: Path
-    size: int
-
-
-def _prepare_part(plan: PartPlan, staged: Path, overwrite: bool) -> list[_Unit]:
-    """Fix each staged unit's paths and make (and check) the dir it goes to. A unit whose
-    paths cannot be fixed stops the whole restore here, before anything is installed."""
-    mod = cache_parts.module(plan.kind)
-    units: dict[str, list[str]] = {}
-    for rel in _files_under(staged):
-        units.setdefault(cache_parts.unit_of(rel), []).append(rel)
-    old_root, new_root = _producer_root(plan.source, plan.mount), _kind_root(plan)
-    moved = os.path.normpath(old_root) != os.path.normpath(new_root)
-    ready = []
-    for unit, rels in sorted(units.items()):
-        final = plan.dest / unit
-        if _occupied(final) and not overwrite:
-            plan.existing += 1
-            continue
-        reasons = [mod.relocate(staged / rel, rel, old_root, new_root) for rel in rels if moved]
-        why = next((r for r in reasons if r is not None), None)
-        if why is not None:
-            raise ImageError(
-                f"the {plan.kind} part's {unit} cannot be installed at {plan.dest}: {why}; "
-                "nothing was installed"
-            )
-        check_dirs(new_root, os.path.relpath(final.parent, new_root))
-        size = sum((staged / r).stat().st_size for r in rels)
-        ready.append(_Unit(plan, unit, staged / unit, final, staged.parent, size))
-    for u in ready:  # every level checked first: made only when none is a link
-        make_dirs(new_root, os.path.relpath(u.final.parent, new_root))
-    return ready
-
-
-def _kind_root(plan: PartPlan) -> Path:
-    """The node's cache root of a part's kind (its dest minus the mount)."""
-    dest = plan.dest
-    for _ in plan.mount.strip("/").split("/") if plan.mount else []:
-        dest = dest.parent
-    return dest
-
-
-def _files_under(root: Path) -> Iterator[str]:
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            yield os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-
-
-#: Triton's C driver helpers (docs/cache-formats.md, "Driver helpers")
-MODULE_NAMES = ("cuda_utils", "hip_utils", "__triton_launcher")
-
-
-def is_module_row(row: dict[str, Any]) -> bool:
-    return row.get("name") in MODULE_NAMES
-
-
-def module_skip(files: list[str], host: Producer, force: bool = False) -> str | None:
-    """Why a driver helper will not load for the workload: its file is ``<name><EXT_SUFFIX>``,
-    and the workload's interpreter loads only its own ABI's and this machine's (its key, from
-    the C source and the platform, says nothing of the Python)."""
-    so = next((f for f in files if f.endswith(".so")), None)
-    if force or so is None or host.python is None:
-        return None
-    abi = f"cpython-{host.python[2:]}-"
-    if abi not in so:
-        return f"a C helper built for another Python ({so}); the workload runs {host.python}"
-    machine = platform.machine()
-    if machine and machine not in so:
-        return f"a C helper built for another machine ({so}); this node is {machine}"
-    return None
-
-
-def why_skip(
-    target: Target | None,
-    version: str | None,
-    targets: list[Target] | None,
-    host: Producer,
-    build: dict[str, str] | None = None,
-    force: bool = False,
-) -> str | None:
-    """Why an entry cannot hit for the workload's runtime ``host``: another target; another
-    Triton version, Python ABI, Triton build or ptxas than the one its key was computed with
-    (docs/cache-formats.md, "The key"). ``force`` keeps everything of a wanted target."""
-    if targets is not None and target not in targets:
-        return f"target {target or 'unknown'} is not one of {', '.join(map(str, targets))}"
-    if force:
-        return None
-    build = build or {}
-    if host.triton_version and version and version != host.triton_version:
-        return f"built by Triton {version}; the workload runs {host.triton_version} (a miss)"
-    py, key, ptxas = build.get("python"), build.get("triton_key"), build.get("ptxas")
-    if host.python and py and py != host.python:
-        return f"built by Triton {version or '?'} {py}; the workload runs {host.python} (a miss)"
-    if host.triton_key and key and key != host.triton_key:
-        return (
-            f"built by another Triton build (triton_key {key}); the workload's is "
-            f"{host.triton_key} (a miss)"
-        )
-    usable = host_ptxas(host)
-    if target and target.backend == "cuda" and usable and ptxas and ptxas not in usable:
-        return f"compiled with ptxas {ptxas}; the workload uses {' or '.join(usable)} (a miss)"
-    built_at, here = build.get("hip_libdir"), hip_libdir(host)
-    if (
-        target
-        and target.backend == "hip"
-        and host.hip_paths_in_key is not False  # the workload's Triton says (None: unknown)
-        and built_at
-        and here
-        and built_at != here
-    ):
-        return (
-            f"compiled with Triton's AMD libraries at {built_at}, the workload's are at {here}: "
-            "HIP keys hold that path (a miss; warm where Triton sits at the workload's path)"
-        )
-    return None
-
-
-def _install(staged: Path, final: Path, overwrite: bool, trash: Path | None = None) -> str | None:
-    """One rename puts the entry in place; why it could not, or None. An entry it replaces is
-    swapped out in the same step (``exchange``), so a crash leaves the old or the new entry,
-    never neither; where the file system cannot swap, the old one goes aside into the trash
-    (``<root>/.tcm-trash``, or the staging dir for parts' units) and comes back if the new one
-    cannot follow it."""
-    if _occupied(final):
-        if not overwrite:
-            return "already there"
-        if exchange(staged, final):
-            _remove(staged)  # now the old one
-            return None
-        trash = trash if trash is not None else trash_dir(final.parent, create=True)
-        assert trash is not None
-        old = trash / f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-        os.rename(final, old)
-        try:
-            os.rename(staged, final)
-        except OSError as exc:
-            os.rename(old, final)  # put the old one back
-            return f"not installed ({exc.strerror or exc}); the entry there was kept"
-        _remove(old)
-        return None
-    try:
-        # rename() replaces an empty dir (Triton leaves one per missed lookup) in one step
-        os.rename(staged, final)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            return "another process installed it meanwhile; that one was kept"
-        err = os_error(exc, "install", final)
-        if isinstance(err, DiskFull):
-            raise err from None
-        return f"not installed: {err}"
-    return None
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _occupied(path: Path) -> bool:
-    try:
-        return any(path.iterdir())
-    except NotADirectoryError:
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return path.exists()

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tcmtasks import extract as extract_mod
+from tcmtasks import install as install_mod
 from tcmtasks import ops
-from tcmtasks.errors import DiskFull, HostileImage, ImageError
+from tcmtasks.errors import DiskFull, HostileImage, ImageError, os_error
 from tcmtasks.extract import extract, purge_stale_staging
 from tcmtasks.oci.image import MT_LAYER, MT_MANIFEST, canonical
 from tcmtasks.oci.layout import OciLayout
@@ -162,7 +163,7 @@ def test_overwrite_swaps_in_one_step_and_falls_back_safely(cache, tmp_path, monk
     t.join()
     assert gone == []  # a reader never saw the entry missing (renameat2 RENAME_EXCHANGE)
     # where the file system cannot swap, the old entry comes back if the new one fails
-    monkeypatch.setattr(extract_mod, "exchange", lambda a, b: False)
+    monkeypatch.setattr(install_mod, "exchange", lambda a, b: False)
     real = os.rename
     calls = {"n": 0}
 
@@ -419,7 +420,7 @@ def test_a_read_only_destination_is_a_clear_error(tcm, cache, tmp_path):
 
 
 def test_a_full_disk_is_not_called_a_corrupt_layer():
-    err = extract_mod.os_error(OSError(errno.ENOSPC, "No space left on device"), "write", "/x")
+    err = os_error(OSError(errno.ENOSPC, "No space left on device"), "write", "/x")
     assert isinstance(err, DiskFull) and "disk is full" in str(err) and "/x" in str(err)
 
 

@@ -450,7 +450,8 @@ def inspect(
     whether that runtime could hit or load it (``skip``: why not)."""
     info = read_image(open_source(ref, registry), entries=entries or bool(python or triton))
     if python is not None or triton is not None:
-        from ..extract import build_of, module_skip, why_skip
+        from ..extract import build_of
+        from ..judging import module_skip, why_skip
         from ..runtime import resolve
         from ..targets import Target
 
