@@ -18,7 +18,9 @@ On the GPU machine, through ``tcmtasks.ops`` and the ``tcm`` CLI:
       the control (before tcm set torch's ptxas for its warms, a GPU warm itself left 2 kernels
       of tiny-opt to compile on every run: keyed with Triton's ptxas, looked up with torch's).
 
-Prints every figure as JSON and ``PROOF PASSED`` when, for both models, the keys are equal,
+``--models`` and ``--dtypes`` (fp16, bf16) choose the runs (the model families:
+``bench/gpu_session_families.sh``). Prints every figure as JSON and ``PROOF PASSED`` when,
+for every model and dtype, the keys are equal,
 every restored run hits the FX-graph and AOTAutograd caches with no miss, both tracked runs
 compiled nothing, and the restored first forward is within 1.2x of the local warm one.
 """
@@ -124,9 +126,9 @@ def triton_kernels(inductor: Path) -> dict:
     return {"entries": dict(sorted(entries.items())), "best_configs": best}
 
 
-def forward(inductor: Path, model: str) -> dict:
+def forward(inductor: Path, model: str, dtype: str = "fp16") -> dict:
     t = time.perf_counter()
-    proc = subprocess.run([*FORWARD, "--model", str(model_dir(model))],
+    proc = subprocess.run([*FORWARD, "--model", str(model_dir(model)), "--dtype", dtype],
                           env=clean_env(inductor), capture_output=True, text=True)  # fmt: skip
     if proc.returncode:
         raise SystemExit(f"forward failed:\n{proc.stderr[-4000:]}")
@@ -134,11 +136,12 @@ def forward(inductor: Path, model: str) -> dict:
     return {**json.loads(line), "process_s": time.perf_counter() - t}
 
 
-def tracked_run(inductor: Path, model: str) -> dict:
+def tracked_run(inductor: Path, model: str, dtype: str = "fp16") -> dict:
     """One first forward inside ``tcm track`` on ``inductor``; kernels by name and key."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
     try:
-        track = ops.track([*FORWARD, "--model", str(model_dir(model))], record=False).to_dict()
+        track = ops.track([*FORWARD, "--model", str(model_dir(model)), "--dtype", dtype],
+                          record=False).to_dict()  # fmt: skip
     finally:
         del os.environ["TORCHINDUCTOR_CACHE_DIR"]
     track["kernels"] = [[k["name"], k["key"], k.get("hits"), k.get("misses"), k.get("stores")]
@@ -194,6 +197,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/tcm-gpuless"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="tiny-opt,opt-125m")
+    ap.add_argument("--dtypes", default="fp16", help="each model in each (fp16, bf16)")
     ap.add_argument("--out", type=Path, help="copy the profile and the graphs here")
     ap.add_argument("--keys-only", action="store_true", help="stop after comparing the keys")
     ap.add_argument("--quick", action="store_true",
@@ -223,10 +227,13 @@ def main() -> None:
         )
 
     ok = True
-    for model in args.models.split(","):
-        m: dict = {}
-        local, gpuless = w / model / "local", w / model / "gpuless"
-        traces = w / model / "traces"  # Inductor's key components, for a diff when keys differ
+    import itertools
+
+    for model, dtype in itertools.product(args.models.split(","), args.dtypes.split(",")):
+        m: dict = {"dtype": dtype}
+        run = f"{model}-{dtype}" if args.dtypes != "fp16" else model  # (the older names)
+        local, gpuless = w / run / "local", w / run / "gpuless"
+        traces = w / run / "traces"  # Inductor's key components, for a diff when keys differ
 
         def debug_env(name: str, traces: Path = traces) -> dict[str, str]:
             env = {**clean_env(), "TORCH_TRACE": str(traces / name)}
@@ -238,11 +245,12 @@ def main() -> None:
             return env
 
         m["local_warm"] = tcm(
-            ["warm", "--backend", "torch", "--model", model, "-o", str(local)], debug_env("local")
+            ["warm", "--backend", "torch", "--model", model, "--dtype", dtype, "-o", str(local)],
+            debug_env("local"),
         )
         m["gpuless_warm"] = tcm(
-            ["warm", "--backend", "torch", "--model", model, "--gpu-profile", str(profile),
-             "-o", str(gpuless)], debug_env("gpuless"), hidden=True,
+            ["warm", "--backend", "torch", "--model", model, "--dtype", dtype, "--gpu-profile",
+             str(profile), "-o", str(gpuless)], debug_env("gpuless"), hidden=True,
         )  # fmt: skip
         k_local, k_gpuless = keys(local), keys(gpuless)
         m["keys_local"], m["keys_gpuless"] = k_local, k_gpuless
@@ -251,7 +259,7 @@ def main() -> None:
         if args.out and not all(m["keys_equal"].values()):  # what differs: the generated code
             import tarfile
 
-            with tarfile.open(args.out / f"{model}-code.tar.gz", "w:gz") as tar:
+            with tarfile.open(args.out / f"{run}-code.tar.gz", "w:gz") as tar:
                 tar.add(traces, arcname="traces")
                 for name, d in (("local", local), ("gpuless", gpuless)):
                     for f in d.rglob("*"):
@@ -259,26 +267,26 @@ def main() -> None:
                             tar.add(f, arcname=f"{name}/{f.relative_to(d)}")
         graphs_equal = m["keys_equal"]["fxgraph"] and m["keys_equal"]["aotautograd"]
         if args.out:  # so far, in case the call is cut short
-            (args.out / f"{model}.json").write_text(json.dumps(m, indent=2, default=str))
+            (args.out / f"{run}.json").write_text(json.dumps(m, indent=2, default=str))
         if args.out:
-            (args.out / f"{model}-triton.json").write_text(json.dumps(
+            (args.out / f"{run}-triton.json").write_text(json.dumps(
                 {"local_warm": triton_kernels(local), "gpuless_warm": triton_kernels(gpuless)},
                 indent=1, default=str))  # fmt: skip
         if args.keys_only or not graphs_equal:  # graph misses: every round would recompile
             m["passed"] = all(m["keys_equal"].values())
             ok = ok and m["passed"]
-            summary[model] = m
+            summary[run] = m
             if args.out:
-                (args.out / f"{model}.json").write_text(json.dumps(m, indent=2, default=str))
+                (args.out / f"{run}.json").write_text(json.dumps(m, indent=2, default=str))
             continue
         # the local warm as it was written: rounds run on copies, since a run may add to a cache
-        pristine = w / model / "local-pristine"
+        pristine = w / run / "local-pristine"
         shutil.copytree(local, pristine, symlinks=True)
-        image = f"oci:{w / model / 'image'}:v1"
+        image = f"oci:{w / run / 'image'}:v1"
         m["package"] = ops.package(gpuless, image).to_dict().get("digest")
         rows: dict[str, list[dict]] = {"local": [], "restored": []}
         for i in range(args.rounds):
-            node = w / model / f"node{i}" / "inductor"
+            node = w / run / f"node{i}" / "inductor"
             t = time.perf_counter()
             report = ops.pull(image, ops.RestoreOptions(inductor_dir=node))
             pull = {
@@ -288,22 +296,22 @@ def main() -> None:
                 "parts": [p.to_dict() for p in report.parts],
             }
             order = ["local", "restored"] if i % 2 == 0 else ["restored", "local"]
-            own = w / model / f"local{i}" / "inductor"
+            own = w / run / f"local{i}" / "inductor"
             shutil.copytree(pristine, own, symlinks=True)
             for name in order:
-                r = forward(own if name == "local" else node, model)
+                r = forward(own if name == "local" else node, model, dtype)
                 if name == "restored":
                     r["pull"] = pull
                 rows[name].append(r)
-        tracked = w / model / "tracked" / "inductor"
+        tracked = w / run / "tracked" / "inductor"
         ops.pull(image, ops.RestoreOptions(inductor_dir=tracked))
-        track = tracked_run(tracked, model)
+        track = tracked_run(tracked, model, dtype)
         # the control: the same tracked run on a copy of the local warm (what a GPU warm gives)
-        tracked_local = w / model / "tracked-local" / "inductor"
+        tracked_local = w / run / "tracked-local" / "inductor"
         shutil.copytree(pristine, tracked_local, symlinks=True)
-        m["track_local"] = {} if args.quick else tracked_run(tracked_local, model)
+        m["track_local"] = {} if args.quick else tracked_run(tracked_local, model, dtype)
         if args.out:
-            (args.out / f"{model}-triton.json").write_text(json.dumps({
+            (args.out / f"{run}-triton.json").write_text(json.dumps({
                 name: triton_kernels(d) for name, d in (
                     ("local_warm", pristine), ("gpuless_warm", gpuless),
                     ("restored_after_track", tracked), ("local_after_track", tracked_local))
@@ -319,9 +327,9 @@ def main() -> None:
             and m["restored_over_local"] <= 1.2
         )  # fmt: skip
         ok = ok and m["passed"]
-        summary[model] = m
+        summary[run] = m
         if args.out:  # each model's figures as soon as they exist: a run cut short keeps them
-            (args.out / f"{model}.json").write_text(json.dumps(m, indent=2, default=str))
+            (args.out / f"{run}.json").write_text(json.dumps(m, indent=2, default=str))
     print(json.dumps(summary, indent=2, default=str))
     print("PROOF", "PASSED" if ok else "FAILED")
     sys.exit(0 if ok else 1)

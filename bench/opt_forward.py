@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path, help="also write the result there")
     ap.add_argument("--device", default=os.environ.get("TCM_BENCH_DEVICE", "cuda"))
     ap.add_argument("--model", type=Path, default=CONFIG, help="a dir with config.json")
+    ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"], help="on the GPU")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
@@ -52,7 +53,8 @@ def main() -> None:
     cfg = transformers.AutoConfig.from_pretrained(str(args.model))
     torch.manual_seed(0)
     dev = args.device  # cpu: a smoke test of this script where there is no GPU
-    dtype = torch.float16 if dev == "cuda" else torch.float32
+    on_gpu = torch.bfloat16 if args.dtype == "bf16" else torch.float16
+    dtype = on_gpu if dev == "cuda" else torch.float32
     model = transformers.AutoModelForCausalLM.from_config(cfg).to(dev, dtype).eval()
     compiled = torch.compile(model)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=dev)
