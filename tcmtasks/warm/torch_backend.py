@@ -146,10 +146,45 @@ def _child(
             "the torch backend compiles for the GPU it runs on: no CUDA/ROCm GPU "
             "is visible here (use --backend triton on CPU-only machines)"
         )
-    cfg = transformers.AutoConfig.from_pretrained(config)
+    cfg = _config(transformers, config)
+    if "bf16" in dtypes and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"{torch.cuda.get_device_name()} has no bfloat16: warm with --dtype fp16")
     with inductor_launches() as launched:
         _compile_on_gpu(torch, transformers, cfg, batches, seqs, dtypes)
     print_report(_helpers(launched))
+
+
+def _config(transformers: Any, config: str) -> Any:
+    """The model's config, or one line on what this transformers cannot build from it."""
+    try:
+        return transformers.AutoConfig.from_pretrained(config)
+    except (ValueError, KeyError):
+        kind = _model_type(config)
+        raise UsageError(
+            f"transformers {transformers.__version__} does not know the model type {kind!r} "
+            f"of {config}: use an interpreter whose transformers has it (--python), or a "
+            "config of an architecture it knows"
+        ) from None
+
+
+def _model_type(config: str) -> str:
+    try:
+        with open(os.path.join(config, "config.json")) as f:
+            return str(json.load(f).get("model_type"))
+    except (OSError, ValueError, AttributeError):
+        return "?"
+
+
+def _model(transformers: Any, cfg: Any) -> Any:
+    """A causal LM of ``cfg``, or one line on why transformers builds none."""
+    try:
+        return transformers.AutoModelForCausalLM.from_config(cfg)
+    except ValueError as exc:  # "Unrecognized configuration class ... for AutoModelForCausalLM"
+        raise UsageError(
+            f"transformers {transformers.__version__} has no causal LM for "
+            f"{type(cfg).__name__} ({cfg.model_type}): tcm warms causal LMs "
+            f"({str(exc).splitlines()[0][:120]})"
+        ) from None
 
 
 def _helpers(
@@ -172,7 +207,7 @@ def _compile_on_gpu(
 ) -> None:
     for dtype_name in dtypes:
         dtype = getattr(torch, DTYPES[dtype_name])
-        model = transformers.AutoModelForCausalLM.from_config(cfg).to("cuda", dtype).eval()
+        model = _model(transformers, cfg).to("cuda", dtype).eval()
         compiled = torch.compile(model)
         for b in batches:
             for s in seqs:
@@ -226,7 +261,9 @@ def _child_without_gpu(
             "a GPU is visible here: warm on it without --gpu-profile, or hide it "
             "(CUDA_VISIBLE_DEVICES=) to compile for the profile's GPU"
         )
-    cfg = transformers.AutoConfig.from_pretrained(config)
+    cfg = _config(transformers, config)
+    if "bf16" in dtypes and tuple(profile.capability) < (8, 0):
+        raise UsageError(f"{profile.label} has no bfloat16: warm with --dtype fp16")
     settings = gpuless.settings_to_replay(profile)
     with gpuless.patched(profile), inductor_launches() as launched:
         cfg_inductor = torch._inductor.config  # the profile's settings applied
@@ -235,7 +272,7 @@ def _child_without_gpu(
         for dtype_name in dtypes:
             dtype = getattr(torch, DTYPES[dtype_name])
             with torch.device("meta"):
-                model = transformers.AutoModelForCausalLM.from_config(cfg)
+                model = _model(transformers, cfg)
             model = model.to(dtype).eval()
             mode = FakeTensorMode()
             gpuless.fake_module(torch, model, mode)

@@ -116,3 +116,35 @@ def test_grouped_query_attention_unrecorded_is_one_line(fleet_warm, tmp_path: Pa
     assert "tried to initialise CUDA" not in proc.stderr
     line = [x for x in proc.stderr.splitlines() if "not a case the GPU profile recorded" in x]
     assert len(line) == 1 and "gqa" in line[0], proc.stderr
+
+
+def _refused(args: list[str], python: str, out: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tcmtasks.cli", "warm", "--backend", "torch", *args, "--python",
+         python, "-o", str(out)],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and not list(out.glob("*/fxgraph/*"))
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    return line
+
+
+def test_an_architecture_transformers_lacks_is_one_line(fleet_warm, tmp_path: Path) -> None:
+    cfg = {**_config("llama-3.2-1b-2l"), "model_type": "mystery",
+           "architectures": ["MysteryForCausalLM"]}  # fmt: skip
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    h200 = str(fleet_warm.profiles["h200"])
+    line = _refused(["--model", str(tmp_path / "m"), "--gpu-profile", h200], fleet_warm.python,
+                    tmp_path / "o")  # fmt: skip
+    assert "does not know the model type 'mystery'" in line and "--python" in line
+
+
+def test_bf16_for_a_gpu_without_it_is_one_line(fleet_warm, tmp_path: Path) -> None:
+    p = load(fleet_warm.profiles["h200"])
+    p.capability, p.name = (7, 0), "Tesla V100-SXM2-16GB"  # sm_70: no bfloat16
+    v100 = save(p, tmp_path / "v100.json")
+    line = _refused(["--model", "phi-3-mini-4k-2l", "--dtype", "bf16", "--gpu-profile",
+                     str(v100)], fleet_warm.python, tmp_path / "o")  # fmt: skip
+    assert "V100" in line and "no bfloat16" in line and "--dtype fp16" in line
