@@ -91,6 +91,15 @@ def warm_cmd(
     batch: Annotated[str, typer.Option(help="torch: batch sizes, comma-separated.")] = "1",
     seq: Annotated[str, typer.Option(help="torch: sequence lengths, comma-separated.")] = "128",
     dtype: Annotated[str, typer.Option(help="torch: dtypes (fp16, bf16, fp32).")] = "fp16",
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic",
+            help="torch: compile with torch.compile(dynamic=True), as a workload that does: "
+            "one graph with symbolic sizes serves the shapes (a size of 1 is still its own "
+            "graph); without a GPU, the way to warm several shapes in one run.",
+        ),
+    ] = False,
     gpu_profile: Annotated[
         list[str] | None,
         typer.Option(
@@ -168,7 +177,7 @@ def warm_cmd(
     elif backend == "torch":
         spec = ops.TorchWarm(
             str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(","), python,
-            gpu_profiles=list(gpu_profile or []),
+            gpu_profiles=list(gpu_profile or []), dynamic=dynamic,
         )  # fmt: skip
     elif backend == "vllm":
         spec = ops.VllmWarm(

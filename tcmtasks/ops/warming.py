@@ -61,6 +61,9 @@ class TorchWarm:
     dtype: list[str] = field(default_factory=lambda: ["fp16"])
     python: str | None = None  # compile with this interpreter's torch and Triton
     gpu_profiles: list[str | Path] = field(default_factory=list)
+    #: torch.compile(dynamic=True), as a workload that compiles that way: its first graph
+    #: has symbolic sizes, and the other shapes reuse it
+    dynamic: bool = False
 
 
 WarmSpec = TritonWarm | CommandWarm | TorchWarm | VllmWarm
@@ -160,7 +163,7 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
 
         runs, members = warm_model(
             spec.model, output, spec.batch, spec.seq, spec.dtype,
-            python=spec.python, gpu_profiles=spec.gpu_profiles,
+            python=spec.python, gpu_profiles=spec.gpu_profiles, dynamic=spec.dynamic,
         )  # fmt: skip
         return {"model": spec.model, "runs": runs, "members": members}
     from ..warm.vllm_backend import run_vllm

@@ -53,6 +53,7 @@ def warm_model(
     *,
     python: str | None = None,
     gpu_profiles: list[str | Path] | None = None,
+    dynamic: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Member]]:
     """Compile the model into ``out``: for this machine's GPU; or with ``gpu_profiles``, for
     each GPU of a fleet, into ``out/<gpu>/`` (a fleet dir, tcmtasks/fleet.py): on the GPU
@@ -69,6 +70,7 @@ def warm_model(
                 raise MissingDependency(f"{module} (the torch warm backend)", "torch")
     args = ["--config", str(cfg), "--batch", ",".join(map(str, batches))]
     args += ["--seq", ",".join(map(str, seqs)), "--dtype", ",".join(dtypes)]
+    args += ["--dynamic"] if dynamic else []
     if not profiles:
         out.mkdir(parents=True, exist_ok=True)
         found, helpers = split_report(
@@ -79,10 +81,10 @@ def warm_model(
         )  # fmt: skip
         return [{**r, "helpers": helpers} for r in found], []
     local = set(host_gpus()[1])
-    if len(batches) * len(seqs) > 1 and any(p.name not in local for p in profiles):
+    if len(batches) * len(seqs) > 1 and not dynamic and any(p.name not in local for p in profiles):
         raise UsageError(
-            "without a GPU, warm one shape per run (one --batch, one --seq): a second "
-            "shape recompiles with dynamic shapes, which needs the GPU"
+            "without a GPU, warm one shape per run (one --batch, one --seq), or --dynamic: "
+            "a second shape recompiles with automatic dynamic shapes, which needs the GPU"
         )
     # one line before anything compiles: what the fleet's keys need that this runner lacks
     mismatch = fleet_mismatch(profiles, runtime_of(python), python or sys.executable)
@@ -127,6 +129,7 @@ def _child(
     seqs: list[int],
     dtypes: list[str],
     gpu_profile: str | None = None,
+    dynamic: bool = False,
 ) -> None:
     try:
         import torch
@@ -139,7 +142,7 @@ def _child(
     except ImportError as exc:
         raise MissingDependency(f"{exc.name} (the torch warm backend)", "torch") from None
     if gpu_profile is not None:
-        _child_without_gpu(torch, transformers, config, batches, seqs, dtypes, gpu_profile)
+        _child_without_gpu(torch, transformers, config, batches, seqs, dtypes, gpu_profile, dynamic)
         return
     if not torch.cuda.is_available():
         raise NoGpu(
@@ -150,7 +153,7 @@ def _child(
     if "bf16" in dtypes and not torch.cuda.is_bf16_supported():
         raise UsageError(f"{torch.cuda.get_device_name()} has no bfloat16: warm with --dtype fp16")
     with inductor_launches() as launched:
-        _compile_on_gpu(torch, transformers, cfg, batches, seqs, dtypes)
+        _compile_on_gpu(torch, transformers, cfg, batches, seqs, dtypes, dynamic)
     print_report(_helpers(launched))
 
 
@@ -203,12 +206,18 @@ def _helpers(
 
 
 def _compile_on_gpu(
-    torch: Any, transformers: Any, cfg: Any, batches: list[int], seqs: list[int], dtypes: list[str]
+    torch: Any,
+    transformers: Any,
+    cfg: Any,
+    batches: list[int],
+    seqs: list[int],
+    dtypes: list[str],
+    dynamic: bool = False,
 ) -> None:
     for dtype_name in dtypes:
         dtype = getattr(torch, DTYPES[dtype_name])
         model = _model(transformers, cfg).to("cuda", dtype).eval()
-        compiled = torch.compile(model)
+        compiled = torch.compile(model, dynamic=True if dynamic else None)
         for b in batches:
             for s in seqs:
                 ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
@@ -238,6 +247,7 @@ def _child_without_gpu(
     seqs: list[int],
     dtypes: list[str],
     profile_path: str,
+    dynamic: bool = False,
 ) -> None:
     """The GPU warm's program, for the profile's GPU, on FakeTensors (gpuless.py)."""
     import triton
@@ -276,7 +286,7 @@ def _child_without_gpu(
             model = model.to(dtype).eval()
             mode = FakeTensorMode()
             gpuless.fake_module(torch, model, mode)
-            compiled = torch.compile(model)
+            compiled = torch.compile(model, dynamic=True if dynamic else None)
             for b in batches:
                 for s in seqs:
                     with mode:
@@ -338,6 +348,7 @@ def main() -> None:
     ap.add_argument("--seq", default="128")
     ap.add_argument("--dtype", default="fp16")
     ap.add_argument("--gpu-profile")
+    ap.add_argument("--dynamic", action="store_true")
     a = ap.parse_args()
     child_main(
         lambda: _child(
@@ -346,6 +357,7 @@ def main() -> None:
             [int(x) for x in a.seq.split(",")],
             a.dtype.split(","),
             a.gpu_profile,
+            a.dynamic,
         )
     )
 

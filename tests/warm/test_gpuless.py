@@ -296,7 +296,26 @@ def test_max_autotune_needs_the_gpu(cuda_python: str, profile: Path, tmp_path: P
 def test_two_shapes_are_refused_before_torch_starts(tmp_path: Path) -> None:
     r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--gpu-profile", str(H200),
               "--batch", "1,2", "-o", str(tmp_path / "o")])  # fmt: skip
-    assert r.returncode == 2 and "dynamic shapes" in r.stderr, r.stderr
+    assert r.returncode == 2 and "dynamic shapes" in r.stderr and "--dynamic" in r.stderr
+
+
+def test_dynamic_warms_four_shapes_into_one_graph(
+    cuda_python: str, profile: Path, tmp_path: Path
+) -> None:
+    """torch.compile(dynamic=True): the first call compiles a graph with symbolic sizes, and
+    the other shapes (none of size 1, which torch would specialise) run on it, compiling
+    nothing more: one FX graph and one AOTAutograd entry on disk for four shapes."""
+    out = tmp_path / "o"
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--dynamic", "--batch",
+              "2,4", "--seq", "32,64", "--gpu-profile", str(profile), "--python", cuda_python,
+              "-o", str(out), "--json"])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    runs = json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][-1])["runs"]
+    assert [(x["batch"], x["seq"]) for x in runs] == [(2, 32), (2, 64), (4, 32), (4, 64)]
+    assert [(x["fx_graphs"], x["aot_graphs"]) for x in runs] == [(1, 1)] + [(0, 0)] * 3
+    cache = out / "nvidia-h200"
+    assert len([p for p in cache.glob("fxgraph/*/*") if p.is_dir()]) == 1
+    assert len([p for p in cache.glob("aotautograd/*") if p.is_dir()]) == 1
 
 
 def test_a_cpu_only_torch_is_refused(tmp_path: Path) -> None:
