@@ -126,9 +126,13 @@ def triton_kernels(inductor: Path) -> dict:
     return {"entries": dict(sorted(entries.items())), "best_configs": best}
 
 
+DYNAMIC: list[str] = []  # ["--dynamic"]: warms and forwards compile with dynamic=True
+
+
 def forward(inductor: Path, model: str, dtype: str = "fp16") -> dict:
     t = time.perf_counter()
-    proc = subprocess.run([*FORWARD, "--model", str(model_dir(model)), "--dtype", dtype],
+    proc = subprocess.run([*FORWARD, "--model", str(model_dir(model)), "--dtype", dtype,
+                           *DYNAMIC],
                           env=clean_env(inductor), capture_output=True, text=True)  # fmt: skip
     if proc.returncode:
         raise SystemExit(f"forward failed:\n{proc.stderr[-4000:]}")
@@ -140,8 +144,8 @@ def tracked_run(inductor: Path, model: str, dtype: str = "fp16") -> dict:
     """One first forward inside ``tcm track`` on ``inductor``; kernels by name and key."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
     try:
-        track = ops.track([*FORWARD, "--model", str(model_dir(model)), "--dtype", dtype],
-                          record=False).to_dict()  # fmt: skip
+        track = ops.track([*FORWARD, "--model", str(model_dir(model)), "--dtype", dtype,
+                           *DYNAMIC], record=False).to_dict()  # fmt: skip
     finally:
         del os.environ["TORCHINDUCTOR_CACHE_DIR"]
     track["kernels"] = [[k["name"], k["key"], k.get("hits"), k.get("misses"), k.get("stores")]
@@ -198,11 +202,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="tiny-opt,opt-125m")
     ap.add_argument("--dtypes", default="fp16", help="each model in each (fp16, bf16)")
+    ap.add_argument("--dynamic", action="store_true",
+                    help="warms and forwards with torch.compile(dynamic=True)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="copy the profile and the graphs here")
     ap.add_argument("--keys-only", action="store_true", help="stop after comparing the keys")
     ap.add_argument("--quick", action="store_true",
                     help="no attention graphs, no control run (a short device budget)")  # fmt: skip
     args = ap.parse_args()
+    DYNAMIC[:] = ["--dynamic"] if args.dynamic else []
     w = args.workdir
     shutil.rmtree(w, ignore_errors=True)
     w.mkdir(parents=True)
@@ -245,12 +252,23 @@ def main() -> None:
             return env
 
         m["local_warm"] = tcm(
-            ["warm", "--backend", "torch", "--model", model, "--dtype", dtype, "-o", str(local)],
+            [
+                "warm",
+                "--backend",
+                "torch",
+                "--model",
+                model,
+                "--dtype",
+                dtype,
+                *DYNAMIC,
+                "-o",
+                str(local),
+            ],
             debug_env("local"),
         )
         m["gpuless_warm"] = tcm(
-            ["warm", "--backend", "torch", "--model", model, "--dtype", dtype, "--gpu-profile",
-             str(profile), "-o", str(gpuless)], debug_env("gpuless"), hidden=True,
+            ["warm", "--backend", "torch", "--model", model, "--dtype", dtype, *DYNAMIC,
+             "--gpu-profile", str(profile), "-o", str(gpuless)], debug_env("gpuless"), hidden=True,
         )  # fmt: skip
         k_local, k_gpuless = keys(local), keys(gpuless)
         m["keys_local"], m["keys_gpuless"] = k_local, k_gpuless

@@ -9,14 +9,17 @@
 # that must compile nothing (bench/gpu_proof_gpuless.py --quick).
 . "$(dirname "$0")/gpu_env.sh" "$1"
 python3 -c 'import torch, triton, transformers, sys; print(sys.version.split()[0], torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())'
-python3 bench/gpu_proof_gpuless.py --quick --rounds "${ROUNDS:-1}" --dtypes "${DTYPE:-bf16}" \
+# DYNAMIC=1 MODELS=tiny-opt,opt-125m DTYPE=fp16: the same for torch.compile(dynamic=True) (issue 28)
+python3 bench/gpu_proof_gpuless.py --quick --rounds "${ROUNDS:-1}" --dtypes "${DTYPE:-bf16}" ${DYNAMIC:+--dynamic} \
     --models "${MODELS:-llama-3.2-1b-2l,qwen2.5-0.5b-2l,mistral-7b-v0.1-2l,gemma-2-2b-2l,phi-3-mini-4k-2l}" \
     --out "$out" > "$out/families.out" 2> "$out/families.err"
 echo "families proof ($DTYPE): exit $?"
 python3 - "$out" <<'PY'
 import json, sys, pathlib
-for f in sorted(pathlib.Path(sys.argv[1]).glob("*-*16.json")):
+for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
     m = json.loads(f.read_text())
+    if not isinstance(m, dict) or "keys_equal" not in m:
+        continue
     print(f.stem, "keys", m.get("keys_equal"), "restored/local %.3f" % m["restored_over_local"]
           if "restored_over_local" in m else "", "track", (m.get("track") or {}).get("compiled_nothing"),
           "passed", m.get("passed"))

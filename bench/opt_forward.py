@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--device", default=os.environ.get("TCM_BENCH_DEVICE", "cuda"))
     ap.add_argument("--model", type=Path, default=CONFIG, help="a dir with config.json")
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"], help="on the GPU")
+    ap.add_argument("--dynamic", action="store_true", help="torch.compile(dynamic=True)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
@@ -56,7 +57,7 @@ def main() -> None:
     on_gpu = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     dtype = on_gpu if dev == "cuda" else torch.float32
     model = transformers.AutoModelForCausalLM.from_config(cfg).to(dev, dtype).eval()
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, dynamic=True if args.dynamic else None)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), device=dev)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     sync()
