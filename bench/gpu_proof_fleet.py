@@ -175,8 +175,10 @@ def main() -> None:
                   "other_gpus_installed": {g: len(u) for g, u in foreign.items()}}  # fmt: skip
     r["pulls"] = pulls
     tracked = w / "tracked" / "inductor"
-    pull(args.image, tracked, w / "home-pull-tracked")
-    r["track"] = tracked_run(tracked, w / "home-track")
+    # one HOME for the pull and the run, as on a node: the pull puts Inductor's cuda_utils in
+    # that HOME's ~/.triton/cache too, where torch.compile first asks for it
+    pull(args.image, tracked, w / "home-tracked")
+    r["track"] = tracked_run(tracked, w / "home-tracked")
     med = {k: statistics.median(x["first_forward_s"] for x in v) for k, v in rows.items()}
     r.update(rounds=rows, median_first_forward_s=med,
              restored_over_local=med["restored"] / med["local"])  # fmt: skip
