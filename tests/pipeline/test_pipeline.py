@@ -159,6 +159,10 @@ def test_invalid_recipe_reports_every_error_with_position(project):
             "model: x\nwarm: {backend: torch, model: m, batch: [0]}\nimage: {name: a}\n",
             "$.warm.batch[0]",
         ),
+        (
+            "model: x\nwarm: {backend: triton, kernels: k, dynamic: true}\nimage: {name: a}\n",
+            "$.warm.backend",
+        ),
         ("model: x\nwarm: [oops\n", "not valid YAML"),
         (
             "model: other\nwarm: {backend: triton, kernels: k}\nimage: {name: a}\n",
@@ -173,6 +177,17 @@ def test_schema_error_classes(tmp_path, text, message):
         load_recipe(path)
     assert message in str(info.value)
     assert f"{path}:" in str(info.value) or "must match" in str(info.value)
+
+
+def test_a_dynamic_torch_recipe_becomes_a_dynamic_warm(tmp_path):
+    from tcmtasks import ops
+    from tcmtasks.pipeline.stages import warm_spec
+
+    path = tmp_path / "x.yaml"
+    path.write_text("model: x\nwarm: {backend: torch, model: tiny-opt, batch: [2, 4], dynamic: "
+                    "true}\nimage: {name: a}\n")  # fmt: skip
+    spec = warm_spec(load_recipe(path))
+    assert isinstance(spec, ops.TorchWarm) and spec.dynamic and spec.batch == [2, 4]
 
 
 def test_the_shipped_opt_recipe_names_the_fleet_tcm_ships_profiles_for():
