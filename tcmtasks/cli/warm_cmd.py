@@ -100,6 +100,15 @@ def warm_cmd(
             "graph); without a GPU, the way to warm several shapes in one run.",
         ),
     ] = False,
+    any_order: Annotated[
+        bool,
+        typer.Option(
+            "--any-order",
+            help="torch: warm each ordered pair of the shapes in a process of its own, so that "
+            "a workload calling them in any order (and, after one of them, any shape between) "
+            "compiles nothing; n shapes take n(n-1) processes.",
+        ),
+    ] = False,
     gpu_profile: Annotated[
         list[str] | None,
         typer.Option(
@@ -177,7 +186,7 @@ def warm_cmd(
     elif backend == "torch":
         spec = ops.TorchWarm(
             str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(","), python,
-            gpu_profiles=list(gpu_profile or []), dynamic=dynamic,
+            gpu_profiles=list(gpu_profile or []), dynamic=dynamic, any_order=any_order,
         )  # fmt: skip
     elif backend == "vllm":
         spec = ops.VllmWarm(

@@ -64,6 +64,9 @@ class TorchWarm:
     #: torch.compile(dynamic=True), as a workload that compiles that way: its first graph
     #: has symbolic sizes, and the other shapes reuse it
     dynamic: bool = False
+    #: one process per ordered pair of the shapes: a workload calling them in any order
+    #: finds every graph it compiles (docs/cache-formats.md)
+    any_order: bool = False
 
 
 WarmSpec = TritonWarm | CommandWarm | TorchWarm | VllmWarm
@@ -164,6 +167,7 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
         runs, members = warm_model(
             spec.model, output, spec.batch, spec.seq, spec.dtype,
             python=spec.python, gpu_profiles=spec.gpu_profiles, dynamic=spec.dynamic,
+            any_order=spec.any_order,
         )  # fmt: skip
         return {"model": spec.model, "runs": runs, "members": members}
     from ..warm.vllm_backend import run_vllm

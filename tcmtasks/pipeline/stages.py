@@ -103,7 +103,7 @@ def warm_spec(recipe: Recipe) -> ops.WarmSpec:
         return ops.TorchWarm(
             w["model"], w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"]),
             w.get("python"), gpu_profiles=list(gpu_profile_paths(recipe)),
-            dynamic=w.get("dynamic", False),
+            dynamic=w.get("dynamic", False), any_order=w.get("any_order", False),
         )  # fmt: skip
     return ops.VllmWarm(
         w["model"],

@@ -54,11 +54,16 @@ def warm_model(
     python: str | None = None,
     gpu_profiles: list[str | Path] | None = None,
     dynamic: bool = False,
+    any_order: bool = False,
 ) -> tuple[list[dict[str, Any]], list[Member]]:
     """Compile the model into ``out``: for this machine's GPU; or with ``gpu_profiles``, for
     each GPU of a fleet, into ``out/<gpu>/`` (a fleet dir, tcmtasks/fleet.py): on the GPU
     itself where it is this machine's, else without it, from its profile (gpuless.py).
-    Returns the runs' reports and the fleet's members (none without profiles)."""
+    ``any_order``: one process per ordered pair of the shapes (batch x seq), each calling
+    its two in that order: the graphs a workload calling the shapes in any order compiles
+    (docs/cache-formats.md, "Which graphs a process compiles when shapes vary"); else one
+    process calls them all, in order. Returns the runs' reports and the fleet's members
+    (none without profiles)."""
     cfg = model_dir(model)
     for d in dtypes:
         if d not in DTYPES:
@@ -71,20 +76,29 @@ def warm_model(
     args = ["--config", str(cfg), "--batch", ",".join(map(str, batches))]
     args += ["--seq", ",".join(map(str, seqs)), "--dtype", ",".join(dtypes)]
     args += ["--dynamic"] if dynamic else []
+    shapes = [f"{b}x{s}" for b in batches for s in seqs]
+    calls = [["--shapes", f"{a},{b}"] for a in shapes for b in shapes if a != b] if (
+        any_order and len(shapes) > 1
+    ) else [[]]  # fmt: skip
     if not profiles:
         out.mkdir(parents=True, exist_ok=True)
-        found, helpers = split_report(
-            run_child(
-                "tcmtasks.warm.torch_backend", args, _env(out), what="the torch warm",
-                python=python,
-            )
-        )  # fmt: skip
+        found, helpers = [], None
+        for call in calls:
+            got, helpers = split_report(
+                run_child(
+                    "tcmtasks.warm.torch_backend", args + call, _env(out),
+                    what="the torch warm", python=python,
+                )
+            )  # fmt: skip
+            found += got
         return [{**r, "helpers": helpers} for r in found], []
     local = set(host_gpus()[1])
-    if len(batches) * len(seqs) > 1 and not dynamic and any(p.name not in local for p in profiles):
+    several = len(shapes) > 1 and not (dynamic or any_order)
+    if several and any(p.name not in local for p in profiles):
         raise UsageError(
-            "without a GPU, warm one shape per run (one --batch, one --seq), or --dynamic: "
-            "a second shape recompiles with automatic dynamic shapes, which needs the GPU"
+            "without a GPU, warm one shape per run (one --batch, one --seq), --dynamic, or "
+            "--any-order (a process per ordered pair): several shapes in one process "
+            "recompile with automatic dynamic shapes in the order given"
         )
     # one line before anything compiles: what the fleet's keys need that this runner lacks
     mismatch = fleet_mismatch(profiles, runtime_of(python), python or sys.executable)
@@ -101,13 +115,16 @@ def warm_model(
         if not native:  # compiled from the profile: the child must see no GPU at all
             env["CUDA_VISIBLE_DEVICES"] = ""
             extra = ["--gpu-profile", str(find(spec))]
-        found, helpers = split_report(
-            run_child(
-                "tcmtasks.warm.torch_backend", args + extra, env,
-                what=f"the torch warm for {profile.name}", python=python,
-            ),
-            said=said,
-        )  # fmt: skip
+        found, helpers = [], None
+        for call in calls:
+            got, helpers = split_report(
+                run_child(
+                    "tcmtasks.warm.torch_backend", args + extra + call, env,
+                    what=f"the torch warm for {profile.name}", python=python,
+                ),
+                said=said,
+            )  # fmt: skip
+            found += got
         how = "native" if native else "gpu-less"
         runs += [{**r, "gpu": profile.name, "how": how, "helpers": helpers} for r in found]
         members.append(
@@ -125,8 +142,7 @@ def _env(inductor_dir: Path) -> dict[str, str]:
 
 def _child(
     config: str,
-    batches: list[int],
-    seqs: list[int],
+    shapes: list[tuple[int, int]],
     dtypes: list[str],
     gpu_profile: str | None = None,
     dynamic: bool = False,
@@ -142,7 +158,7 @@ def _child(
     except ImportError as exc:
         raise MissingDependency(f"{exc.name} (the torch warm backend)", "torch") from None
     if gpu_profile is not None:
-        _child_without_gpu(torch, transformers, config, batches, seqs, dtypes, gpu_profile, dynamic)
+        _child_without_gpu(torch, transformers, config, shapes, dtypes, gpu_profile, dynamic)
         return
     if not torch.cuda.is_available():
         raise NoGpu(
@@ -153,7 +169,7 @@ def _child(
     if "bf16" in dtypes and not torch.cuda.is_bf16_supported():
         raise UsageError(f"{torch.cuda.get_device_name()} has no bfloat16: warm with --dtype fp16")
     with inductor_launches() as launched:
-        _compile_on_gpu(torch, transformers, cfg, batches, seqs, dtypes, dynamic)
+        _compile_on_gpu(torch, transformers, cfg, shapes, dtypes, dynamic)
     print_report(_helpers(launched))
 
 
@@ -209,8 +225,7 @@ def _compile_on_gpu(
     torch: Any,
     transformers: Any,
     cfg: Any,
-    batches: list[int],
-    seqs: list[int],
+    shapes: list[tuple[int, int]],
     dtypes: list[str],
     dynamic: bool = False,
 ) -> None:
@@ -218,33 +233,31 @@ def _compile_on_gpu(
         dtype = getattr(torch, DTYPES[dtype_name])
         model = _model(transformers, cfg).to("cuda", dtype).eval()
         compiled = torch.compile(model, dynamic=True if dynamic else None)
-        for b in batches:
-            for s in seqs:
-                ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
-                torch.cuda.synchronize()
-                t = time.perf_counter()
-                with torch.no_grad():
-                    compiled(input_ids=ids)
-                torch.cuda.synchronize()
-                print(
-                    json.dumps(
-                        {
-                            "dtype": dtype_name,
-                            "batch": b,
-                            "seq": s,
-                            "first_forward_s": time.perf_counter() - t,
-                        }
-                    ),
-                    flush=True,
-                )
+        for b, s in shapes:
+            ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            with torch.no_grad():
+                compiled(input_ids=ids)
+            torch.cuda.synchronize()
+            print(
+                json.dumps(
+                    {
+                        "dtype": dtype_name,
+                        "batch": b,
+                        "seq": s,
+                        "first_forward_s": time.perf_counter() - t,
+                    }
+                ),
+                flush=True,
+            )
 
 
 def _child_without_gpu(
     torch: Any,
     transformers: Any,
     config: str,
-    batches: list[int],
-    seqs: list[int],
+    shapes: list[tuple[int, int]],
     dtypes: list[str],
     profile_path: str,
     dynamic: bool = False,
@@ -287,35 +300,34 @@ def _child_without_gpu(
             mode = FakeTensorMode()
             gpuless.fake_module(torch, model, mode)
             compiled = torch.compile(model, dynamic=True if dynamic else None)
-            for b in batches:
-                for s in seqs:
-                    with mode:
-                        ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
-                    counters.clear()
-                    t = time.perf_counter()
-                    # under the fake mode: code Dynamo leaves to eager (transformers 5.25's
-                    # Llama: torch.arange(..., device=inputs_embeds.device) for position ids,
-                    # modeling_llama.py:379) makes fake tensors instead of initialising CUDA
-                    with torch.no_grad(), mode, _our_errors_unwrapped():
-                        compiled(input_ids=ids)
-                    seen = {k: dict(v) for k, v in counters.items()}
-                    print(
-                        json.dumps(
-                            {
-                                "dtype": dtype_name,
-                                "batch": b,
-                                "seq": s,
-                                "gpu": profile.label,
-                                "settings": {k: str(v) for k, v in settings.items()},
-                                "compile_s": time.perf_counter() - t,
-                                "fx_graphs": seen.get("inductor", {}).get("fxgraph_cache_miss", 0),
-                                "aot_graphs": seen.get("aot_autograd", {}).get(
-                                    "autograd_cache_saved", 0
-                                ),
-                            }
-                        ),
-                        flush=True,
-                    )
+            for b, s in shapes:
+                with mode:
+                    ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
+                counters.clear()
+                t = time.perf_counter()
+                # under the fake mode: code Dynamo leaves to eager (transformers 5.25's
+                # Llama: torch.arange(..., device=inputs_embeds.device) for position ids,
+                # modeling_llama.py:379) makes fake tensors instead of initialising CUDA
+                with torch.no_grad(), mode, _our_errors_unwrapped():
+                    compiled(input_ids=ids)
+                seen = {k: dict(v) for k, v in counters.items()}
+                print(
+                    json.dumps(
+                        {
+                            "dtype": dtype_name,
+                            "batch": b,
+                            "seq": s,
+                            "gpu": profile.label,
+                            "settings": {k: str(v) for k, v in settings.items()},
+                            "compile_s": time.perf_counter() - t,
+                            "fx_graphs": seen.get("inductor", {}).get("fxgraph_cache_miss", 0),
+                            "aot_graphs": seen.get("aot_autograd", {}).get(
+                                "autograd_cache_saved", 0
+                            ),
+                        }
+                    ),
+                    flush=True,
+                )
         report = _helpers(launched, profile.libcuda_dirs)
     print_report(report)
 
@@ -349,17 +361,23 @@ def main() -> None:
     ap.add_argument("--dtype", default="fp16")
     ap.add_argument("--gpu-profile")
     ap.add_argument("--dynamic", action="store_true")
+    ap.add_argument("--shapes", help="BxS,BxS...: these calls in this order (not the product)")
     a = ap.parse_args()
     child_main(
         lambda: _child(
             a.config,
-            [int(x) for x in a.batch.split(",")],
-            [int(x) for x in a.seq.split(",")],
+            _shapes(a.shapes)
+            if a.shapes
+            else [(int(b), int(s)) for b in a.batch.split(",") for s in a.seq.split(",")],
             a.dtype.split(","),
             a.gpu_profile,
             a.dynamic,
         )
     )
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    return [(int(b), int(s)) for b, s in (x.split("x") for x in text.split(","))]
 
 
 if __name__ == "__main__":

@@ -318,6 +318,39 @@ def test_dynamic_warms_four_shapes_into_one_graph(
     assert len([p for p in cache.glob("aotautograd/*") if p.is_dir()]) == 1
 
 
+def _calls(shapes: str, profile: Path, python: str, inductor: Path) -> list[tuple[int, int]]:
+    """One process of the warm's own child calling ``shapes`` in order on ``inductor``, as a
+    workload would: (FX-graph misses, AOTAutograd saves) per call, from Inductor's counters."""
+    r = subprocess.run(
+        [python, "-m", "tcmtasks.warm.torch_backend", "--config",
+         str(REPO / "tcmtasks" / "data" / "models" / "tiny-opt"), "--shapes", shapes,
+         "--gpu-profile", str(profile)],
+        env={**_env(), "CUDA_VISIBLE_DEVICES": "", "TORCHINDUCTOR_CACHE_DIR": str(inductor)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = [json.loads(x) for x in r.stdout.splitlines() if x.startswith('{"dtype"')]
+    return [(x["fx_graphs"], x["aot_graphs"]) for x in runs]
+
+
+def test_any_order_warms_every_graph_another_order_compiles(
+    cuda_python: str, profile: Path, tmp_path: Path
+) -> None:
+    """--any-order: a process per ordered pair (1x32, 2x32 and 2x32, 1x32). A process calling
+    2x32, 1x32, then 4x32 (not listed, after a listed shape) then compiles nothing; calling
+    4x32 first compiles its static graph (the check can fail)."""
+    out = tmp_path / "o"
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--any-order", "--batch",
+              "1,2", "--seq", "32", "--gpu-profile", str(profile), "--python", cuda_python,
+              "-o", str(out), "--json"])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    runs = json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][-1])["runs"]
+    assert [(x["batch"], x["seq"]) for x in runs] == [(1, 32), (2, 32), (2, 32), (1, 32)]
+    cache = out / "nvidia-h200"
+    assert _calls("2x32,1x32,4x32", profile, cuda_python, cache) == [(0, 0)] * 3
+    assert _calls("4x32,1x32", profile, cuda_python, cache)[0] == (1, 1)
+
+
 def test_a_cpu_only_torch_is_refused(tmp_path: Path) -> None:
     """tcm's own test interpreter has the CPU build (the test extra's torch): its version
     never matches a node's. Refused before transformers is even imported."""
