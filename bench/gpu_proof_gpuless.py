@@ -127,12 +127,17 @@ def triton_kernels(inductor: Path) -> dict:
 
 
 DYNAMIC: list[str] = []  # ["--dynamic"]: warms and forwards compile with dynamic=True
+#: --any-order: the warms take these (1x128 and 2x128, a process per ordered pair) and each
+#: forward calls 2x128, then 1x128 and 4x128 (another order, and a shape between)
+ANY_ORDER_WARM = ["--any-order", "--batch", "1,2"]
+ANY_ORDER_FORWARD = ["--batch", "2", "--then", "1x128,4x128"]
+ORDER: dict[str, list[str]] = {"warm": [], "forward": []}
 
 
 def forward(inductor: Path, model: str, dtype: str = "fp16") -> dict:
     t = time.perf_counter()
     proc = subprocess.run([*FORWARD, "--model", str(model_dir(model)), "--dtype", dtype,
-                           *DYNAMIC],
+                           *DYNAMIC, *ORDER["forward"]],
                           env=clean_env(inductor), capture_output=True, text=True)  # fmt: skip
     if proc.returncode:
         raise SystemExit(f"forward failed:\n{proc.stderr[-4000:]}")
@@ -145,7 +150,7 @@ def tracked_run(inductor: Path, model: str, dtype: str = "fp16") -> dict:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
     try:
         track = ops.track([*FORWARD, "--model", str(model_dir(model)), "--dtype", dtype,
-                           *DYNAMIC], record=False).to_dict()  # fmt: skip
+                           *DYNAMIC, *ORDER["forward"]], record=False).to_dict()  # fmt: skip
     finally:
         del os.environ["TORCHINDUCTOR_CACHE_DIR"]
     track["kernels"] = [[k["name"], k["key"], k.get("hits"), k.get("misses"), k.get("stores")]
@@ -202,14 +207,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="tiny-opt,opt-125m")
     ap.add_argument("--dtypes", default="fp16", help="each model in each (fp16, bf16)")
-    ap.add_argument("--dynamic", action="store_true",
-                    help="warms and forwards with torch.compile(dynamic=True)")  # fmt: skip
+    ap.add_argument(
+        "--dynamic", action="store_true", help="warms and forwards with torch.compile(dynamic=True)"
+    )
+    ap.add_argument(
+        "--any-order", action="store_true",
+        help="warms of two shapes (--any-order), forwards in another order",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, help="copy the profile and the graphs here")
     ap.add_argument("--keys-only", action="store_true", help="stop after comparing the keys")
     ap.add_argument("--quick", action="store_true",
                     help="no attention graphs, no control run (a short device budget)")  # fmt: skip
     args = ap.parse_args()
     DYNAMIC[:] = ["--dynamic"] if args.dynamic else []
+    if args.any_order:
+        ORDER.update(warm=ANY_ORDER_WARM, forward=ANY_ORDER_FORWARD)
     w = args.workdir
     shutil.rmtree(w, ignore_errors=True)
     w.mkdir(parents=True)
@@ -268,7 +280,8 @@ def main() -> None:
         )
         m["gpuless_warm"] = tcm(
             ["warm", "--backend", "torch", "--model", model, "--dtype", dtype, *DYNAMIC,
-             "--gpu-profile", str(profile), "-o", str(gpuless)], debug_env("gpuless"), hidden=True,
+             *ORDER["warm"], "--gpu-profile", str(profile), "-o", str(gpuless)],
+            debug_env("gpuless"), hidden=True,
         )  # fmt: skip
         k_local, k_gpuless = keys(local), keys(gpuless)
         m["keys_local"], m["keys_gpuless"] = k_local, k_gpuless

@@ -9,8 +9,10 @@
 # that must compile nothing (bench/gpu_proof_gpuless.py --quick).
 . "$(dirname "$0")/gpu_env.sh" "$1"
 python3 -c 'import torch, triton, transformers, sys; print(sys.version.split()[0], torch.__version__, triton.__version__, transformers.__version__, torch.cuda.get_device_name())'
-# DYNAMIC=1 MODELS=tiny-opt,opt-125m DTYPE=fp16: the same for torch.compile(dynamic=True) (issue 28)
-python3 bench/gpu_proof_gpuless.py --quick --rounds "${ROUNDS:-1}" --dtypes "${DTYPE:-bf16}" ${DYNAMIC:+--dynamic} \
+# DYNAMIC=1 MODELS=tiny-opt,opt-125m DTYPE=fp16: the same for torch.compile(dynamic=True);
+# ANY_ORDER=1 (same models): warms of 1x128 and 2x128 with --any-order, forwards calling 2x128,
+# 1x128, 4x128 (issue 28)
+python3 bench/gpu_proof_gpuless.py --quick --rounds "${ROUNDS:-1}" --dtypes "${DTYPE:-bf16}" ${DYNAMIC:+--dynamic} ${ANY_ORDER:+--any-order} \
     --models "${MODELS:-llama-3.2-1b-2l,qwen2.5-0.5b-2l,mistral-7b-v0.1-2l,gemma-2-2b-2l,phi-3-mini-4k-2l}" \
     --out "$out" > "$out/families.out" 2> "$out/families.err"
 echo "families proof ($DTYPE): exit $?"

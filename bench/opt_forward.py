@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=CONFIG, help="a dir with config.json")
     ap.add_argument("--dtype", default="fp16", choices=["fp16", "bf16"], help="on the GPU")
     ap.add_argument("--dynamic", action="store_true", help="torch.compile(dynamic=True)")
+    ap.add_argument("--then", default="",
+                    help="BxS,BxS...: more calls after the first, in this order (the counters "
+                    "cover them all)")  # fmt: skip
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
@@ -66,6 +69,11 @@ def main() -> None:
         compiled(input_ids=ids)
     sync()
     first = time.perf_counter() - t
+    for shape in filter(None, args.then.split(",")):
+        b, s_len = (int(x) for x in shape.split("x"))
+        with torch.no_grad():
+            compiled(input_ids=torch.randint(0, cfg.vocab_size, (b, s_len), device=dev))
+    sync()
     if args.mega_save:
         saved = torch.compiler.save_cache_artifacts()
         if saved is not None:
