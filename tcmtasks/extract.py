@@ -10,16 +10,17 @@
    plain names under ``io.triton.cache/<KEY>/``, ``io.triton.manifest/`` and a known part's
    prefix are accepted; ``..``, absolute names, links, devices and anything else stop the
    extraction, as do files over the size caps. The layer is inflated on a second thread and
-   its headers parsed in place (oci/tarread.py); each entry's JSON files are held in memory
-   as they pass, so the entry is judged without reading it back, and its group is written
-   once, with its final paths.
-3. Triton entries: keep one only for a wanted target and the host's Triton version, check it is
-   complete (metadata, binary, group), rewrite its group to the final location (Triton stores
-   absolute paths: docs/cache-formats.md, "Groups and the hit rule"), and rename it into the
-   cache in one step. Parts: keep one only when its producer's torch, Python and GPU match the
-   host's; fix the paths its kind knows how to fix, and install it unit by unit (a whole FX-graph
-   or AOTAutograd entry, else a file), each in one rename. Existing entries and units are left
-   alone unless ``overwrite``.
+   its headers parsed in place (oci/tarread.py); the accepted files are written by GNU tar
+   in a second process where the node has it (stagewrite.py); each entry's JSON files are
+   held in memory as they pass, so the entry is judged without reading it back, and its
+   group is written once, with its final paths.
+3. Triton entries (judging.py, install.py): keep one only for a wanted target and the host's
+   Triton version, check it is complete (metadata, binary, group), rewrite its group to the
+   final location (Triton stores absolute paths: docs/cache-formats.md, "Groups and the hit
+   rule"), and rename it into the cache in one step. Parts: keep one only when its producer's
+   torch, Python and GPU match the host's; fix the paths its kind knows how to fix, and install
+   it unit by unit (a whole FX-graph or AOTAutograd entry, else a file), each in one rename.
+   Existing entries and units are left alone unless ``overwrite``.
 
 The index records the installed entries as judged at their place (``Index.record``), with
 empty fingerprints: the next refresh reads them from disk.
