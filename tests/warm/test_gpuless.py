@@ -299,6 +299,14 @@ def test_two_shapes_are_refused_before_torch_starts(tmp_path: Path) -> None:
     assert r.returncode == 2 and "dynamic shapes" in r.stderr and "--dynamic" in r.stderr
 
 
+def _tiny_opt_runs(extra: list[str], profile: Path, python: str, out: Path) -> list[dict]:
+    """``tcm warm`` of tiny-opt for ``profile`` without a GPU: its runs' reports."""
+    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", *extra, "--gpu-profile",
+              str(profile), "--python", python, "-o", str(out), "--json"])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][-1])["runs"]
+
+
 def test_dynamic_warms_four_shapes_into_one_graph(
     cuda_python: str, profile: Path, tmp_path: Path
 ) -> None:
@@ -306,11 +314,8 @@ def test_dynamic_warms_four_shapes_into_one_graph(
     the other shapes (none of size 1, which torch would specialise) run on it, compiling
     nothing more: one FX graph and one AOTAutograd entry on disk for four shapes."""
     out = tmp_path / "o"
-    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--dynamic", "--batch",
-              "2,4", "--seq", "32,64", "--gpu-profile", str(profile), "--python", cuda_python,
-              "-o", str(out), "--json"])  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    runs = json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][-1])["runs"]
+    runs = _tiny_opt_runs(["--dynamic", "--batch", "2,4", "--seq", "32,64"], profile,
+                          cuda_python, out)  # fmt: skip
     assert [(x["batch"], x["seq"]) for x in runs] == [(2, 32), (2, 64), (4, 32), (4, 64)]
     assert [(x["fx_graphs"], x["aot_graphs"]) for x in runs] == [(1, 1)] + [(0, 0)] * 3
     cache = out / "nvidia-h200"
@@ -340,11 +345,8 @@ def test_any_order_warms_every_graph_another_order_compiles(
     2x32, 1x32, then 4x32 (not listed, after a listed shape) then compiles nothing; calling
     4x32 first compiles its static graph (the check can fail)."""
     out = tmp_path / "o"
-    r = _tcm(["warm", "--backend", "torch", "--model", "tiny-opt", "--any-order", "--batch",
-              "1,2", "--seq", "32", "--gpu-profile", str(profile), "--python", cuda_python,
-              "-o", str(out), "--json"])  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    runs = json.loads([x for x in r.stdout.splitlines() if x.startswith("{")][-1])["runs"]
+    runs = _tiny_opt_runs(["--any-order", "--batch", "1,2", "--seq", "32"], profile,
+                          cuda_python, out)  # fmt: skip
     assert [(x["batch"], x["seq"]) for x in runs] == [(1, 32), (2, 32), (2, 32), (1, 32)]
     cache = out / "nvidia-h200"
     assert _calls("2x32,1x32,4x32", profile, cuda_python, cache) == [(0, 0)] * 3
