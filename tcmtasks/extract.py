@@ -86,7 +86,7 @@ from .targets import Target
 
 __all__ = [
     "MAX_TOTAL", "Destinations", "PartPlan", "RestoreReport", "build_of", "extract",
-    "module_skip", "purge_stale_staging", "why_skip",
+    "purge_stale_staging", "why_skip",
 ]  # fmt: skip
 
 

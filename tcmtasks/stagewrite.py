@@ -194,10 +194,7 @@ class TarWriter:
             child = self._children[root] = _Child(self._tar, root)
         if rel in child.files:
             raise HostileImage(f"layer holds {rel} twice")
-        parent = rel.rpartition("/")[0]
-        if rel in child.dirs or (parent and parent not in child.dirs and (
-            self._mark_dirs(child, parent)
-        )):  # fmt: skip
+        if rel in child.dirs or self._mark_dirs(child, rel.rpartition("/")[0]):
             raise HostileImage(f"the layer holds {os.path.basename(rel)} as a file and as a dir")
         child.files.add(rel)
         try:

@@ -82,15 +82,7 @@ def warm_model(
     ) else [[]]  # fmt: skip
     if not profiles:
         out.mkdir(parents=True, exist_ok=True)
-        found, helpers = [], None
-        for call in calls:
-            got, helpers = split_report(
-                run_child(
-                    "tcmtasks.warm.torch_backend", args + call, _env(out),
-                    what="the torch warm", python=python,
-                )
-            )  # fmt: skip
-            found += got
+        found, helpers = _run_calls(args, calls, _env(out), "the torch warm", python, set())
         return [{**r, "helpers": helpers} for r in found], []
     local = set(host_gpus()[1])
     several = len(shapes) > 1 and not (dynamic or any_order)
@@ -115,16 +107,9 @@ def warm_model(
         if not native:  # compiled from the profile: the child must see no GPU at all
             env["CUDA_VISIBLE_DEVICES"] = ""
             extra = ["--gpu-profile", str(find(spec))]
-        found, helpers = [], None
-        for call in calls:
-            got, helpers = split_report(
-                run_child(
-                    "tcmtasks.warm.torch_backend", args + extra + call, env,
-                    what=f"the torch warm for {profile.name}", python=python,
-                ),
-                said=said,
-            )  # fmt: skip
-            found += got
+        found, helpers = _run_calls(
+            args + extra, calls, env, f"the torch warm for {profile.name}", python, said
+        )
         how = "native" if native else "gpu-less"
         runs += [{**r, "gpu": profile.name, "how": how, "helpers": helpers} for r in found]
         members.append(
@@ -132,6 +117,27 @@ def warm_model(
         )
     fleet.write(out, members)
     return runs, members
+
+
+def _run_calls(
+    args: list[str],
+    calls: list[list[str]],
+    env: dict[str, str],
+    what: str,
+    python: str | None,
+    said: set[str],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One child per call (``--any-order``: per ordered pair of shapes), in one Inductor dir:
+    their runs' reports, and the last one's helpers (each builds the same, keyed alike)."""
+    found: list[dict[str, Any]] = []
+    helpers: dict[str, Any] = {}
+    for call in calls:
+        got, helpers = split_report(
+            run_child("tcmtasks.warm.torch_backend", args + call, env, what=what, python=python),
+            said=said,
+        )
+        found += got
+    return found, helpers
 
 
 def _env(inductor_dir: Path) -> dict[str, str]:
