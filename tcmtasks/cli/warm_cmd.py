@@ -109,14 +109,26 @@ def warm_cmd(
             "compiles nothing; n shapes take n(n-1) processes.",
         ),
     ] = False,
+    mark_dynamic: Annotated[
+        str | None,
+        typer.Option(
+            "--mark-dynamic",
+            metavar="DIMS",
+            help="torch: batch, seq or batch,seq: the input's dims the workload marks dynamic "
+            "(torch._dynamo.mark_dynamic); its first graph then has symbolic sizes there. "
+            "Without a GPU, shapes that vary only in marked dims warm in one run.",
+        ),
+    ] = None,
     gpu_profile: Annotated[
         list[str] | None,
         typer.Option(
             metavar="FILE|NAME",
-            help="torch: compile for the GPU a profile describes, repeated for a fleet (one "
-            "dir per GPU in the output, one image later): a file from tcm gpu --save-profile "
-            "or a profile tcm ships (tcm gpu --profiles). Without that GPU here, compiled "
-            "without it; needs the profiles' torch build, Triton, Python and transformers.",
+            help="torch, command: compile for the GPU a profile describes, repeated for a fleet "
+            "(one dir per GPU in the output, one image later): a file from tcm gpu "
+            "--save-profile or a profile tcm ships (tcm gpu --profiles). Without that GPU here, "
+            "compiled without it; needs the profiles' torch build, Triton, Python and "
+            "transformers. command: the command is then the workload's python warmup.py "
+            "(or python -m MODULE), run by tcm inside its replay of the GPU.",
         ),
     ] = None,
     image: Annotated[str, typer.Option(help="vllm: container image.")] = (
@@ -160,13 +172,15 @@ def warm_cmd(
 
     Examples: tcm warm --backend triton --kernels tutorials --target cuda:90 -o build/cache;
     tcm warm --backend command --inductor -o build/inductor -- python train.py;
+    tcm warm --backend command --gpu-profile nvidia-h100 -o build/mine -- python warmup.py
+    (the workload's own warm-up script, for an H100, on a machine without one);
     tcm warm --backend torch --model opt-125m --gpu-profile nvidia-h100 --gpu-profile
     nvidia-h200 -o build/opt (a CPU-only CI runner with the nodes' runtime)
     """
     if output is None:
         raise UsageError("give the output dir: -o DIR")
-    if gpu_profile and backend != "torch":
-        raise UsageError("--gpu-profile is for the torch backend (--backend torch)")
+    if gpu_profile and backend not in ("torch", "command"):
+        raise UsageError("--gpu-profile is for the torch and command backends")
     if libcuda_dir and backend != "triton":
         raise UsageError(
             "--libcuda-dir is for the triton backend; the torch backend takes it from the "
@@ -180,13 +194,16 @@ def warm_cmd(
             kernels, list(targets(target)), python=python, libcuda_dirs=list(libcuda_dir or [])
         )
     elif backend == "command":
-        spec = ops.CommandWarm(command or [], inductor=inductor, vllm=vllm_cache)
+        spec = ops.CommandWarm(
+            command or [], inductor=inductor, vllm=vllm_cache, gpu_profiles=list(gpu_profile or [])
+        )
     elif backend in ("torch", "vllm") and not model:
         raise UsageError(f"the {backend} backend needs --model (e.g. --model opt-125m)")
     elif backend == "torch":
         spec = ops.TorchWarm(
             str(model), _ints(batch, "--batch"), _ints(seq, "--seq"), dtype.split(","), python,
             gpu_profiles=list(gpu_profile or []), dynamic=dynamic, any_order=any_order,
+            mark_dynamic=[d.strip() for d in (mark_dynamic or "").split(",") if d.strip()],
         )  # fmt: skip
     elif backend == "vllm":
         spec = ops.VllmWarm(

@@ -45,6 +45,18 @@ class CommandWarm:
     command: list[str]
     inductor: bool = False
     vllm: bool = False
+    #: the workload's ``python warmup.py`` compiled for each of these GPUs, its Inductor
+    #: cache in a dir per GPU: without the GPU (warm/script_gpuless.py) or on this machine's
+    gpu_profiles: list[str | Path] = field(default_factory=list)
+
+    @property
+    def python(self) -> str | None:
+        """The interpreter that compiles, where tcm runs the script itself (GPU profiles)."""
+        if not self.gpu_profiles:
+            return None
+        from ..warm.command_backend import script_python
+
+        return script_python(self.command)
 
 
 @dataclass
@@ -67,6 +79,8 @@ class TorchWarm:
     #: one process per ordered pair of the shapes: a workload calling them in any order
     #: finds every graph it compiles (docs/cache-formats.md)
     any_order: bool = False
+    #: the input's dims (batch, seq) the workload marks dynamic (torch._dynamo.mark_dynamic)
+    mark_dynamic: list[str] = field(default_factory=list)
 
 
 WarmSpec = TritonWarm | CommandWarm | TorchWarm | VllmWarm
@@ -120,7 +134,8 @@ def warm(
         own = probe_python(python)
         own.gpus, own.targets = producer.gpus, producer.targets
         producer = own
-    if isinstance(spec, TorchWarm) and producer.torch_ptxas:  # its child compiled with it
+    tcms_child = isinstance(spec, TorchWarm) or (isinstance(spec, CommandWarm) and python)
+    if tcms_child and producer.torch_ptxas:  # it compiled with torch's (use_workload_ptxas)
         producer.ptxas = producer.torch_ptxas
     extra: dict[str, Any] = {"backend": backend}
     if isinstance(spec, VllmWarm):
@@ -160,14 +175,17 @@ def _run(spec: WarmSpec, output: Path) -> dict[str, Any]:
     if isinstance(spec, CommandWarm):
         from ..warm.command_backend import run_command
 
-        return run_command(spec.command, output, inductor=spec.inductor, vllm=spec.vllm)
+        return run_command(
+            spec.command, output, inductor=spec.inductor, vllm=spec.vllm,
+            gpu_profiles=spec.gpu_profiles,
+        )  # fmt: skip
     if isinstance(spec, TorchWarm):
         from ..warm.torch_backend import warm_model
 
         runs, members = warm_model(
             spec.model, output, spec.batch, spec.seq, spec.dtype,
             python=spec.python, gpu_profiles=spec.gpu_profiles, dynamic=spec.dynamic,
-            any_order=spec.any_order,
+            any_order=spec.any_order, mark_dynamic=spec.mark_dynamic,
         )  # fmt: skip
         return {"model": spec.model, "runs": runs, "members": members}
     from ..warm.vllm_backend import run_vllm

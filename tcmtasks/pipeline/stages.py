@@ -97,13 +97,15 @@ def warm_spec(recipe: Recipe) -> ops.WarmSpec:
         )
     if backend == "command":
         return ops.CommandWarm(
-            list(w["command"]), inductor=w.get("inductor", False), vllm=w.get("vllm", False)
-        )
+            list(w["command"]), inductor=w.get("inductor", False), vllm=w.get("vllm", False),
+            gpu_profiles=list(gpu_profile_paths(recipe)),
+        )  # fmt: skip
     if backend == "torch":
         return ops.TorchWarm(
             w["model"], w.get("batch", [1]), w.get("seq", [128]), w.get("dtype", ["fp16"]),
             w.get("python"), gpu_profiles=list(gpu_profile_paths(recipe)),
             dynamic=w.get("dynamic", False), any_order=w.get("any_order", False),
+            mark_dynamic=list(w.get("mark_dynamic", [])),
         )  # fmt: skip
     return ops.VllmWarm(
         w["model"],

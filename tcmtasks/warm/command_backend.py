@@ -19,9 +19,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .. import fleet
 from ..cache.entries import EntryKind, iter_dirs, scan_root
 from ..cache.roots import discover
 from ..errors import UsageError
+from ..fleet import Member
+from ..gpuprofile import find, fleet_mismatch, load_fleet, runtime_of
+from ..targets import host_gpus
+from .child import run_child
+from .helpers import split_report
 
 
 def _keys(out: Path) -> set[str]:
@@ -35,27 +41,100 @@ def _keys(out: Path) -> set[str]:
 
 
 def run_command(
-    command: list[str], out: Path, *, inductor: bool = False, vllm: bool = False
+    command: list[str],
+    out: Path,
+    *,
+    inductor: bool = False,
+    vllm: bool = False,
+    gpu_profiles: list[str | Path] | None = None,
 ) -> dict[str, Any]:
     """Run ``command`` with its caches in ``out``; report the Triton entries that are new since
-    the start (what was there before is not this warm's)."""
+    the start (what was there before is not this warm's). With ``gpu_profiles`` the command
+    is the workload's ``python script`` (or ``python -m module``), run for each GPU of a fleet
+    into ``out/<gpu>/`` (its Inductor cache): on the GPU where it is this machine's, else
+    without it (script_gpuless.py)."""
     if not command:
         raise UsageError(
             "give the command after --, e.g. tcm warm --backend command -o DIR -- python serve.py"
         )
     if inductor and vllm:
         raise UsageError("--inductor and --vllm name different caches: pick one")
+    if gpu_profiles:
+        if vllm:
+            raise UsageError(
+                "--gpu-profile warms a torch.compile script's Inductor cache, not vLLM's: warm "
+                "vLLM on its GPU (--backend vllm)"
+            )
+        return _run_for_fleet(command, out, gpu_profiles)
+    return _run(command, out, inductor=inductor, vllm=vllm)
+
+
+def script_python(command: list[str]) -> str:
+    """The interpreter of ``python script.py ARGS`` / ``python -m module ARGS``, or one line on
+    why a GPU-less warm cannot run ``command``: it runs the script inside the replay."""
+    rest = command[1:]
+    if (rest[:1] == ["-m"] and len(rest) > 1) or (rest and rest[0].endswith(".py")):
+        return command[0]
+    raise UsageError(
+        "with --gpu-profile the command is the workload's Python and its warm-up script "
+        f"(python warmup.py ARGS, or python -m MODULE ARGS), not {' '.join(command)!r}: "
+        "tcm runs the script inside its replay of the GPU"
+    )
+
+
+def _run_for_fleet(command: list[str], out: Path, specs: list[str | Path]) -> dict[str, Any]:
+    python = script_python(command)
+    profiles = load_fleet(list(specs))
+    mismatch = fleet_mismatch(profiles, runtime_of(python), python)
+    if mismatch:
+        raise UsageError(mismatch)
+    local = set(host_gpus()[1])
+    out.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    members: list[Member] = []
+    said: set[str] = set()
+    for spec, profile in zip(specs, profiles, strict=True):
+        where = out / profile.slug
+        if profile.name in local:  # its own GPU is here: the script runs as on a node
+            run = _run(command, where, inductor=True)
+            if run["returncode"]:
+                return {**run, "members": members}
+            runs.append({"gpu": profile.name, "how": "native", "helpers": run["helpers"]})
+        else:
+            where.mkdir(parents=True, exist_ok=True)
+            env = _inductor_env(where.resolve())
+            env["CUDA_VISIBLE_DEVICES"] = ""
+            target = ["--gpu-profile", str(find(spec)), "--", *command[1:]]
+            found, helpers = split_report(
+                run_child("tcmtasks.warm.script_gpuless", target, env, python=python,
+                          what=f"the warm-up script for {profile.name}"),
+                said=said,
+            )  # fmt: skip
+            runs += [{**r, "how": "gpu-less", "helpers": helpers} for r in found]
+        how = runs[-1]["how"]
+        members.append(
+            Member(profile.slug, profile.name, str(profile.triton_target), how, str(spec))
+        )
+    fleet.write(out, members)
+    return {"returncode": 0, "runs": runs, "members": members}
+
+
+def _inductor_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("TRITON_CACHE_DIR", None)  # so Inductor keeps Triton's kernels in its own dir
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(root)
+    return env
+
+
+def _run(command: list[str], out: Path, *, inductor: bool, vllm: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     root = out.resolve()
     before = _keys(root)
-    env = dict(os.environ)
-    if inductor:
-        env.pop("TRITON_CACHE_DIR", None)  # so Inductor keeps Triton's kernels in its own dir
-        env["TORCHINDUCTOR_CACHE_DIR"] = str(root)
-    elif vllm:
+    env = _inductor_env(root) if inductor else dict(os.environ)
+    if vllm:
         env.pop("TRITON_CACHE_DIR", None)
         env["VLLM_CACHE_ROOT"] = str(root)
-    else:
+    elif not inductor:
         env["TRITON_CACHE_DIR"] = str(root)
     with tempfile.TemporaryDirectory(prefix="tcm-triton-home-") as home:
         if inductor:

@@ -21,16 +21,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import NeedsGpu, UsageError
-from ..gpuprofile import GpuProfile, sdp_key
+from ..gpuprofile import GpuProfile, WarmRuntime, load, runtime_mismatch, sdp_key
 
 #: torch releases (major.minor) whose internals these patches were written and tested against.
 SUPPORTED = ("2.11", "2.14")
+
+
+#: what to do about a model or graph on the CPU, said wherever one is met
+ON_CUDA = (
+    "a GPU-less warm compiles for the profile's GPU, so put the model and its inputs on "
+    "'cuda' (torch.cuda.is_available() is False here: a script choosing its device by it "
+    "picks the CPU)"
+)
 
 
 def check_supported(torch_version: str, cuda: str | None) -> None:
@@ -47,6 +56,38 @@ def check_supported(torch_version: str, cuda: str | None) -> None:
             f"{', '.join(SUPPORTED)}): the torch internals this replays change between "
             f"releases; warm on the GPU instead"
         )
+
+
+def profile_to_replay(torch: Any, path: str) -> GpuProfile:
+    """The profile at ``path``, if this interpreter can compile for it: its runtime (torch,
+    Triton, Python, ptxas, transformers where installed) must be the profile's, and no GPU
+    may be visible (the replay stands in for one). One line on what differs otherwise."""
+    import importlib.util
+
+    import triton
+
+    from ..producer import detect
+
+    profile = load(path)
+    own = detect()
+    libraries = {}
+    if importlib.util.find_spec("transformers") is not None:
+        import transformers
+
+        libraries["transformers"] = str(transformers.__version__)
+    have = WarmRuntime(
+        str(torch.__version__), triton.__version__, own.python, own.triton_key, own.ptxas,
+        libraries,
+    )  # fmt: skip
+    mismatch = runtime_mismatch(profile, have)
+    if mismatch:
+        raise UsageError(mismatch)
+    if torch.cuda.is_available():
+        raise UsageError(
+            "a GPU is visible here: warm on it without --gpu-profile, or hide it "
+            "(CUDA_VISIBLE_DEVICES=) to compile for the profile's GPU"
+        )
+    return profile
 
 
 class _Patches:
@@ -319,6 +360,9 @@ def _install(torch: Any, profile: GpuProfile, p: _Patches) -> None:
     compile_fx = cfx.compile_fx
 
     def compile_then_trace(gm: Any, example_inputs: Any, *a: Any, **k: Any) -> Any:
+        refusal = _needs_the_gpu(torch, example_inputs, k.get("config_patches") or {})
+        if refusal:
+            raise NeedsGpu(f"this compiles {refusal}")
         compile_fx(gm, example_inputs, *a, **k)
 
         def run(*args: Any) -> Any:
@@ -328,6 +372,54 @@ def _install(torch: Any, profile: GpuProfile, p: _Patches) -> None:
         return run
 
     p.set(cfx, "compile_fx", compile_then_trace, "_inductor/compile_fx.py:2901")
+
+
+def _needs_the_gpu(torch: Any, example_inputs: Any, patches: dict[str, Any]) -> str | None:
+    """What about a graph the replay cannot compile as the GPU would, said before Inductor
+    starts: a training graph (its backward compiles when the GPU runs it), a graph for the CPU
+    (keyed for this runner's CPU, not the node's), CUDA graphs and max-autotune (recorded and
+    benchmarked on the device while compiling). ``patches``: torch.compile's mode and options,
+    which reach Inductor as arguments, not yet in its config."""
+    from torch._inductor import config
+
+    def setting(name: str) -> Any:
+        return (
+            patches[name] if name in patches else functools.reduce(getattr, name.split("."), config)
+        )
+
+    tensors = [t for t in example_inputs if isinstance(t, torch.Tensor)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return (
+            "a training graph (called with gradients enabled on tensors that require them): "
+            "warm inference, under torch.no_grad() or torch.inference_mode(), or warm on the GPU"
+        )
+    if tensors and not any(t.device.type == "cuda" for t in tensors):
+        return f"a graph whose inputs are all on the CPU: {ON_CUDA}"
+    if setting("triton.cudagraphs"):
+        return (
+            "with CUDA graphs (mode='reduce-overhead' or triton.cudagraphs), which are recorded "
+            "on the GPU: warm on the GPU, or compile without them"
+        )
+    if setting("max_autotune") or setting("max_autotune_gemm"):
+        return "with max-autotune, which benchmarks kernels on the GPU: warm on the GPU"
+    return None
+
+
+@contextlib.contextmanager
+def errors_unwrapped() -> Iterator[None]:
+    """Dynamo wraps what a patch raises mid-trace (BackendCompilerFailed, a graph break);
+    tcm's own refusal, innermost, is what the user should read."""
+    try:
+        yield
+    except Exception as exc:
+        seen: set[int] = set()
+        e: BaseException | None = exc
+        while e is not None and id(e) not in seen:
+            seen.add(id(e))
+            if isinstance(e, UsageError):  # NeedsGpu included
+                raise type(e)(str(e)) from None
+            e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
+        raise
 
 
 def _verify(profile: GpuProfile) -> None:
@@ -513,8 +605,8 @@ def _sdpa_as_on(torch: Any, profile: GpuProfile, sdpa: Any) -> Callable[..., Any
         enable_gqa: bool = False,
     ) -> Any:
         args = (query, key, value, attn_mask, dropout_p, is_causal)
-        if query.device.type != "cuda":
-            return sdpa.decompose(*args, scale=scale, enable_gqa=enable_gqa)
+        if query.device.type != "cuda":  # the C++ composite would come back here, forever
+            raise NeedsGpu(f"attention on the {query.device.type}: {ON_CUDA}")
         # grad: torch's should_compute_logsumexp, which both the choice and the kernels take
         lse = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
         backend = choice(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa, lse)

@@ -355,3 +355,19 @@ def _signature_id(target: Target, kernel: Any) -> str:
         repr(sorted((str(k), str(v)) for k, v in getattr(src, "constants", {}).items())),
         repr(getattr(kernel.metadata, "tensordesc_meta", None)),
     ])  # fmt: skip
+
+
+def inductor_helpers(
+    launched: list[tuple[Any, Any]], libcuda_dirs: list[str] | None = None
+) -> HelperReport:
+    """Triton's C helpers for a torch.compile run (``build_helpers``), where the node looks
+    them up: beside Inductor's kernels (``triton/<device>``), from where a restore also places
+    ``cuda_utils`` in the node's own Triton cache. Inductor's kernel modules call
+    ``set_driver_to_gpu()`` at import (codegen/triton.py), before its first
+    ``CachingAutotuner`` points ``TRITON_CACHE_DIR`` at its own dir
+    (runtime/triton_heuristics.py), so a node's first ``cuda_utils`` lookup is in
+    ``~/.triton/cache`` unless the workload set that variable."""
+    from torch._inductor.runtime.cache_dir_utils import triton_cache_dir
+
+    os.environ.setdefault("TRITON_CACHE_DIR", triton_cache_dir(0))
+    return build_helpers(launched, cuda_utils=True, libcuda_dirs=libcuda_dirs)

@@ -13,27 +13,27 @@ that GPU without one (gpuless.py): the same program, on FakeTensors.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import fleet
 from ..errors import MissingDependency, NoGpu, UsageError
 from ..fleet import Member
-from ..gpuprofile import WarmRuntime, find, fleet_mismatch, load_fleet, runtime_mismatch, runtime_of
-from ..gpuprofile import load as load_profile
+from ..gpuprofile import find, fleet_mismatch, load_fleet, runtime_of
 from ..producer import use_workload_ptxas
 from ..resources import model_dir
 from ..targets import host_gpus
 from .child import child_main, run_child
-from .helpers import HelperReport, build_helpers, inductor_launches, print_report, split_report
+from .helpers import inductor_helpers, inductor_launches, print_report, split_report
 
+#: the input's dims by name (``--mark-dynamic``)
+DIMS = {"batch": 0, "seq": 1}
 DTYPES = {
     "fp16": "float16",
     "float16": "float16",
@@ -55,6 +55,7 @@ def warm_model(
     gpu_profiles: list[str | Path] | None = None,
     dynamic: bool = False,
     any_order: bool = False,
+    mark_dynamic: list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Member]]:
     """Compile the model into ``out``: for this machine's GPU; or with ``gpu_profiles``, for
     each GPU of a fleet, into ``out/<gpu>/`` (a fleet dir, tcmtasks/fleet.py): on the GPU
@@ -62,8 +63,9 @@ def warm_model(
     ``any_order``: one process per ordered pair of the shapes (batch x seq), each calling
     its two in that order: the graphs a workload calling the shapes in any order compiles
     (docs/cache-formats.md, "Which graphs a process compiles when shapes vary"); else one
-    process calls them all, in order. Returns the runs' reports and the fleet's members
-    (none without profiles)."""
+    process calls them all, in order. ``mark_dynamic`` (``batch``, ``seq``): the input's
+    dims the workload marks dynamic (``torch._dynamo.mark_dynamic``). Returns the runs'
+    reports and the fleet's members (none without profiles)."""
     cfg = model_dir(model)
     for d in dtypes:
         if d not in DTYPES:
@@ -76,6 +78,11 @@ def warm_model(
     args = ["--config", str(cfg), "--batch", ",".join(map(str, batches))]
     args += ["--seq", ",".join(map(str, seqs)), "--dtype", ",".join(dtypes)]
     args += ["--dynamic"] if dynamic else []
+    marked = list(mark_dynamic or [])
+    unknown = sorted(set(marked) - set(DIMS))
+    if unknown:
+        raise UsageError(f"--mark-dynamic takes batch and/or seq, not {', '.join(unknown)}")
+    args += ["--mark-dynamic", ",".join(marked)] if marked else []
     shapes = [f"{b}x{s}" for b in batches for s in seqs]
     calls = [["--shapes", f"{a},{b}"] for a in shapes for b in shapes if a != b] if (
         any_order and len(shapes) > 1
@@ -85,11 +92,14 @@ def warm_model(
         found, helpers = _run_calls(args, calls, _env(out), "the torch warm", python, set())
         return [{**r, "helpers": helpers} for r in found], []
     local = set(host_gpus()[1])
-    several = len(shapes) > 1 and not (dynamic or any_order)
+    # several shapes in one process are fine where every dim that varies is dynamic
+    varying = {d for d, n in (("batch", len(batches)), ("seq", len(seqs))) if n > 1}
+    several = len(shapes) > 1 and not (dynamic or any_order or varying <= set(marked))
     if several and any(p.name not in local for p in profiles):
         raise UsageError(
-            "without a GPU, warm one shape per run (one --batch, one --seq), --dynamic, or "
-            "--any-order (a process per ordered pair): several shapes in one process "
+            "without a GPU, warm one shape per run (one --batch, one --seq), --dynamic, "
+            "--mark-dynamic of the dims that vary, or --any-order (a process per ordered "
+            "pair): several shapes in one process "
             "recompile with automatic dynamic shapes in the order given"
         )
     # one line before anything compiles: what the fleet's keys need that this runner lacks
@@ -146,13 +156,26 @@ def _env(inductor_dir: Path) -> dict[str, str]:
     return env
 
 
-def _child(
-    config: str,
-    shapes: list[tuple[int, int]],
-    dtypes: list[str],
-    gpu_profile: str | None = None,
-    dynamic: bool = False,
-) -> None:
+@dataclass(frozen=True)
+class Calls:
+    """The workload's program as the child replays it: the calls it makes (input shapes, in
+    order, per dtype) and how it compiles (``dynamic=True``, dims it marks dynamic)."""
+
+    shapes: list[tuple[int, int]]
+    dtypes: list[str]
+    dynamic: bool = False
+    marked: tuple[int, ...] = ()  # the input_ids dims passed to mark_dynamic
+
+    def compile(self, torch: Any, model: Any) -> Any:
+        return torch.compile(model, dynamic=True if self.dynamic else None)
+
+    def mark(self, torch: Any, ids: Any) -> Any:
+        for dim in self.marked:
+            torch._dynamo.mark_dynamic(ids, dim)
+        return ids
+
+
+def _child(config: str, calls: Calls, gpu_profile: str | None = None) -> None:
     try:
         import torch
 
@@ -164,7 +187,7 @@ def _child(
     except ImportError as exc:
         raise MissingDependency(f"{exc.name} (the torch warm backend)", "torch") from None
     if gpu_profile is not None:
-        _child_without_gpu(torch, transformers, config, shapes, dtypes, gpu_profile, dynamic)
+        _child_without_gpu(torch, transformers, config, calls, gpu_profile)
         return
     if not torch.cuda.is_available():
         raise NoGpu(
@@ -172,11 +195,11 @@ def _child(
             "is visible here (use --backend triton on CPU-only machines)"
         )
     cfg = _config(transformers, config)
-    if "bf16" in dtypes and not torch.cuda.is_bf16_supported():
+    if "bf16" in calls.dtypes and not torch.cuda.is_bf16_supported():
         raise UsageError(f"{torch.cuda.get_device_name()} has no bfloat16: warm with --dtype fp16")
     with inductor_launches() as launched:
-        _compile_on_gpu(torch, transformers, cfg, shapes, dtypes, dynamic)
-    print_report(_helpers(launched))
+        _compile_on_gpu(torch, transformers, cfg, calls)
+    print_report(inductor_helpers(launched))
 
 
 def _config(transformers: Any, config: str) -> Any:
@@ -212,35 +235,13 @@ def _model(transformers: Any, cfg: Any) -> Any:
         ) from None
 
 
-def _helpers(
-    launched: list[tuple[Any, Any]], libcuda_dirs: list[str] | None = None
-) -> HelperReport:
-    """Triton's C helpers for the run (warm/helpers.py), where the node looks them up: beside
-    Inductor's kernels (``triton/<device>``), from where a restore also places ``cuda_utils``
-    in the node's own Triton cache. Inductor's kernel modules call ``set_driver_to_gpu()`` at
-    import (codegen/triton.py), before its first ``CachingAutotuner`` points
-    ``TRITON_CACHE_DIR`` at its own dir (runtime/triton_heuristics.py), so a node's first
-    ``cuda_utils`` lookup is in ``~/.triton/cache`` unless the workload set that variable."""
-    from torch._inductor.runtime.cache_dir_utils import triton_cache_dir
-
-    os.environ.setdefault("TRITON_CACHE_DIR", triton_cache_dir(0))
-    return build_helpers(launched, cuda_utils=True, libcuda_dirs=libcuda_dirs)
-
-
-def _compile_on_gpu(
-    torch: Any,
-    transformers: Any,
-    cfg: Any,
-    shapes: list[tuple[int, int]],
-    dtypes: list[str],
-    dynamic: bool = False,
-) -> None:
-    for dtype_name in dtypes:
+def _compile_on_gpu(torch: Any, transformers: Any, cfg: Any, calls: Calls) -> None:
+    for dtype_name in calls.dtypes:
         dtype = getattr(torch, DTYPES[dtype_name])
         model = _model(transformers, cfg).to("cuda", dtype).eval()
-        compiled = torch.compile(model, dynamic=True if dynamic else None)
-        for b, s in shapes:
-            ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
+        compiled = calls.compile(torch, model)
+        for b, s in calls.shapes:
+            ids = calls.mark(torch, torch.randint(0, cfg.vocab_size, (b, s), device="cuda"))
             torch.cuda.synchronize()
             t = time.perf_counter()
             with torch.no_grad():
@@ -260,61 +261,41 @@ def _compile_on_gpu(
 
 
 def _child_without_gpu(
-    torch: Any,
-    transformers: Any,
-    config: str,
-    shapes: list[tuple[int, int]],
-    dtypes: list[str],
-    profile_path: str,
-    dynamic: bool = False,
+    torch: Any, transformers: Any, config: str, calls: Calls, profile_path: str
 ) -> None:
     """The GPU warm's program, for the profile's GPU, on FakeTensors (gpuless.py)."""
-    import triton
     from torch._dynamo.utils import counters
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from ..producer import detect
     from . import gpuless
 
-    profile = load_profile(profile_path)  # the torch build was checked by _child
-    own = detect()
-    have = WarmRuntime(
-        str(torch.__version__), triton.__version__, own.python, own.triton_key, own.ptxas,
-        {"transformers": str(transformers.__version__)},
-    )  # fmt: skip
-    mismatch = runtime_mismatch(profile, have)
-    if mismatch:
-        raise UsageError(mismatch)
-    if torch.cuda.is_available():
-        raise UsageError(
-            "a GPU is visible here: warm on it without --gpu-profile, or hide it "
-            "(CUDA_VISIBLE_DEVICES=) to compile for the profile's GPU"
-        )
+    profile = gpuless.profile_to_replay(torch, profile_path)  # torch was checked by _child
     cfg = _config(transformers, config)
-    if "bf16" in dtypes and tuple(profile.capability) < (8, 0):
+    if "bf16" in calls.dtypes and tuple(profile.capability) < (8, 0):
         raise UsageError(f"{profile.label} has no bfloat16: warm with --dtype fp16")
     settings = gpuless.settings_to_replay(profile)
     with gpuless.patched(profile), inductor_launches() as launched:
         cfg_inductor = torch._inductor.config  # the profile's settings applied
         if cfg_inductor.max_autotune or cfg_inductor.max_autotune_gemm:
             raise UsageError("max-autotune benchmarks on the GPU while compiling: warm on the GPU")
-        for dtype_name in dtypes:
+        for dtype_name in calls.dtypes:
             dtype = getattr(torch, DTYPES[dtype_name])
             with torch.device("meta"):
                 model = _model(transformers, cfg)
             model = model.to(dtype).eval()
             mode = FakeTensorMode()
             gpuless.fake_module(torch, model, mode)
-            compiled = torch.compile(model, dynamic=True if dynamic else None)
-            for b, s in shapes:
+            compiled = calls.compile(torch, model)
+            for b, s in calls.shapes:
                 with mode:
                     ids = torch.randint(0, cfg.vocab_size, (b, s), device="cuda")
+                    calls.mark(torch, ids)
                 counters.clear()
                 t = time.perf_counter()
                 # under the fake mode: code Dynamo leaves to eager (transformers 5.25's
                 # Llama: torch.arange(..., device=inputs_embeds.device) for position ids,
                 # modeling_llama.py:379) makes fake tensors instead of initialising CUDA
-                with torch.no_grad(), mode, _our_errors_unwrapped():
+                with torch.no_grad(), mode, gpuless.errors_unwrapped():
                     compiled(input_ids=ids)
                 seen = {k: dict(v) for k, v in counters.items()}
                 print(
@@ -334,25 +315,8 @@ def _child_without_gpu(
                     ),
                     flush=True,
                 )
-        report = _helpers(launched, profile.libcuda_dirs)
+        report = inductor_helpers(launched, profile.libcuda_dirs)
     print_report(report)
-
-
-@contextlib.contextmanager
-def _our_errors_unwrapped() -> Iterator[None]:
-    """Dynamo wraps what a patch raises mid-trace (BackendCompilerFailed, a graph break);
-    tcm's own refusal, innermost, is what the user should read."""
-    try:
-        yield
-    except Exception as exc:
-        seen: set[int] = set()
-        e: BaseException | None = exc
-        while e is not None and id(e) not in seen:
-            seen.add(id(e))
-            if isinstance(e, UsageError):  # NeedsGpu included
-                raise type(e)(str(e)) from None
-            e = getattr(e, "inner_exception", None) or e.__cause__ or e.__context__
-        raise
 
 
 def main() -> None:
@@ -367,19 +331,18 @@ def main() -> None:
     ap.add_argument("--dtype", default="fp16")
     ap.add_argument("--gpu-profile")
     ap.add_argument("--dynamic", action="store_true")
+    ap.add_argument("--mark-dynamic", default="", help="batch,seq: the dims to mark dynamic")
     ap.add_argument("--shapes", help="BxS,BxS...: these calls in this order (not the product)")
     a = ap.parse_args()
-    child_main(
-        lambda: _child(
-            a.config,
-            _shapes(a.shapes)
-            if a.shapes
-            else [(int(b), int(s)) for b in a.batch.split(",") for s in a.seq.split(",")],
-            a.dtype.split(","),
-            a.gpu_profile,
-            a.dynamic,
-        )
+    calls = Calls(
+        _shapes(a.shapes)
+        if a.shapes
+        else [(int(b), int(s)) for b in a.batch.split(",") for s in a.seq.split(",")],
+        a.dtype.split(","),
+        a.dynamic,
+        tuple(DIMS[d] for d in a.mark_dynamic.split(",") if d),
     )
+    child_main(lambda: _child(a.config, calls, a.gpu_profile))
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:

@@ -378,10 +378,10 @@ def test_the_replay_refuses_a_torch_it_does_not_support(
     assert "CPU-only build" in r.stdout, r.stdout + r.stderr
 
 
-def test_gpu_profile_is_for_the_torch_backend(tmp_path: Path) -> None:
+def test_gpu_profile_is_for_the_torch_and_command_backends(tmp_path: Path) -> None:
     r = _tcm(["warm", "--backend", "triton", "--kernels", "tutorials", "--gpu-profile",
               str(H200), "-o", str(tmp_path / "o")])  # fmt: skip
-    assert r.returncode == 2 and "--gpu-profile is for the torch backend" in r.stderr
+    assert r.returncode == 2 and "--gpu-profile is for the torch and command backends" in r.stderr
 
 
 def test_recording_a_profile_needs_the_gpu(cuda_python: str, tmp_path: Path) -> None:
