@@ -223,6 +223,9 @@ class InductorStats:
     aot_hits: int = 0
     aot_misses: int = 0
     aot_bypasses: int = 0
+    #: AOTAutograd misses in a compile attempt torch then restarted (read_inductor): the
+    #: attempt never finishes, so no cache can hold it; not counted as compiled
+    aot_restarted: int = 0
     bundled_kernels: int = 0  # loaded from FX-graph entries, not through Triton's cache
     processes: int = 0  # trace logs read
 
@@ -412,6 +415,7 @@ _ARTIFACT = re.compile(
     r'"artifact": \{"name": "(fx_graph_cache|aotautograd_cache)_(hit|miss|bypass)"'
 )
 _BUNDLED = re.compile(r"cached_kernel_names=\[([^\]]*)\]")
+_ATTEMPT = re.compile(r'"frame_id": (\d+), "frame_compile_id": (\d+), "attempt": (\d+)')
 
 
 def trace_dir(events_dir: Path) -> Path:
@@ -423,7 +427,13 @@ def read_inductor(directory: Path, since: float = 0.0) -> InductorStats | None:
     """Inductor's cache outcomes from the structured-trace logs in ``directory`` (one per
     process; those older than ``since`` are someone else's); None when no process wrote one.
     A log is read line by line: only artifact lines and the payload of an FX-graph hit (which
-    names the kernels loaded from its bundle) are looked at."""
+    names the kernels loaded from its bundle) are looked at.
+
+    Dynamo may restart a frame's compile (``compile_id 0/0`` attempt 0, then attempt 1): with
+    ``dynamic=True`` OPT's first attempt ends in ``TensorifyScalarRestartAnalysis`` after its
+    AOTAutograd lookup missed. That attempt never completes, so its entry is never written,
+    on the warm machine or anywhere: an AOTAutograd miss or bypass in an attempt that a later
+    attempt of the same compile superseded is ``aot_restarted``, not a graph compiled."""
     stats = InductorStats()
     for path in sorted(Path(directory).glob("*.log")) if Path(directory).is_dir() else []:
         try:
@@ -433,6 +443,8 @@ def read_inductor(directory: Path, since: float = 0.0) -> InductorStats | None:
         except OSError:
             continue
         stats.processes += 1
+        last_attempt: dict[tuple[str, str], int] = {}
+        aot_outcomes: list[tuple[str, tuple[str, str], int]] = []
         with f:
             want_payload = False
             for line in f:
@@ -445,12 +457,25 @@ def read_inductor(directory: Path, since: float = 0.0) -> InductorStats | None:
                 if m is None:
                     continue
                 level, outcome = m.groups()
-                name = ("fx" if level == "fx_graph_cache" else "aot") + "_" + {
-                    "hit": "hits", "miss": "misses", "bypass": "bypasses"
-                }[outcome]  # fmt: skip
-                setattr(stats, name, getattr(stats, name) + 1)
                 want_payload = level == "fx_graph_cache" and outcome == "hit"
+                a = _ATTEMPT.search(line)
+                compile_id, attempt = ((a[1], a[2]), int(a[3])) if a else (("?", "?"), 0)
+                last_attempt[compile_id] = max(attempt, last_attempt.get(compile_id, 0))
+                if level == "aotautograd_cache":  # judged once the later attempts are read
+                    aot_outcomes.append((outcome, compile_id, attempt))
+                else:
+                    _count(stats, "fx", outcome)
+        for outcome, compile_id, attempt in aot_outcomes:
+            if outcome != "hit" and attempt < last_attempt[compile_id]:
+                stats.aot_restarted += 1
+            else:
+                _count(stats, "aot", outcome)
     return stats if stats.processes else None
+
+
+def _count(stats: InductorStats, level: str, outcome: str) -> None:
+    name = f"{level}_" + {"hit": "hits", "miss": "misses", "bypass": "bypasses"}[outcome]
+    setattr(stats, name, getattr(stats, name) + 1)
 
 
 def tracking_env(events_dir: Path, cache_dir: Path | None = None) -> dict[str, str]:

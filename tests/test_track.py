@@ -270,3 +270,39 @@ def test_inductor_trace_reading(tmp_path):
     assert stats.bundled_kernels == 2 and stats.graphs_compiled == 1 and stats.compiled
     assert track_mod.read_inductor(tmp_path / "none") is None
     assert track_mod.read_inductor(tmp_path, since=time.time() + 60) is None
+
+
+DYNAMIC_OPT = (
+    "import torch, transformers, sys\n"
+    "cfg = transformers.AutoConfig.from_pretrained(sys.argv[1])\n"
+    "model = transformers.AutoModelForCausalLM.from_config(cfg).eval()\n"
+    "with torch.no_grad():\n"
+    "    torch.compile(model, dynamic=True)(input_ids=torch.randint(0, 100, (2, 64)))\n"
+)
+
+
+def test_an_attempt_torch_restarted_is_not_a_compile(tcm, tmp_path):
+    """tiny-opt under torch.compile(dynamic=True) (for the CPU, by the CUDA build of torch,
+    which has transformers): Dynamo's first attempt misses AOTAutograd and restarts
+    (TensorifyScalarRestartAnalysis); the second finishes and is cached. On the warm cache the
+    first attempt misses again, as it would on any machine: --require-hits passes, and the
+    report says what the restarted attempt did."""
+    from tests.support.tools import require_cuda_python
+
+    python = require_cuda_python()
+    config = str(REPO / "tcmtasks" / "data" / "models" / "tiny-opt")
+    env = {"PYTHONPATH": str(REPO), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "ind"),
+           "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    run = ["track", "--json", "--", python, "-c", DYNAMIC_OPT, config]
+    cold = report(tcm(*run, extra_env=env).stdout)
+    assert cold["inductor"]["fx_misses"] == 1 and cold["compiled_nothing"] is False
+    assert cold["inductor"]["aot_misses"] == 1 and cold["inductor"]["aot_restarted"] == 1
+    warm = report(tcm(run[0], "--require-hits", *run[1:], extra_env=env).stdout)
+    assert warm["verdict"] == "compiled nothing: every lookup hit"
+    ind = warm["inductor"]
+    assert (ind["fx_hits"], ind["aot_hits"], ind["aot_misses"], ind["aot_restarted"]) == (
+        1,
+        1,
+        0,
+        1,
+    )

@@ -92,5 +92,10 @@ def _print_track(stats: TrackStats) -> None:
             + (f", {ind.fx_bypasses} not cacheable" if ind.fx_bypasses else "")
             + f"; AOTAutograd: {ind.aot_hits} hits, {ind.aot_misses} misses"
             + (f", {ind.aot_bypasses} not cacheable" if ind.aot_bypasses else "")
+            + (
+                f", {ind.aot_restarted} in attempts torch restarted (never cached)"
+                if ind.aot_restarted
+                else ""
+            )
             + f"; {ind.bundled_kernels} kernels loaded from FX-graph bundles"
         )
