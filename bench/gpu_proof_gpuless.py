@@ -74,13 +74,15 @@ def clean_env(inductor: Path | None = None) -> dict[str, str]:
 
 def tcm(args: list[str], env: dict[str, str], hidden: bool = False) -> dict:
     """``tcm ARGS --json``; with ``hidden`` in a mount namespace without the driver."""
-    cmd = [sys.executable, "-m", "tcmtasks.cli", *args, "--json"]
+    # --json is tcm's, not a warmed command's (the one after --)
+    at = args.index("--") if "--" in args else len(args)
+    cmd = [sys.executable, "-m", "tcmtasks.cli", *args[:at], "--json", *args[at:]]
     if hidden:
         libs = driver_libraries()
         empty = Path("/tmp/tcm-empty-lib")
         empty.write_bytes(b"")
-        mounts = "; ".join(f"mount --bind {empty} {lib}" for lib in libs)
-        script = f"{mounts}; export CUDA_VISIBLE_DEVICES=; exec " + " ".join(f"'{c}'" for c in cmd)
+        mounts = "".join(f"mount --bind {empty} {lib}; " for lib in libs)
+        script = f"{mounts}export CUDA_VISIBLE_DEVICES=; exec " + " ".join(f"'{c}'" for c in cmd)
         cmd = ["unshare", "-m", "bash", "-c", script]
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

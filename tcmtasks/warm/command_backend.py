@@ -116,7 +116,7 @@ def _run_for_fleet(command: list[str], out: Path, specs: list[str | Path]) -> di
             Member(profile.slug, profile.name, str(profile.triton_target), how, str(spec))
         )
     fleet.write(out, members)
-    return {"returncode": 0, "runs": runs, "members": members}
+    return {"returncode": 0, "script": " ".join(command[1:]), "runs": runs, "members": members}
 
 
 def _inductor_env(root: Path) -> dict[str, str]:
