@@ -96,8 +96,9 @@ def warm_cmd(
         typer.Option(
             "--dynamic",
             help="torch: compile with torch.compile(dynamic=True), as a workload that does: "
-            "one graph with symbolic sizes serves the shapes (a size of 1 is still its own "
-            "graph); without a GPU, the way to warm several shapes in one run.",
+            "one graph with symbolic sizes serves the shapes, in one process. A size of 1 is "
+            "still its own graph, which depends on the order: with one among the shapes, a "
+            "process per ordered pair, as --any-order.",
         ),
     ] = False,
     any_order: Annotated[

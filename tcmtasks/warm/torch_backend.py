@@ -63,9 +63,10 @@ def warm_model(
     ``any_order``: one process per ordered pair of the shapes (batch x seq), each calling
     its two in that order: the graphs a workload calling the shapes in any order compiles
     (docs/cache-formats.md, "Which graphs a process compiles when shapes vary"); else one
-    process calls them all, in order. ``mark_dynamic`` (``batch``, ``seq``): the input's
-    dims the workload marks dynamic (``torch._dynamo.mark_dynamic``). Returns the runs'
-    reports and the fleet's members (none without profiles)."""
+    process calls them all, in order; so do ``dynamic`` and ``mark_dynamic`` (``batch``,
+    ``seq``: the input's dims the workload marks dynamic), whose one symbolic graph serves
+    every shape, unless a size of 1 is among them: then pairs again (``_has_one``). Returns
+    the runs' reports and the fleet's members (none without profiles)."""
     cfg = model_dir(model)
     for d in dtypes:
         if d not in DTYPES:
@@ -83,10 +84,8 @@ def warm_model(
     if unknown:
         raise UsageError(f"--mark-dynamic takes batch and/or seq, not {', '.join(unknown)}")
     args += ["--mark-dynamic", ",".join(marked)] if marked else []
-    shapes = [f"{b}x{s}" for b in batches for s in seqs]
-    calls = [["--shapes", f"{a},{b}"] for a in shapes for b in shapes if a != b] if (
-        any_order and len(shapes) > 1
-    ) else [[]]  # fmt: skip
+    shapes = [(b, s) for b in batches for s in seqs]
+    calls = _processes(shapes, any_order or bool((dynamic or marked) and _has_one(shapes)))
     if not profiles:
         out.mkdir(parents=True, exist_ok=True)
         found, helpers = _run_calls(args, calls, _env(out), "the torch warm", python, set())
@@ -127,6 +126,23 @@ def warm_model(
         )
     fleet.write(out, members)
     return runs, members
+
+
+def _has_one(shapes: list[tuple[int, int]]) -> bool:
+    """Whether a size of 1 is among several shapes: torch specialises it even in a dynamic
+    graph, and the graph it makes for it depends on whether the symbolic one came first
+    (OPT-125m with dynamic=True: 1x128 first and 1x128 after 8x128 are two FX graphs; measured
+    on the CPU and the H100, docs/cache-formats.md)."""
+    return len(shapes) > 1 and any(1 in shape for shape in shapes)
+
+
+def _processes(shapes: list[tuple[int, int]], pairs: bool) -> list[list[str]]:
+    """The child processes' calls: one process for every shape, in order; or with ``pairs``
+    one per ordered pair of them (n shapes, n(n-1) processes), which covers any order."""
+    if not pairs or len(shapes) < 2:
+        return [[]]
+    names = [f"{b}x{s}" for b, s in shapes]
+    return [["--shapes", f"{a},{b}"] for a in names for b in names if a != b]
 
 
 def _run_calls(

@@ -323,13 +323,15 @@ def test_dynamic_warms_four_shapes_into_one_graph(
     assert len([p for p in cache.glob("aotautograd/*") if p.is_dir()]) == 1
 
 
-def _calls(shapes: str, profile: Path, python: str, inductor: Path) -> list[tuple[int, int]]:
+def _calls(
+    shapes: str, profile: Path, python: str, inductor: Path, *extra: str
+) -> list[tuple[int, int]]:
     """One process of the warm's own child calling ``shapes`` in order on ``inductor``, as a
     workload would: (FX-graph misses, AOTAutograd saves) per call, from Inductor's counters."""
     r = subprocess.run(
         [python, "-m", "tcmtasks.warm.torch_backend", "--config",
          str(REPO / "tcmtasks" / "data" / "models" / "tiny-opt"), "--shapes", shapes,
-         "--gpu-profile", str(profile)],
+         "--gpu-profile", str(profile), *extra],
         env={**_env(), "CUDA_VISIBLE_DEVICES": "", "TORCHINDUCTOR_CACHE_DIR": str(inductor)},
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -351,6 +353,20 @@ def test_any_order_warms_every_graph_another_order_compiles(
     cache = out / "nvidia-h200"
     assert _calls("2x32,1x32,4x32", profile, cuda_python, cache) == [(0, 0)] * 3
     assert _calls("4x32,1x32", profile, cuda_python, cache)[0] == (1, 1)
+
+
+def test_dynamic_with_a_size_of_one_warms_each_ordered_pair(
+    cuda_python: str, profile: Path, tmp_path: Path
+) -> None:
+    """--dynamic over batch 1 and 2: torch specialises the 1, and which graph it makes for it
+    depends on whether the symbolic graph came first (OPT-125m, docs/cache-formats.md), so the
+    warm runs both orders; a process calling 2x32, 1x32, 4x32 then compiles nothing."""
+    out = tmp_path / "o"
+    runs = _tiny_opt_runs(["--dynamic", "--batch", "1,2", "--seq", "32"], profile,
+                          cuda_python, out)  # fmt: skip
+    assert [(x["batch"], x["seq"]) for x in runs] == [(1, 32), (2, 32), (2, 32), (1, 32)]
+    calls = _calls("2x32,1x32,4x32", profile, cuda_python, out / "nvidia-h200", "--dynamic")
+    assert calls == [(0, 0)] * 3
 
 
 def test_a_cpu_only_torch_is_refused(tmp_path: Path) -> None:
