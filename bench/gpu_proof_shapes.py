@@ -46,6 +46,16 @@ ORDERS = [["--batch", "8", "--then", "1x128,2x128,4x128"],
           ["--batch", "2", "--then", "8x128,1x128,4x128"]]  # fmt: skip
 
 
+DIAG: dict[str, str] = {}  # --diag: bench/launcherdiag on the path
+
+
+def diag_env(env: dict[str, str], log: Path) -> dict[str, str]:
+    if not DIAG:
+        return env
+    path = f"{REPO / 'bench' / 'launcherdiag'}:{env.get('PYTHONPATH', '')}"
+    return {**env, "PYTHONPATH": path, "TCM_DIAG_LOG": str(log)}
+
+
 def node_run(image: str, w: Path, name: str, command: list[str]) -> dict:
     """Pull ``image`` as a node (fresh HOME, fresh Inductor dir), then ``command`` inside
     ``tcm track --require-hits``."""
@@ -56,7 +66,8 @@ def node_run(image: str, w: Path, name: str, command: list[str]) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "tcmtasks.cli", "track", "--require-hits", "--json", "--",
          *command],
-        env=fresh_env(home, inductor), capture_output=True, text=True,
+        env=diag_env(fresh_env(home, inductor), w / f"diag-{name}.log"), capture_output=True,
+        text=True,
     )  # fmt: skip
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     report = json.loads(lines[-1]) if lines else {}
@@ -78,7 +89,10 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, help="this GPU's profile (else recorded here)")
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--python", default=sys.executable, help="the workload's interpreter")
+    ap.add_argument("--diag", action="store_true", help="log launchers (bench/launcherdiag)")
     a = ap.parse_args()
+    if a.diag:
+        DIAG["on"] = "1"
     FORWARD[0] = SCRIPT[0] = a.python
     w = a.workdir or Path(f"/tmp/tcm-shapes-{a.part}-{a.model}")
     shutil.rmtree(w, ignore_errors=True)
@@ -104,12 +118,14 @@ def main() -> None:
                 "batch"]  # fmt: skip
         node = [[*SCRIPT, str(saved), "--shapes", "8x128,4x128,2x128", "--mark", "batch"]]
     t = time.perf_counter()
-    r["warm"] = tcm(warm, clean_env(), hidden=True)
+    r["warm"] = tcm(warm, diag_env(clean_env(), w / "diag-warm.log"), hidden=True)
     r["warm_s"] = time.perf_counter() - t
     image = f"oci:{w / 'image'}:shapes"
     r["package"] = tcm(["package", str(cache), image], clean_env())
     r["node_runs"] = [node_run(image, w, f"n{i}", cmd) for i, cmd in enumerate(node)]
     r["passed"] = all(n["exit"] == 0 for n in r["node_runs"])
+    for log in w.glob("diag-*.log"):
+        shutil.copy(log, a.out / f"{a.part}-{a.model}-{log.name}")
     (a.out / f"shapes-{a.part}-{a.model}.json").write_text(json.dumps(r, indent=1, default=str))
     for n in r["node_runs"]:
         print(a.part, a.model, n["command"], "exit", n["exit"], n["verdict"])

@@ -3,7 +3,7 @@
 # on an H100; carry .whl):
 #   bash bench/gpu_session_shapes.sh OUTDIR
 # This GPU's profile is recorded once, then five proofs run side by side (16 cores; PARTS=
-# "dynamic:opt-125m" picks some): tiny-opt
+# "dynamic:opt-125m" picks some; DIAG=1 logs every Triton launcher, bench/launcherdiag): tiny-opt
 # and OPT-125m warmed GPU-less with --any-order and with --dynamic over batch 1,2,8, and
 # OPT-125m's own warm-up script through the command backend; each pulled and run as a node
 # in other orders under `tcm track --require-hits`.
@@ -15,7 +15,7 @@ pids=()
 # PARTS="dynamic:opt-125m ...": some of them only
 for run in ${PARTS:-any:tiny-opt any:opt-125m dynamic:tiny-opt dynamic:opt-125m script:opt-125m}; do
   part=${run%%:*} model=${run#*:}
-  python3 bench/gpu_proof_shapes.py --out "$out" --part "$part" --model "$model" \
+  python3 bench/gpu_proof_shapes.py --out "$out" --part "$part" --model "$model" ${DIAG:+--diag} \
     --profile "$out/gpu.json" > "$out/$part-$model.out" 2> "$out/$part-$model.err" &
   pids+=($!)
 done
