@@ -34,29 +34,6 @@ def _patch_driver(mod):
         return inner(self, src, metadata)
 
     cls.__init__ = init
-    build = getattr(mod, "compile_module_from_src", None)
-    if build is None:
-        return
-
-    def compile_module_from_src(src, name, *a, **k):
-        import hashlib
-
-        try:
-            from triton.runtime.build import platform_key
-        except ImportError:
-            from triton.backends.driver import platform_key
-        pk = platform_key()
-        key = hashlib.sha256((src + pk).encode("utf-8")).hexdigest()
-        from triton.runtime.cache import get_cache_manager
-
-        have = get_cache_manager(key).get_file(f"{name}.cpython-312-x86_64-linux-gnu.so")
-        _log({"what": "module", "name": name, "platform_key": pk, "key": key,
-              "cached": have is not None, "dir": os.environ.get("TRITON_CACHE_DIR"),
-              "src_head": src[:200], "src_len": len(src), "args": repr(a)[:300],
-              "kwargs": repr(k)[:300]})
-        return build(src, name, *a, **k)
-
-    mod.compile_module_from_src = compile_module_from_src
 
 
 def _patch_heuristics(mod):
