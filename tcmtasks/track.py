@@ -255,6 +255,7 @@ class TrackStats:
     #: Triton's C helpers (cuda_utils, launchers) found in the cache, and built with gcc
     helper_hits: int = 0
     helpers_built: list[str] = field(default_factory=list)
+    helper_dirs: list[str] = field(default_factory=list)  # the caches the built ones missed in
 
     @property
     def lookups(self) -> int:
@@ -299,6 +300,7 @@ class TrackStats:
             "kernels": [k.__dict__ for k in self.kernels],
             "inductor": self.inductor.to_dict() if self.inductor else None,
             "helper_hits": self.helper_hits, "helpers_built": self.helpers_built,
+            "helper_dirs": self.helper_dirs,
         }  # fmt: skip
 
 
@@ -321,6 +323,8 @@ def summarize(events: Iterable[dict[str, Any]]) -> TrackStats:
             continue
         if kind == "helper-miss":
             stats.helpers_built.append(str(ev.get("name", "?")))
+            if ev.get("root") and ev["root"] not in stats.helper_dirs:
+                stats.helper_dirs.append(str(ev["root"]))  # where it was looked for
             continue
         if kind == "compile":
             compile_times[key] = compile_times.get(key, 0.0) + float(ev.get("seconds", 0.0))

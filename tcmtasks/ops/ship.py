@@ -285,9 +285,14 @@ def _unique(
         chosen.setdefault(e.key, e)
         dest = dest_of.get(os.path.abspath(e.root), ("triton", ""))
         dests.setdefault(e.key, set()).add(dest)
-        if e.kind == EntryKind.MODULE and e.name == "cuda_utils" and dest[0] != "triton":
-            # a torch.compile node builds it before Inductor points Triton at its own dir,
-            # so it looks it up in its plain Triton cache (warm/torch_backend.py ``_helpers``)
+        if e.kind == EntryKind.MODULE and dest[0] != "triton":
+            # a C helper of an Inductor (or vLLM) cache: the node may ask its plain Triton
+            # cache for it. cuda_utils: built before Inductor points Triton at its own dir
+            # (warm/helpers.py ``inductor_helpers``); a launcher: built in the main process,
+            # whose TRITON_CACHE_DIR only Inductor's CachingAutotuner.__init__ sets, and the
+            # autotuners of a cached graph, and those compiled in workers, arrive pickled,
+            # without it (on an H100, dynamic=True OPT-125m's node built 3 launchers the
+            # image held in triton/0, bench/RESULTS.md). Tiny files: both places
             dests[e.key].add(("triton", ""))
     plain = all(d == {("triton", "")} for d in dests.values())
     return list(chosen.values()), None if plain else {k: sorted(v) for k, v in dests.items()}

@@ -323,7 +323,31 @@ def test_helpers_ship_restore_and_survive_gc(tcm, tmp_path):
                 ask, ok=1, extra_env={"PYTHONPATH": str(REPO)})  # fmt: skip
     stats = json.loads(built.stdout)
     assert stats["helpers_built"] == ["cuda_utils"] and not stats["compiled_nothing"]
+    assert stats["helper_dirs"] == [str(empty)]  # where the node looked
     found = tcm("track", "-c", out, "--require-hits", "--json", "--", sys.executable, "-c", ask,
                 extra_env={"PYTHONPATH": str(REPO)})  # fmt: skip
     stats = json.loads(found.stdout)
     assert stats["helper_hits"] == 1 and stats["helpers_built"] == []
+
+
+def test_launchers_of_an_inductor_cache_also_reach_the_plain_triton_cache(
+    warmed_inductor, tcm, tmp_path
+):
+    """A node's main process may ask its plain Triton cache for a kernel's launcher (Inductor
+    sets TRITON_CACHE_DIR only in CachingAutotuner.__init__, which pickled autotuners skip):
+    C helpers in an Inductor cache's triton/0 are restored there and to the plain cache."""
+    helpers = tmp_path / "helpers"
+    tcm("warm", "--backend", "triton", "--kernels", TUTORIALS, "--target", "cuda:90", "-o",
+        helpers)  # fmt: skip
+    inductor = tmp_path / "inductor"  # a torch.compile cache, with those kernels beside it
+    shutil.copytree(warmed_inductor, inductor)
+    shutil.copytree(helpers, inductor / "triton" / "0", dirs_exist_ok=True)
+    launchers = [e for e in scan_root(helpers) if e.name == "__triton_launcher"]
+    assert len(launchers) == 8
+    tcm("package", inductor, f"oci:{tmp_path / 'img'}:v1")
+    node = tmp_path / "node"
+    tcm("extract", f"oci:{tmp_path / 'img'}:v1", "-c", node / "triton", "--inductor-dir",
+        node / "inductor", "--all")  # fmt: skip
+    for cache in (node / "triton", node / "inductor" / "triton" / "0"):
+        got = {e.key for e in scan_root(cache) if e.name == "__triton_launcher"}
+        assert got == {e.key for e in launchers}, cache
