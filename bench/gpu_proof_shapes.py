@@ -76,7 +76,8 @@ def node_run(image: str, w: Path, name: str, command: list[str]) -> dict:
         "command": " ".join(command[1:]), "exit": proc.returncode, "pull_s": pull_s,
         "pulled": {k: pulled.get(k) for k in ("installed", "skipped", "gpus") if k in pulled},
         "verdict": report.get("verdict"), "inductor": report.get("inductor"),
-        "helpers_built": report.get("helpers_built"), "counters": counters,
+        "helpers_built": report.get("helpers_built"), "helper_dirs": report.get("helper_dirs"),
+        "helper_hits": report.get("helper_hits"), "counters": counters,
         "stderr": proc.stderr[-1500:] if proc.returncode else "",
     }  # fmt: skip
 
