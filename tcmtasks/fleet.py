@@ -14,9 +14,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_write_text
 from .errors import CacheError
+
+if TYPE_CHECKING:
+    from .gpuprofile import GpuProfile
 
 FLEET_FILE = ".tcm-fleet.json"
 FORMAT = 1
@@ -31,6 +35,11 @@ class Member:
     target: str  # Triton's target ("cuda:90")
     how: str  # "gpu-less" (compiled from its profile) or "native" (on that GPU)
     profile: str  # the profile it was compiled from
+
+
+def member(profile: GpuProfile, how: str, spec: str | Path) -> Member:
+    """The member a warm for ``profile`` (named by ``spec``) wrote into ``profile.slug``."""
+    return Member(profile.slug, profile.name, str(profile.triton_target), how, str(spec))
 
 
 def write(out: Path, members: list[Member]) -> None:

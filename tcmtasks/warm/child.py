@@ -27,6 +27,14 @@ ERROR_PREFIX = "tcm-error: "
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
+def inductor_env(inductor_dir: Path) -> dict[str, str]:
+    """This environment with Inductor's cache at ``inductor_dir``, and no TRITON_CACHE_DIR:
+    Inductor then keeps Triton's kernels inside its own dir (``triton/<device>``)."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_dir.resolve())}
+    env.pop("TRITON_CACHE_DIR", None)
+    return env
+
+
 def run_child(
     module: str,
     args: list[str],

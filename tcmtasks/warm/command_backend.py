@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..fleet import Member
 from ..gpuprofile import find, fleet_mismatch, load_fleet, runtime_of
 from ..targets import host_gpus
-from .child import run_child
+from .child import inductor_env, run_child
 from .helpers import split_report
 
 
@@ -95,14 +95,15 @@ def _run_for_fleet(command: list[str], out: Path, specs: list[str | Path]) -> di
     said: set[str] = set()
     for spec, profile in zip(specs, profiles, strict=True):
         where = out / profile.slug
-        if profile.name in local:  # its own GPU is here: the script runs as on a node
+        how = "native" if profile.name in local else "gpu-less"
+        if how == "native":  # its own GPU is here: the script runs as on a node
             run = _run(command, where, inductor=True)
             if run["returncode"]:
                 return {**run, "members": members}
-            runs.append({"gpu": profile.name, "how": "native", "helpers": run["helpers"]})
+            runs.append({"gpu": profile.name, "how": how, "helpers": run["helpers"]})
         else:
             where.mkdir(parents=True, exist_ok=True)
-            env = _inductor_env(where.resolve())
+            env = inductor_env(where)
             env["CUDA_VISIBLE_DEVICES"] = ""
             target = ["--gpu-profile", str(find(spec)), "--", *command[1:]]
             found, helpers = split_report(
@@ -110,27 +111,17 @@ def _run_for_fleet(command: list[str], out: Path, specs: list[str | Path]) -> di
                           what=f"the warm-up script for {profile.name}"),
                 said=said,
             )  # fmt: skip
-            runs += [{**r, "how": "gpu-less", "helpers": helpers} for r in found]
-        how = runs[-1]["how"]
-        members.append(
-            Member(profile.slug, profile.name, str(profile.triton_target), how, str(spec))
-        )
+            runs += [{**r, "how": how, "helpers": helpers} for r in found]
+        members.append(fleet.member(profile, how, spec))
     fleet.write(out, members)
     return {"returncode": 0, "script": " ".join(command[1:]), "runs": runs, "members": members}
-
-
-def _inductor_env(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("TRITON_CACHE_DIR", None)  # so Inductor keeps Triton's kernels in its own dir
-    env["TORCHINDUCTOR_CACHE_DIR"] = str(root)
-    return env
 
 
 def _run(command: list[str], out: Path, *, inductor: bool, vllm: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     root = out.resolve()
     before = _keys(root)
-    env = _inductor_env(root) if inductor else dict(os.environ)
+    env = inductor_env(root) if inductor else dict(os.environ)
     if vllm:
         env.pop("TRITON_CACHE_DIR", None)
         env["VLLM_CACHE_ROOT"] = str(root)

@@ -362,7 +362,7 @@ def inductor_helpers(
 ) -> HelperReport:
     """Triton's C helpers for a torch.compile run (``build_helpers``), where the node looks
     them up: beside Inductor's kernels (``triton/<device>``), from where a restore also places
-    ``cuda_utils`` in the node's own Triton cache. Inductor's kernel modules call
+    them in the node's own Triton cache. Inductor's kernel modules call
     ``set_driver_to_gpu()`` at import (codegen/triton.py), before its first
     ``CachingAutotuner`` points ``TRITON_CACHE_DIR`` at its own dir
     (runtime/triton_heuristics.py), so a node's first ``cuda_utils`` lookup is in

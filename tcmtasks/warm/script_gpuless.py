@@ -36,11 +36,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependency, NeedsGpu
+from ..errors import MissingDependency, NeedsGpu, UsageError
 from .child import child_main
 from .helpers import inductor_helpers, inductor_launches, print_report
 
-#: what a fake tensor raises where a script reads a value back, by the words to show
+#: what a fake tensor raises where a script reads a value back (their class names)
 _VALUE_READS = ("DataDependentOutputException", "DynamicOutputShapeException")
 #: where a frame is not the script's own (the line to name is the script's)
 _NOT_THE_SCRIPTS = (
@@ -87,7 +87,7 @@ def run(profile_path: str, target: list[str]) -> None:
         "aot_graphs": seen.get("aot_autograd", {}).get("autograd_cache_saved", 0),
     }
     if not (record["fx_graphs"] or record["fx_hits"]):
-        raise NeedsGpu(
+        raise UsageError(
             f"{' '.join(target)} compiled no graph: it must call a torch.compile'd model or "
             "function on 'cuda' tensors"
         )

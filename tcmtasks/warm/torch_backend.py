@@ -29,7 +29,7 @@ from ..gpuprofile import find, fleet_mismatch, load_fleet, runtime_of
 from ..producer import use_workload_ptxas
 from ..resources import model_dir
 from ..targets import host_gpus
-from .child import child_main, run_child
+from .child import child_main, inductor_env, run_child
 from .helpers import inductor_helpers, inductor_launches, print_report, split_report
 
 #: the input's dims by name (``--mark-dynamic``)
@@ -88,7 +88,7 @@ def warm_model(
     calls = _processes(shapes, any_order or bool((dynamic or marked) and _has_one(shapes)))
     if not profiles:
         out.mkdir(parents=True, exist_ok=True)
-        found, helpers = _run_calls(args, calls, _env(out), "the torch warm", python, set())
+        found, helpers = _run_calls(args, calls, inductor_env(out), "the torch warm", python, set())
         return [{**r, "helpers": helpers} for r in found], []
     local = set(host_gpus()[1])
     # several shapes in one process are fine where every dim that varies is dynamic
@@ -98,8 +98,8 @@ def warm_model(
         raise UsageError(
             "without a GPU, warm one shape per run (one --batch, one --seq), --dynamic, "
             "--mark-dynamic of the dims that vary, or --any-order (a process per ordered "
-            "pair): several shapes in one process "
-            "recompile with automatic dynamic shapes in the order given"
+            "pair): several shapes in one process recompile with automatic dynamic shapes in "
+            "the order given"
         )
     # one line before anything compiles: what the fleet's keys need that this runner lacks
     mismatch = fleet_mismatch(profiles, runtime_of(python), python or sys.executable)
@@ -111,7 +111,7 @@ def warm_model(
     said: set[str] = set()  # a helper build's failure, said once for the fleet
     for spec, profile in zip(gpu_profiles or [], profiles, strict=True):
         where = out / profile.slug
-        env, extra = _env(where), []
+        env, extra = inductor_env(where), []
         native = profile.name in local
         if not native:  # compiled from the profile: the child must see no GPU at all
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -121,9 +121,7 @@ def warm_model(
         )
         how = "native" if native else "gpu-less"
         runs += [{**r, "gpu": profile.name, "how": how, "helpers": helpers} for r in found]
-        members.append(
-            Member(profile.slug, profile.name, str(profile.triton_target), how, str(spec))
-        )
+        members.append(fleet.member(profile, how, spec))
     fleet.write(out, members)
     return runs, members
 
@@ -164,12 +162,6 @@ def _run_calls(
         )
         found += got
     return found, helpers
-
-
-def _env(inductor_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(inductor_dir.resolve())}
-    env.pop("TRITON_CACHE_DIR", None)  # Inductor puts Triton's cache inside its own
-    return env
 
 
 @dataclass(frozen=True)
@@ -291,9 +283,6 @@ def _child_without_gpu(
         raise UsageError(f"{profile.label} has no bfloat16: warm with --dtype fp16")
     settings = gpuless.settings_to_replay(profile)
     with gpuless.patched(profile), inductor_launches() as launched:
-        cfg_inductor = torch._inductor.config  # the profile's settings applied
-        if cfg_inductor.max_autotune or cfg_inductor.max_autotune_gemm:
-            raise UsageError("max-autotune benchmarks on the GPU while compiling: warm on the GPU")
         for dtype_name in calls.dtypes:
             dtype = getattr(torch, DTYPES[dtype_name])
             with torch.device("meta"):
