@@ -200,8 +200,8 @@ class _Run:
         if names is None:
             try:
                 names = self.listed[root] = frozenset(os.listdir(root))
-            except OSError:
-                names = self.listed[root] = frozenset()
+            except OSError:  # not listed: install looks for itself
+                return False
         return key in names and occupied(root / key)
 
     def staging_for(self, dest: Dest) -> str:
@@ -517,7 +517,9 @@ def _stream_and_install(
     for d in staging.dirs.values():
         sync_filesystem(d)
     for r in ready:
-        failed = install(r.staged, r.final, run.overwrite)
+        listed = run.listed.get(r.final.parent)  # under the lock, when judged
+        absent = listed is not None and r.final.name not in listed
+        failed = install(r.staged, r.final, run.overwrite, absent=absent)
         if failed is not None:
             report.failed.append({**r.item, "dest": str(r.final.parent), "reason": failed})
             continue

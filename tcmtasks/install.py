@@ -118,13 +118,17 @@ def producer_root(source: str, mount: str) -> str:
     return source
 
 
-def install(staged: Path, final: Path, overwrite: bool, trash: Path | None = None) -> str | None:
+def install(
+    staged: Path, final: Path, overwrite: bool, trash: Path | None = None, *, absent: bool = False
+) -> str | None:
     """One rename puts the entry in place; why it could not, or None. An entry it replaces is
     swapped out in the same step (``exchange``), so a crash leaves the old or the new entry,
     never neither; where the file system cannot swap, the old one goes aside into the trash
     (``<root>/.tcm-trash``, or the staging dir for parts' units) and comes back if the new one
-    cannot follow it."""
-    if occupied(final):
+    cannot follow it. ``absent``: the caller listed the root under its lock without ``final``
+    there, so it is not looked at again (a dir a workload made since is one of Triton's empty
+    ones, which the rename replaces; a full one makes the rename fail, as below)."""
+    if not absent and occupied(final):
         if not overwrite:
             return "already there"
         if exchange(staged, final):

@@ -18,7 +18,7 @@ from .cache.groups import MAX_JSON
 from .errors import HostileImage, ImageError, OversizeHeader, os_error
 from .oci.image import Dest
 from .oci.inspect import decompressed
-from .oci.tarread import Chunks, Member, TarReader
+from .oci.tarread import BLOCK, Chunks, Member, TarReader
 from .restoreplan import PartPlan
 from .stagewrite import Where, Writer
 
@@ -164,6 +164,7 @@ def stream_into(
     layer's digest is checked at its end: on a mismatch everything staged is void."""
     total = 0
     members = 0
+    copies = writer.copies
     part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
     for desc in manifest.get("layers", []):
         raw = source.open_blob(desc["digest"], desc.get("size"))
@@ -199,17 +200,28 @@ def stream_into(
                         f"the layer unpacks to more than {max_total} bytes (what the "
                         "image declares, or --max-size): nothing was installed"
                     )
+                total += m.size
                 if where is None:
                     tar.skip(m)
-                elif hold is not None and name.endswith(".json") and m.size <= MAX_JSON \
+                    continue
+                # a Triton file goes to tar as the layer holds it, when its header can
+                # (TarReader.span): no new header, no copy of its bytes
+                record = tar.span(m) if copies and m.name.startswith(CACHE_PREFIX) and \
+                    where[1] == name[len(CACHE_PREFIX):] else None  # fmt: skip
+                if hold is not None and name.endswith(".json") and m.size <= MAX_JSON \
                         and name.startswith(CACHE_PREFIX):  # fmt: skip
-                    data = tar.read(m)
-                    if not hold(where, data):
+                    data = tar.read(m) if record is None else bytes(record[BLOCK : BLOCK + m.size])
+                    if hold(where, data):
+                        pass
+                    elif record is None:
                         writer.write(where, (data,), m.size)
+                    else:
+                        writer.copy(where[0], record)
+                elif record is not None:
+                    writer.copy(where[0], record)
                 else:
                     writer.write(where, tar.content(m), m.size)
-                total += m.size
-                if progress and where is not None:
+                if progress:
                     progress(total)
             trailing = 0
             for n in tar.rest():  # tar padding; the digest is checked once it is read

@@ -8,9 +8,13 @@ ext4, bench/RESULTS.md). A writer *thread* made it slower (its many short calls 
 GIL with the parser), a second process does not: GNU tar's C loop creates the files on the
 other core while this one parses and judges. What tar receives is a tar stream tcm writes
 itself (``oci/tarstream.py``): only members already judged safe (a regular file, a checked
-relative name, within the caps), under fresh headers (mode 0644, owner and times not kept),
-so nothing the image's own headers say reaches tar. tar's ``-k`` refuses to replace a file,
-and each name is also checked here, so an image naming one file twice is refused as before.
+relative name, within the caps). A Triton file goes as the layer holds it (``copy``: its
+header and content as one view, no new header, no copy of its bytes; tar's ``--transform``
+drops the ``io.triton.cache/`` before its ``KEY/FILE``) when that header says nothing tcm
+would not (mode 0644, no PAX or long-name block before it: oci/tarread.py ``span``); every
+other member goes under a fresh header (mode 0644). Owners and times are never kept
+(``--no-same-owner``, ``-m``). tar's ``-k`` refuses to replace a file, and each name is also
+checked here, so an image naming one file twice is refused as before.
 
 Errors: tar's own message (its stderr, in the C locale) becomes the error tcm raises: a full
 disk and a denied write say so, as the direct writer's ``OSError`` does.
@@ -35,12 +39,23 @@ from .oci.tarstream import TarStream
 
 #: (a staging dir, the path of a file below it)
 Where = tuple[str, str]
+#: What tar strips from the name of a member copied as the layer holds it (``copy``): the
+#: layer's Triton prefix, ``io.triton.cache/`` (a regex, for tar's --transform); no name
+#: ``write`` hands tar starts with it (a key has no dots)
+COPIED = r"io\.triton\.cache/"
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _F_SETPIPE_SZ = 1031  # Linux fcntl: a bigger pipe, fewer switches between the two processes
 
 
 class Writer(Protocol):
+    #: whether ``copy`` works (GNU tar's writer; not this process's)
+    copies: bool
+
     def write(self, where: Where, content: Iterable[memoryview | bytes], size: int) -> None: ...
+
+    def copy(self, root: str, record: memoryview) -> None:
+        """A layer's ``io.triton.cache/KEY/FILE`` member, header and all, as ``KEY/FILE``
+        below ``root`` (the caller has checked its name, kind, size and mode)."""
 
     def close(self) -> None:
         """Every file is written (raises the writer's error otherwise)."""
@@ -81,6 +96,8 @@ def gnu_tar() -> str | None:
 class DirectWriter:
     """Each file opened and written from this process (``O_EXCL``: a name twice is an error)."""
 
+    copies = False
+
     def __init__(self, made: set[str] | None = None) -> None:
         self._made = made or set()  # dirs made (a mkdir per file was half the syscalls)
 
@@ -119,6 +136,9 @@ class DirectWriter:
                 raise os_error(exc, "write", where[0]) from None
             raise
 
+    def copy(self, root: str, record: memoryview) -> None:
+        raise NotImplementedError("the direct writer takes each file's content (write)")
+
     def close(self) -> None:
         pass
 
@@ -145,7 +165,7 @@ class _Child:
         self.errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [tar, "-x", "-f", "-", "-C", root, "-k", "-m", "--no-same-owner",
-             "--no-same-permissions"],
+             "--no-same-permissions", f"--transform=s,^{COPIED},,"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.errors,
             env={**os.environ, "LC_ALL": "C"}, start_new_session=True,
         )  # fmt: skip
@@ -183,6 +203,8 @@ class _Child:
 class TarWriter:
     """Files handed to a ``tar -x`` per staging dir, as one tar stream each."""
 
+    copies = True
+
     def __init__(self, tar: str):
         self._tar = tar
         self._children: dict[str, _Child] = {}
@@ -199,6 +221,16 @@ class TarWriter:
         child.files.add(rel)
         try:
             child.stream.add_member(rel, content, size)
+        except BrokenPipeError:
+            child.proc.wait()
+            raise child.failure() from None
+
+    def copy(self, root: str, record: memoryview) -> None:
+        child = self._children.get(root)
+        if child is None:
+            child = self._children[root] = _Child(self._tar, root)
+        try:
+            child.stream.add_record(record)
         except BrokenPipeError:
             child.proc.wait()
             raise child.failure() from None

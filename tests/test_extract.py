@@ -349,6 +349,41 @@ def test_hostile_layers_install_nothing(image, tmp_path, members, message):
     assert not (tmp_path / "evil").exists() and not (tmp_path / "x").exists()
 
 
+def test_members_tar_cannot_take_as_they_are_get_fresh_headers(image, tmp_path):
+    """The layer's own headers go to tar only when plain (0644, no PAX block): a set-uid
+    mode or a PAX header (tar would read it, tcm's copy would lose it) still gives the same
+    files, mode 0644, and every entry hits."""
+    built, store = image
+    members = layer_members(store, built)
+    n = 0
+    for ti, _data in members:
+        if ti.isfile() and ti.name.startswith("io.triton.cache/"):
+            n += 1
+            if n % 2:
+                ti.mode = 0o6755
+            else:
+                ti.pax_headers = {"comment": "tcm never writes this"}
+    odd = hostile_image(tmp_path, members)
+    plain, other = tmp_path / "plain", tmp_path / "other"
+    extract(store, plain, targets=None, host=HOST)
+    report = extract(odd, other, targets=None, host=HOST)
+    assert len(report.kept) == 9 and n > 9
+    assert {e.key: e.lookup for e in scan_root(other)} == {e.key: "hit" for e in scan_root(plain)}
+    mode = 0o644 & ~_umask()
+    for f in other.rglob("*"):
+        if f.is_file() and ".tcm" not in str(f):
+            assert f.stat().st_mode & 0o7777 == mode, f
+            assert f.read_bytes() == (plain / f.relative_to(other)).read_bytes().replace(
+                str(plain).encode(), str(other).encode()
+            ), f
+
+
+def _umask():
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
 def test_size_cap(image, tmp_path):
     _, store = image
     with pytest.raises(HostileImage, match="more than 1000 bytes"):
@@ -625,3 +660,36 @@ def test_concurrent_restores_into_one_dir_all_succeed(tcm, image, tmp_path):
     kept = [len(json.loads(p.stdout)["kept"]) for p in procs]
     assert sum(kept) == 9  # each entry installed once, by whichever run came first
     assert _tree(shared, as_if=alone) == _tree(alone) and len(_tree(alone)) >= 27
+
+
+def test_an_entry_another_writer_put_there_meanwhile_is_kept(image, tmp_path, db, monkeypatch):
+    """Between the judging (its root listed under the lock, the key absent) and the rename,
+    a dir with files appears where an entry goes (a writer other than tcm, which waits for
+    the lock): the rename fails, that writer's files stay, and the rest are installed and
+    indexed."""
+    from tcmtasks import Index, ops
+    from tcmtasks import extract as extract_mod
+
+    _built, store = image
+    dest = tmp_path / "node"
+    synced = extract_mod.sync_filesystem
+    theirs = []
+
+    def meanwhile(path):
+        if not theirs:  # just before the renames
+            key = next(p.name for p in next(dest.glob(".tcm-staging-*")).iterdir()
+                       if len(p.name) > 20)  # fmt: skip
+            (dest / key).mkdir()
+            (dest / key / "theirs.json").write_text("{}")
+            theirs.append(key)
+        synced(path)
+
+    monkeypatch.setattr(extract_mod, "sync_filesystem", meanwhile)
+    report = ops.extract(
+        f"oci:{store.path}:v1", ops.RestoreOptions(cache_dir=dest, all_targets=True)
+    )
+    assert len(report.kept) == 8 and [f["key"] for f in report.failed] == theirs
+    assert "another process installed it meanwhile" in report.failed[0]["reason"]
+    assert [p.name for p in (dest / theirs[0]).iterdir()] == ["theirs.json"]
+    with Index(db) as idx:
+        assert {e.key for e in idx.entries([dest])} == {k["key"] for k in report.kept}

@@ -151,3 +151,38 @@ def test_extract_without_gnu_tar_refuses_the_same(image, tmp_path, monkeypatch, 
     with pytest.raises(HostileImage, match=message):
         extract(hostile_image(tmp_path, members), dest, targets=None, host=HOST)
     assert snapshot(dest) == before and not list(dest.glob(".tcm-staging-*"))
+
+
+def test_a_copied_member_lands_as_a_written_one(tmp_path: Path) -> None:
+    """GNU tar's writer takes a layer's Triton member as the layer holds it (its own header,
+    io.triton.cache/ stripped by tar): the same file, mode and bytes as ``write`` makes."""
+    import io
+    import tarfile
+
+    big = random.Random(2).randbytes(70_000)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in (
+            (f"io.triton.cache/{KEY}/k.cubin", big),
+            (f"io.triton.cache/{KEY}/k.json", b"{}"),
+        ):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.uid, ti.mtime = len(data), 4242, 1  # neither is kept
+            t.addfile(ti, io.BytesIO(data))
+    raw = memoryview(out.getvalue())
+    size = 512 + len(big) + (-len(big) % 512)
+    copied, written = tmp_path / "copied", tmp_path / "written"
+    copied.mkdir()
+    written.mkdir()
+    w = make("tar")
+    w.copy(str(copied), raw[:size])
+    w.copy(str(copied), raw[size : size + 1024])
+    w.close()
+    w = make("tar")
+    w.write((str(written), f"{KEY}/k.cubin"), [big], len(big))
+    w.write((str(written), f"{KEY}/k.json"), [b"{}"], 2)
+    w.close()
+    assert tree(copied) == tree(written)
+    assert tree(copied)[f"{KEY}/k.cubin"] == (0o644 & ~_umask(), big)
+    assert (copied / KEY / "k.json").stat().st_uid == os.getuid()
+    assert (copied / KEY / "k.json").stat().st_mtime > 1

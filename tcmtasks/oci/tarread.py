@@ -32,6 +32,9 @@ CHUNK = 1 << 20
 DEPTH = 8
 MAX_EXTENSION = 1 << 20  # a PAX or GNU long-name block: names are never near this
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
+#: A header's mode field for 0644 as tarfile and GNU tar write it: a member whose header
+#: ``span`` copies as it is gets no other mode (no set-id bits, nothing unreadable)
+_PLAIN_MODES = frozenset((b"0000644\0", b"000644 \0", b"0000644 "))
 
 
 class Member:
@@ -127,6 +130,9 @@ class TarReader:
         self._buf = memoryview(b"")
         self._pos = 0
         self.ended = False
+        #: where the current member's header starts in ``_buf`` when it can be copied as it
+        #: is (``span``); -1 when not
+        self._start = -1
 
     # -- the byte stream --------------------------------------------------------------------
 
@@ -174,10 +180,12 @@ class TarReader:
     def __iter__(self) -> Iterator[Member]:
         pax: dict[str, str] = {}
         long_name: str | None = None
+        extended = False
         while True:
             if self._available() == 0:
                 self.ended = True  # no end-of-archive blocks: as tarfile, the end
                 return
+            start = self._pos if len(self._buf) - self._pos >= BLOCK else -1
             block = self._take(BLOCK)
             if block == ZERO_BLOCK:
                 self.ended = True
@@ -197,6 +205,7 @@ class TarReader:
                         raise CorruptTar("a global PAX header renames or resizes members")
                 elif kind == b"L":
                     long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                extended = True
                 continue
             if long_name is not None:
                 name, long_name = long_name, None
@@ -214,6 +223,8 @@ class TarReader:
             pax = {}
             if kind == b"\0" and name.endswith("/"):
                 kind = b"5"  # the old V7 way of writing a dir
+            self._start = -1 if extended or block[100:108] not in _PLAIN_MODES else start
+            extended = False
             yield Member(name, size, kind)
 
     def content(self, m: Member) -> Iterator[memoryview]:
@@ -225,6 +236,18 @@ class TarReader:
             left -= len(view)
             yield view
         self._drop(-m.size % BLOCK)
+
+    def span(self, m: Member) -> memoryview | None:
+        """The member's whole record (its header, content and padding, as the layer holds
+        them) as one view of the current chunk, for a copy into another tar stream; None
+        (nothing consumed) unless it lies in one chunk, no PAX or long-name block comes before
+        its header (the copy would lose it) and its mode is a plain 0644."""
+        end = self._pos + m.size + (-m.size % BLOCK)
+        if self._start < 0 or end > len(self._buf):
+            return None
+        view = self._buf[self._start : end]
+        self._pos, self._start = end, -1
+        return view
 
     def read(self, m: Member) -> bytes:
         data = self._take(m.size)

@@ -141,6 +141,11 @@ class TarStream:
     def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
         self._member(header(name, len(data), self.mtime, mode), data)
 
+    def add_record(self, record: memoryview) -> None:
+        """A member as another tar stream holds it (header, content, padding), copied as is
+        (a view of a read-only buffer: it may be held until the next flush)."""
+        self._write(record)
+
     def add_member(
         self, name: str, content: Iterable[bytes | memoryview], size: int, mode: int = 0o644
     ) -> None:

@@ -163,3 +163,39 @@ def test_closing_early_stops_the_reader_and_bounds_memory() -> None:
     t = time.perf_counter()
     chunks.close()
     assert time.perf_counter() - t < 2 and not chunks._thread.is_alive()
+
+
+def test_span_is_the_members_record_as_the_layer_holds_it() -> None:
+    """A plain member (0644, its header alone, within one chunk) comes whole, byte for byte;
+    one a copy would change (a PAX name, another mode, across chunks) does not, and is
+    then read as usual."""
+    setuid = tarfile.TarInfo("io.triton.cache/KEY12345/s.so")
+    setuid.mode, setuid.size = 0o4755, 3
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in FILES.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+        t.addfile(setuid, io.BytesIO(b"abc"))
+    data = out.getvalue()
+    chunks = Chunks(io.BytesIO(data), io.BytesIO(b""))
+    got = {}
+    try:
+        tar = TarReader(chunks)
+        for m in tar:
+            record = tar.span(m)
+            got[m.name] = None if record is None else bytes(record)
+            if record is None:
+                tar.skip(m)
+    finally:
+        chunks.close()
+    cubin = "io.triton.cache/KEY12345/a.cubin"
+    start = data.index(cubin.encode())  # its header's first byte
+    size = len(FILES[cubin])
+    assert got[cubin] == data[start : start + 512 + size + (-size % 512)]
+    assert got["empty"] is not None and len(got["empty"]) == 512
+    long_json = next(n for n in FILES if n.endswith(".json"))
+    assert got[long_json] is None  # its name is in a PAX block before the header
+    assert got["inductor/fxgraph/ab/" + "d" * 90 + "/" + "e" * 80] is None  # over a chunk
+    assert got["io.triton.cache/KEY12345/s.so"] is None  # set-uid: not copied as is
