@@ -382,16 +382,14 @@ class Index:
             "DELETE FROM files WHERE entry_id = ?",
             [(i,) for i, (row, _) in zip(assigned, rows, strict=True) if row[0] in ids.known],
         )
+        hashed = self.schema_version >= 4  # (a PRAGMA each time: asked once, not per row)
+        width = 5 if hashed else 4
         c.executemany(
             "INSERT INTO files (entry_id, name, kind, size, mtime, sha256) "
             "VALUES (?, ?, ?, ?, ?, ?)"
-            if self.schema_version >= 4
+            if hashed
             else "INSERT INTO files (entry_id, name, kind, size, mtime) VALUES (?, ?, ?, ?, ?)",
-            [
-                (i, *f[: 5 if self.schema_version >= 4 else 4])
-                for i, (_, files) in zip(assigned, rows, strict=True)
-                for f in files
-            ],
+            [(i, *f[:width]) for i, (_, files) in zip(assigned, rows, strict=True) for f in files],
         )
 
     @_mapped

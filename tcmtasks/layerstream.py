@@ -30,6 +30,7 @@ MAX_PART_FILE = 4 << 30  # an FX graph or vLLM artifact of a very large model
 MAX_MANIFEST = 64 << 20
 MAX_TOTAL = 64 << 30
 MAX_DESTS = 1024  # places one entry may go: a vLLM rank each
+PROGRESS_STEP = 1 << 20  # bytes between two calls of stream_into's progress
 #: Tar members in one layer, whatever its manifest says: every header is parsed and counted
 #: (a 7 MB layer once unpacked to 1,000,000 empty files)
 MAX_MEMBERS = 2_000_000
@@ -37,6 +38,9 @@ MAX_MEMBERS = 2_000_000
 MAX_TRAILING = 1 << 20
 SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{8,128}")
 SAFE_FILE = re.compile(r"[A-Za-z0-9_.+-][A-Za-z0-9_.+-]{0,254}")
+#: io.triton.cache/<KEY>/<FILE>, both as above, in one match
+_TRITON_NAME = re.compile(re.escape(CACHE_PREFIX) + f"({SAFE_KEY.pattern})/({SAFE_FILE.pattern})")
+_FILE_OR_DIR = frozenset((b"0", b"\0", b"7", b"5"))  # Member.isfile() or .isdir()
 
 
 class Layout:
@@ -131,10 +135,11 @@ def name_of(m: Member) -> str:
     name = m.name
     while name.startswith("./"):
         name = name[2:]
-    parts = name.rstrip("/").split("/")
-    if name.startswith("/") or ".." in parts or "" in parts[:-1]:
-        raise HostileImage(f"layer entry {m.name!r} escapes the cache (absolute or '..')")
-    if not (m.isfile() or m.isdir()):
+    if name.startswith("/") or ".." in name or "//" in name:  # else none of these holds
+        parts = name.rstrip("/").split("/")
+        if name.startswith("/") or ".." in parts or "" in parts[:-1]:
+            raise HostileImage(f"layer entry {m.name!r} escapes the cache (absolute or '..')")
+    if m.type not in _FILE_OR_DIR:
         kind = (
             "a symlink"
             if m.issym()
@@ -166,6 +171,8 @@ def stream_into(
     members = 0
     copies = writer.copies
     part_prefixes = tuple(cache_parts.prefix_of(k) for k in cache_parts.KINDS)
+    dir_prefixes = (CACHE_PREFIX, MANIFEST_PREFIX, *part_prefixes)
+    told = 0  # what progress was last told: it hears every PROGRESS_STEP bytes, not each file
     for desc in manifest.get("layers", []):
         raw = source.open_blob(desc["digest"], desc.get("size"))
         chunks: Chunks | None = None
@@ -180,10 +187,9 @@ def stream_into(
                         "than its manifest ships: nothing was installed"
                     )
                 name = name_of(m)
-                if m.isdir():
-                    if not name.startswith((CACHE_PREFIX, MANIFEST_PREFIX, *part_prefixes)) \
-                            and name.rstrip("/") + "/" not in (CACHE_PREFIX, MANIFEST_PREFIX,
-                                                               *part_prefixes):  # fmt: skip
+                if m.type == b"5":  # a dir: made with the files below it
+                    if not name.startswith(dir_prefixes) \
+                            and name.rstrip("/") + "/" not in dir_prefixes:  # fmt: skip
                         raise HostileImage(f"layer entry {m.name!r} is outside the cache")
                     tar.skip(m)
                     continue
@@ -221,8 +227,10 @@ def stream_into(
                     writer.copy(where[0], record)
                 else:
                     writer.write(where, tar.content(m), m.size)
-                if progress:
-                    progress(total)
+                if progress and total - told >= PROGRESS_STEP:
+                    progress(told := total)
+            if progress and total != told:
+                progress(told := total)
             trailing = 0
             for n in tar.rest():  # tar padding; the digest is checked once it is read
                 trailing += n
@@ -258,12 +266,12 @@ def route(
     part_prefixes: tuple[str, ...],
 ) -> Where | None:
     if name.startswith(CACHE_PREFIX):
-        parts = name.split("/")
-        if len(parts) != 3 or not SAFE_KEY.fullmatch(parts[1]) or not SAFE_FILE.fullmatch(parts[2]):
+        match = _TRITON_NAME.fullmatch(name)
+        if match is None:
             raise HostileImage(f"layer entry {m.name!r} is not {CACHE_PREFIX}<KEY>/<FILE>")
         if m.size > MAX_FILE:
             raise HostileImage(f"layer entry {m.name!r} is {m.size} bytes, over the 1 GiB cap")
-        return place(CACHE_PREFIX, parts[1], parts[2], m.size)
+        return place(CACHE_PREFIX, match[1], match[2], m.size)
     for prefix in part_prefixes:
         if name.startswith(prefix):
             rel = name[len(prefix) :]

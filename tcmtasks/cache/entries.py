@@ -8,6 +8,7 @@ Nothing here raises for a bad entry: what is wrong goes into ``Entry.problems``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -225,6 +226,7 @@ def key_format(name: str) -> str:
     return "other"
 
 
+@functools.lru_cache(maxsize=4096)  # kernel names recur across keys; an extract asks per file
 def file_kind(name: str) -> str:
     if name.startswith(GROUP_PREFIX) and name.endswith(".json"):
         return FileKind.GROUP

@@ -32,6 +32,7 @@ CHUNK = 1 << 20
 DEPTH = 8
 MAX_EXTENSION = 1 << 20  # a PAX or GNU long-name block: names are never near this
 _PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
+_EXTENSIONS = frozenset((b"x", b"g", b"L", b"K"))
 #: A header's mode field for 0644 as tarfile and GNU tar write it: a member whose header
 #: ``span`` copies as it is gets no other mode (no set-id bits, nothing unreadable)
 _PLAIN_MODES = frozenset((b"0000644\0", b"000644 \0", b"0000644 "))
@@ -180,18 +181,23 @@ class TarReader:
     def __iter__(self) -> Iterator[Member]:
         pax: dict[str, str] = {}
         long_name: str | None = None
-        extended = False
+        extended = False  # an extension block came before this header
         while True:
-            if self._available() == 0:
-                self.ended = True  # no end-of-archive blocks: as tarfile, the end
-                return
-            start = self._pos if len(self._buf) - self._pos >= BLOCK else -1
-            block = self._take(BLOCK)
+            buf, pos = self._buf, self._pos
+            if len(buf) - pos >= BLOCK:  # the common case: the header within this chunk
+                start, self._pos = pos, pos + BLOCK
+                block = bytes(buf[pos : pos + BLOCK])
+            else:
+                if self._available() == 0:
+                    self.ended = True  # no end-of-archive blocks: as tarfile, the end
+                    return
+                start = self._pos if len(self._buf) - self._pos >= BLOCK else -1
+                block = self._take(BLOCK)
             if block == ZERO_BLOCK:
                 self.ended = True
                 return
             name, size, kind = _parse_header(block)
-            if kind in (b"x", b"g", b"L", b"K"):
+            if kind in _EXTENSIONS:
                 if size > MAX_EXTENSION:
                     raise OversizeHeader(
                         f"a tar header extension of {size} bytes (the cap is {MAX_EXTENSION})"
@@ -207,24 +213,15 @@ class TarReader:
                     long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
                 extended = True
                 continue
-            if long_name is not None:
-                name, long_name = long_name, None
-            if "path" in pax:
-                name = pax["path"]
-            if "size" in pax:
-                try:
-                    size = int(pax["size"])
-                except ValueError:
-                    raise CorruptTar(f"a PAX size of {pax['size']!r:.40}") from None
-                if size < 0:
-                    raise CorruptTar("a negative PAX size")
-            if any(k.startswith("GNU.sparse.") for k in pax):
-                kind = b"S"  # a sparse file: not a regular file
-            pax = {}
+            if extended:
+                name, size, kind = _extended(name, size, kind, long_name, pax)
+                pax, long_name = {}, None
+                self._start = -1
+            else:
+                self._start = start if block[100:108] in _PLAIN_MODES else -1
+            extended = False
             if kind == b"\0" and name.endswith("/"):
                 kind = b"5"  # the old V7 way of writing a dir
-            self._start = -1 if extended or block[100:108] not in _PLAIN_MODES else start
-            extended = False
             yield Member(name, size, kind)
 
     def content(self, m: Member) -> Iterator[memoryview]:
@@ -258,9 +255,41 @@ class TarReader:
         self._drop(m.size + (-m.size % BLOCK))
 
 
+def _extended(
+    name: str, size: int, kind: bytes, long_name: str | None, pax: dict[str, str]
+) -> tuple[str, int, bytes]:
+    """A header as the extension blocks before it amend it (a long name, PAX records)."""
+    if long_name is not None:
+        name = long_name
+    if "path" in pax:
+        name = pax["path"]
+    if "size" in pax:
+        try:
+            size = int(pax["size"])
+        except ValueError:
+            raise CorruptTar(f"a PAX size of {pax['size']!r:.40}") from None
+        if size < 0:
+            raise CorruptTar("a negative PAX size")
+    if any(k.startswith("GNU.sparse.") for k in pax):
+        kind = b"S"  # a sparse file: not a regular file
+    return name, size, kind
+
+
+#: Where a number field ends as tarfile and GNU tar write it ("%06o\0 ", "%011o\0"): then
+#: ``int`` reads the digits before it directly (otherwise ``_number``)
+_ENDS = (0, 0x20)
+
+
 def _parse_header(block: bytes) -> tuple[str, int, bytes]:
     field = block[148:156]
-    stored = _number(field)
+    stored = -1
+    if field[6] in _ENDS and field[7] in _ENDS:
+        try:  # noqa: SIM105 (a header each member: suppress() costs more than the parse)
+            stored = int(field[:6], 8)
+        except ValueError:
+            pass
+    if stored < 0:
+        stored = _number(field)
     unsigned = 256 + sum(block) - sum(field)  # the field itself counts as spaces
     if stored != unsigned:  # some old tars summed signed bytes
         high = sum(1 for b in block[:148] + block[156:] if b > 127)
@@ -270,7 +299,14 @@ def _parse_header(block: bytes) -> tuple[str, int, bytes]:
     prefix = block[345:500].split(b"\0", 1)[0] if block[257:263] == b"ustar\0" else b""
     if prefix:
         name = prefix + b"/" + name
-    size = _number(block[124:136])
+    size = -1
+    if block[135] == 0 and block[124] < 0x80:
+        try:  # noqa: SIM105
+            size = int(block[124:135], 8)
+        except ValueError:
+            pass
+    if size < 0:
+        size = _number(block[124:136])
     if size < 0:
         raise CorruptTar("a negative member size")
     return name.decode("utf-8", "surrogateescape"), size, block[156:157]

@@ -199,3 +199,36 @@ def test_span_is_the_members_record_as_the_layer_holds_it() -> None:
     assert got[long_json] is None  # its name is in a PAX block before the header
     assert got["inductor/fxgraph/ab/" + "d" * 90 + "/" + "e" * 80] is None  # over a chunk
     assert got["io.triton.cache/KEY12345/s.so"] is None  # set-uid: not copied as is
+
+
+def _header_with(size_field: bytes, checksum_format: str) -> bytes:
+    ti = tarfile.TarInfo("io.triton.cache/KEY12345/a.json")
+    ti.size = 5
+    block = bytearray(ti.tobuf(tarfile.USTAR_FORMAT))
+    block[124:136] = size_field
+    block[148:156] = b" " * 8
+    block[148:156] = (checksum_format % sum(block)).encode()
+    return bytes(block) + b"hello" + bytes(507) + bytes(1024)
+
+
+@pytest.mark.parametrize(
+    ("size_field", "checksum_format"),
+    [
+        (b"%011o\0" % 5, "%06o\0 "),  # tarfile, GNU tar
+        (b"%011o " % 5, "%06o\0 "),  # space-ended size
+        (b"%011o\0" % 5, "%07o\0"),  # a seven-digit checksum
+        (b"%011o\0" % 5, "%6o\0 "),  # old tars: digits after spaces
+        (b"      %05o\0" % 5, "%06o \0"),
+        (b"\x80" + (5).to_bytes(11, "big"), "%06o\0 "),  # GNU base-256
+    ],
+)
+def test_every_way_of_writing_a_number_reads_the_same(size_field, checksum_format) -> None:
+    data = _header_with(size_field, checksum_format)
+    assert members(data) == [("io.triton.cache/KEY12345/a.json", b"hello", True)]
+
+
+def test_a_checksum_with_a_digit_after_its_end_is_corrupt() -> None:
+    data = bytearray(_header_with(b"%011o\0" % 5, "%06o \0"))
+    data[155] = ord("7")  # "NNNNNN 7": not a number
+    with pytest.raises(CorruptTar):
+        members(bytes(data))
