@@ -45,6 +45,7 @@ from typing import Any
 from . import parts as cache_parts
 from .atomic import Flush, sync_filesystem
 from .cache.entries import (
+    Entry,
     EntryKind,
     FileInfo,
     Known,
@@ -188,6 +189,9 @@ class _Run:
     overwrite: bool
     force: bool
     max_total: int
+    #: told the Triton entries about to be installed, once judged, while the disk syncs
+    #: what was staged (before the renames): ops.pull writes their index rows then
+    on_ready: Callable[[list[Entry]], None] | None = None
     #: the names in each destination root, listed once (without its lock, so possibly stale:
     #: a name found is checked again, and an entry staged although another tcm has since
     #: installed it is skipped when judged, under the lock)
@@ -275,6 +279,7 @@ def extract(
     gpus: GpuChoice | None = None,
     same_paths_roots: list[Path] | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
+    on_ready: Callable[[list[Entry]], None] | None = None,
 ) -> RestoreReport:
     """Preflight, then (unless ``dry_run``) stream, select, relocate and install.
 
@@ -284,7 +289,9 @@ def extract(
     workload's runtime (its Triton, Python ABI, torch, GPUs): entries and parts built for
     another are skipped with their reason, unless ``force``; ``gpus``: whose units of an image
     warmed for several GPUs to install (None: every GPU's); ``lock_timeout``: how long to
-    wait for another tcm changing a destination (pods on one node start together)."""
+    wait for another tcm changing a destination (pods on one node start together);
+    ``on_ready``: told the Triton entries to be installed once judged, before they are
+    published (not when some were judged from disk: ``arrived_complete``)."""
     t0 = time.perf_counter()
     checked = preflight(source, targets, host, strict=strict, gpus=gpus)
     manifest, image_targets, warnings = checked.manifest, checked.image_targets, checked.warnings
@@ -342,7 +349,8 @@ def extract(
     with contextlib.ExitStack() as stack:
         staging = Staging(stack, lock_timeout)
         try:
-            run = _Run(layout, staging, dests, targets, host, report, overwrite, force, max_total)
+            run = _Run(layout, staging, dests, targets, host, report, overwrite, force, max_total,
+                       on_ready)  # fmt: skip
             _stream_and_install(source, manifest, run, make_plan, progress)
         finally:
             staging.cleanup()
@@ -511,6 +519,8 @@ def _stream_and_install(
         if not plan.skipped:
             staged = staging.dir_for(dests.kind_root(plan.kind)) / plan.prefix.rstrip("/")
             units += prepare_part(plan, staged, run.overwrite)
+    if run.on_ready is not None and report.arrived_complete and ready:
+        run.on_ready([r.entry for r in ready])  # (while the sync started above runs)
     # Everything staged is made durable at once, before the renames that publish it: an entry
     # Triton can see never has a file still in flight (one syncfs, not an fsync per entry).
     early.wait()

@@ -341,23 +341,26 @@ class Index:
         return stats
 
     @_mapped
-    def record(self, root: Root, entries: list[Entry]) -> IndexStats:
+    def record(self, groups: Sequence[tuple[Root, list[Entry]]]) -> IndexStats:
         """Add or replace the rows of entries the caller has just judged without reading the
-        disk (extract, which wrote them: ``scan_entry(known=...)``). Their fingerprints are
-        empty, so the next ``update`` reads them itself (as it would any entry written in the
-        last seconds); the rest of the root is left as it is."""
+        disk (extract, which wrote them: ``scan_entry(known=...)``), per root, in one
+        transaction. Their fingerprints are empty, so the next ``update`` reads them itself
+        (as it would any entry written in the last seconds); the rest of each root is left as
+        it is."""
         start = time.perf_counter()
-        stats = IndexStats(roots=1, seen=len(entries))
+        stats = IndexStats(roots=len(groups), seen=sum(len(e) for _r, e in groups))
         now = time.time()
         with self._transaction():
-            root_id = self._root_id(root)
-            known = self._known(root_id)
-            next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries")
-            ids = _IdAllocator(known, next_id.fetchone()[0])
-            rows = [(_entry_row(e), [_file_row(e, f, hashed=False) for f in e.files])
-                    for e in entries]  # fmt: skip
-            self._write(root_id, rows, ids, now)
-            stats.added, stats.updated = ids.added, ids.updated
+            for root, entries in groups:
+                root_id = self._root_id(root)
+                known = self._known(root_id)
+                next_id = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries")
+                ids = _IdAllocator(known, next_id.fetchone()[0])
+                rows = [(_entry_row(e), [_file_row(e, f, hashed=False) for f in e.files])
+                        for e in entries]  # fmt: skip
+                self._write(root_id, rows, ids, now)
+                stats.added += ids.added
+                stats.updated += ids.updated
         stats.seconds = time.perf_counter() - start
         return stats
 

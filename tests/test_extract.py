@@ -665,8 +665,8 @@ def test_concurrent_restores_into_one_dir_all_succeed(tcm, image, tmp_path):
 def test_an_entry_another_writer_put_there_meanwhile_is_kept(image, tmp_path, db, monkeypatch):
     """Between the judging (its root listed under the lock, the key absent) and the rename,
     a dir with files appears where an entry goes (a writer other than tcm, which waits for
-    the lock): the rename fails, that writer's files stay, and the rest are installed and
-    indexed."""
+    the lock): the rename fails, that writer's files stay, the rest are installed, and the
+    index (written before the renames) is read again from disk."""
     from tcmtasks import Index, ops
     from tcmtasks import extract as extract_mod
 
@@ -691,5 +691,21 @@ def test_an_entry_another_writer_put_there_meanwhile_is_kept(image, tmp_path, db
     assert len(report.kept) == 8 and [f["key"] for f in report.failed] == theirs
     assert "another process installed it meanwhile" in report.failed[0]["reason"]
     assert [p.name for p in (dest / theirs[0]).iterdir()] == ["theirs.json"]
-    with Index(db) as idx:
-        assert {e.key for e in idx.entries([dest])} == {k["key"] for k in report.kept}
+    with Index(db) as idx:  # read again from disk: the 8, and theirs as it is
+        indexed = {e.key: e.lookup for e in idx.entries([dest])}
+    assert indexed == {e.key: e.lookup for e in scan_root(dest)}
+    assert set(indexed) == {k["key"] for k in report.kept} | set(theirs)
+
+
+def test_a_damaged_index_does_not_stop_the_restore(image, tmp_path, db):
+    """The index rows are written while the disk syncs (before the renames): a damaged index
+    must not keep the entries out; the restore installs them, then says how to mend it."""
+    from tcmtasks import ops
+    from tcmtasks.errors import IndexDbError
+
+    _built, store = image
+    db.write_bytes(b"not a database" * 100)
+    dest = tmp_path / "node"
+    with pytest.raises(IndexDbError, match="tcm index --rebuild"):
+        ops.extract(f"oci:{store.path}:v1", ops.RestoreOptions(cache_dir=dest, all_targets=True))
+    assert {e.lookup for e in scan_root(dest)} == {"hit"} and len(list(scan_root(dest))) == 9

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..cache.entries import Entry
-from ..cache.roots import discover
-from ..errors import NoGpu, UsageError
+from ..cache.roots import Root, discover
+from ..errors import NoGpu, TcmError, UsageError
 from ..extract import LOCK_TIMEOUT, MAX_TOTAL, RestoreReport, default_destinations
 from ..extract import extract as extract_image
 from ..gpuchoice import GpuChoice
 from ..gpuprofile import GpuProfile, save
+from ..index import Index
 from ..oci.refs import ImageRef, parse
 from ..oci.transfer import RegistryOptions
 from ..producer import Producer, detect
@@ -23,6 +25,8 @@ from ..selection import parse_size
 from ..targets import Target, host_gpus, host_targets
 from ..trust import TrustOptions, open_trusted
 from ._common import DbPath, open_index
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -194,51 +198,124 @@ def pull(
             progress(ProgressEvent("extracting", n, None, "bytes"))
 
     host, runtime = workload_runtime(o.python, o.triton)
-    report = extract_image(
-        source,
-        dest,
-        targets=wanted,
-        host=host,
-        runtime=runtime,
-        dests=dests,
-        strict=o.strict,
-        overwrite=o.overwrite,
-        force=o.force,
-        same_paths=o.same_paths,
-        dry_run=o.dry_run,
-        max_total=limit,
-        progress=bytes_done if progress is not None else None,
-        gpus=choice,
-        lock_timeout=o.lock_timeout,
-        same_paths_roots=[
-            Path(p)
-            for p in (o.inductor_dir, o.vllm_dir, *(o.same_paths_root or []))
-            if p is not None
-        ],
-    )
+    ahead = _IndexAhead(db)
+    installed: list[Entry] | None = None
+    try:
+        report = extract_image(
+            source,
+            dest,
+            targets=wanted,
+            host=host,
+            runtime=runtime,
+            dests=dests,
+            strict=o.strict,
+            overwrite=o.overwrite,
+            force=o.force,
+            same_paths=o.same_paths,
+            dry_run=o.dry_run,
+            max_total=limit,
+            progress=bytes_done if progress is not None else None,
+            gpus=choice,
+            lock_timeout=o.lock_timeout,
+            same_paths_roots=[
+                Path(p)
+                for p in (o.inductor_dir, o.vllm_dir, *(o.same_paths_root or []))
+                if p is not None
+            ],
+            on_ready=None if o.dry_run else ahead.write,
+        )
+        installed = report.arrived if report.arrived_complete else None
+    finally:
+        recorded = ahead.end(installed)
     report.verified = list(getattr(source, "accepted_by", []))
     report.served_by = getattr(source, "served_by", "")
     if not o.dry_run:
-        # The Triton entries were judged where they now are (without reading them back):
-        # recorded as they are; the parts' units, few, are read
-        by_root: dict[str, list[Entry]] = {}
-        for e in report.arrived:
-            by_root.setdefault(os.path.abspath(e.root), []).append(e)
-        for k in report.kept if not report.arrived_complete else []:
-            by_root.setdefault(os.path.abspath(str(k["dest"])), [])  # read from disk
-        arrived = {p.dest for p in report.parts if p.installed}
-        if os.path.abspath(dest) not in by_root:
-            arrived.add(dest)  # nothing new there: indexed as it is
-        with open_index(db) as idx:
-            read = []
-            for root in discover([Path(p) for p in sorted(by_root)]):
-                judged = by_root.get(os.path.abspath(root.path))
-                if judged and root.kind == "triton" and report.arrived_complete:
-                    idx.record(root, judged)
-                else:
-                    read.append(root)
-            idx.update([r for r in read + discover(sorted(arrived)) if r.path.is_dir()])
+        _index_arrivals(report, dest, db, recorded)
     return report
+
+
+class _IndexAhead:
+    """The arriving Triton entries' index rows, written and committed while the disk syncs
+    what the extract staged, before the renames (the extract's main thread only waits
+    there; the commit's checkpoint alone took 55 ms after the renames). Rows ahead of the
+    entries are what any index is a moment after: the next refresh reads each entry whose
+    fingerprint changed, and these rows have none. If the extract then installs less than it
+    said (an install failed, or it raised), the roots are read again from disk at once."""
+
+    def __init__(self, db: DbPath):
+        self.db = db
+        self.idx: Index | None = None
+        self.roots: list[Root] = []
+        self.expected: dict[str, set[str]] = {}
+
+    def write(self, entries: list[Entry]) -> None:
+        by_root: dict[str, list[Entry]] = {}
+        for e in entries:
+            by_root.setdefault(os.path.abspath(e.root), []).append(e)
+        roots = discover([Path(p) for p in sorted(by_root)])  # (each dir exists: staged into)
+        if sorted(str(r.path) for r in roots) != sorted(by_root) or any(
+            r.kind != "triton" for r in roots
+        ):
+            return  # not each a plain Triton root: indexed afterwards, as it was
+        try:
+            self.idx = open_index(self.db)
+            self.idx.record([(r, by_root[str(r.path)]) for r in roots])
+        except TcmError:  # (a damaged or full index): said after the install, as it was
+            if self.idx is not None:
+                self.idx.close()
+            self.idx = None
+            return
+        self.roots = roots
+        self.expected = {root: {e.key for e in es} for root, es in by_root.items()}
+
+    def end(self, installed: list[Entry] | None) -> set[str]:
+        """The roots the index now has right: all those ``write`` recorded if ``installed``
+        (what the extract installed; None when it failed) is what it was told, else none
+        (they are read again from disk here)."""
+        if self.idx is None:
+            return set()
+        got: dict[str, set[str]] = {}
+        for e in installed or []:
+            got.setdefault(os.path.abspath(e.root), set()).add(e.key)
+        try:
+            if installed is not None and got == self.expected:
+                return set(self.expected)
+            try:
+                self.idx.update(self.roots)  # what is there, as a refresh would see it
+            except TcmError as exc:  # (never hiding why the extract failed)
+                log.warning("the index could not be brought up to date: %s", exc)
+            return set()
+        finally:
+            self.idx.close()
+
+
+def _index_arrivals(report: RestoreReport, dest: Path, db: DbPath, recorded: set[str]) -> None:
+    """Index what the restore installed: the Triton entries as judged where they now are
+    (without reading them back; ``recorded``: roots _IndexAhead already wrote), the parts'
+    units, few, read from disk, and every root read when entries were judged from disk
+    (HOLD_BUDGET spent)."""
+    by_root: dict[str, list[Entry]] = {}
+    for e in report.arrived:
+        by_root.setdefault(os.path.abspath(e.root), []).append(e)
+    for k in report.kept if not report.arrived_complete else []:
+        by_root.setdefault(os.path.abspath(str(k["dest"])), [])  # read from disk
+    arrived = {p.dest for p in report.parts if p.installed}
+    if os.path.abspath(dest) not in by_root:
+        arrived.add(dest)  # nothing new there: indexed as it is
+    todo = [Path(p) for p in sorted(by_root) if p not in recorded]
+    if not todo and not arrived:
+        return  # (opening the index costs a checkpoint, with its fsyncs, when it closes)
+    with open_index(db) as idx:
+        read, judged_groups = [], []
+        for root in discover(todo) if todo else []:
+            judged = by_root.get(os.path.abspath(root.path))
+            if judged and root.kind == "triton" and report.arrived_complete:
+                judged_groups.append((root, judged))
+            else:
+                read.append(root)
+        if judged_groups:
+            idx.record(judged_groups)
+        idx.update([r for r in read + discover(sorted(arrived)) if r.path.is_dir()])
 
 
 def extract(
