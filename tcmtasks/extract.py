@@ -11,7 +11,8 @@
    prefix are accepted; ``..``, absolute names, links, devices and anything else stop the
    extraction, as do files over the size caps. The layer is inflated on a second thread and
    its headers parsed in place (oci/tarread.py); the accepted files are written by GNU tar
-   in a second process where the node has it (stagewrite.py); each entry's JSON files are
+   in a second process where the node has it (stagewrite.py; a Triton file with a plain
+   header goes to it as the layer holds it, header and all); each entry's JSON files are
    held in memory as they pass, so the entry is judged without reading it back, and its
    group is written once, with its final paths.
 3. Triton entries (judging.py, install.py): keep one only for a wanted target and the host's
@@ -22,8 +23,10 @@
    it unit by unit (a whole FX-graph or AOTAutograd entry, else a file), each in one rename.
    Existing entries and units are left alone unless ``overwrite``.
 
-The index records the installed entries as judged at their place (``Index.record``), with
-empty fingerprints: the next refresh reads them from disk.
+The index records the entries as judged at their place (``Index.record``), with empty
+fingerprints (the next refresh reads them from disk), through ``on_ready``: ops.pull writes
+and commits the rows while the disk syncs the staged files, before the renames, and reads the
+roots again from disk if fewer entries were then installed.
 
 A process killed while streaming leaves every destination exactly as it was (things only ever
 arrive by rename); the staging dirs it leaves are removed by the next extraction.

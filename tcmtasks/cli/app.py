@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.logging import RichHandler
 from typer.core import TyperGroup
 
 from .. import __version__
@@ -93,12 +92,25 @@ def _main(
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     if quiet:
         level = logging.ERROR
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=err, show_path=False, markup=False)],
-    )
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                        handlers=[_RichWhenUsed()])  # fmt: skip
+
+
+class _RichWhenUsed(logging.Handler):
+    """rich's log handler, imported at the first record (10 ms of every run's start-up,
+    for the few runs that log anything)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(console=err, show_path=False, markup=False)
+            self._rich.setFormatter(self.formatter)
+        self._rich.emit(record)
 
 
 #: What a value is, in the help's words; any other option shows its own name (--sort SORT).
