@@ -210,15 +210,17 @@ def stream_into(
                 if where is None:
                     tar.skip(m)
                     continue
+                triton = name.startswith(CACHE_PREFIX)
                 # a Triton file goes to tar as the layer holds it, when its header can
-                # (TarReader.span): no new header, no copy of its bytes
-                record = tar.span(m) if copies and m.name.startswith(CACHE_PREFIX) and \
-                    where[1] == name[len(CACHE_PREFIX):] else None  # fmt: skip
-                if hold is not None and name.endswith(".json") and m.size <= MAX_JSON \
-                        and name.startswith(CACHE_PREFIX):  # fmt: skip
+                # (TarReader.span): no new header, no copy of its bytes; only a name tar
+                # reads as checked here (no "./" stripped: ``m.name is name``)
+                record = None
+                if copies and triton and m.name is name and where[1] == name[len(CACHE_PREFIX) :]:
+                    record = tar.span(m)
+                if hold is not None and triton and name.endswith(".json") and m.size <= MAX_JSON:
                     data = tar.read(m) if record is None else bytes(record[BLOCK : BLOCK + m.size])
                     if hold(where, data):
-                        pass
+                        pass  # a group: written once judged, with its final paths
                     elif record is None:
                         writer.write(where, (data,), m.size)
                     else:

@@ -378,6 +378,22 @@ def test_members_tar_cannot_take_as_they_are_get_fresh_headers(image, tmp_path):
             ), f
 
 
+def test_names_with_a_leading_dot_slash_install_the_same(image, tmp_path):
+    """``./io.triton.cache/KEY/FILE`` (as some tars write names) is the same file: tcm strips
+    the ``./``; tar would not, so such a member never goes to tar as the layer holds it."""
+    built, store = image
+    members = layer_members(store, built)
+    for ti, _data in members:
+        ti.name = "./" + ti.name
+    dotted = hostile_image(tmp_path, members)
+    plain, other = tmp_path / "plain", tmp_path / "other"
+    extract(store, plain, targets=None, host=HOST)
+    report = extract(dotted, other, targets=None, host=HOST)
+    assert len(report.kept) == 9
+    assert {e.key: e.lookup for e in scan_root(other)} == {e.key: "hit" for e in scan_root(plain)}
+    assert not (other / "io.triton.cache").exists()
+
+
 def _umask():
     old = os.umask(0)
     os.umask(old)
