@@ -219,12 +219,11 @@ def stream_into(
                     record = tar.span(m)
                 if hold is not None and triton and name.endswith(".json") and m.size <= MAX_JSON:
                     data = tar.read(m) if record is None else bytes(record[BLOCK : BLOCK + m.size])
-                    if hold(where, data):
-                        pass  # a group: written once judged, with its final paths
-                    elif record is None:
-                        writer.write(where, (data,), m.size)
-                    else:
-                        writer.copy(where[0], record)
+                    if not hold(where, data):  # (a group is written once judged)
+                        if record is None:
+                            writer.write(where, (data,), m.size)
+                        else:
+                            writer.copy(where[0], record)
                 elif record is not None:
                     writer.copy(where[0], record)
                 else:

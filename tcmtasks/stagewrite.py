@@ -211,9 +211,7 @@ class TarWriter:
 
     def write(self, where: Where, content: Iterable[memoryview | bytes], size: int) -> None:
         root, rel = where
-        child = self._children.get(root)
-        if child is None:
-            child = self._children[root] = _Child(self._tar, root)
+        child = self._child(root)
         if rel in child.files:
             raise HostileImage(f"layer holds {rel} twice")
         if rel in child.dirs or self._mark_dirs(child, rel.rpartition("/")[0]):
@@ -226,14 +224,18 @@ class TarWriter:
             raise child.failure() from None
 
     def copy(self, root: str, record: memoryview) -> None:
-        child = self._children.get(root)
-        if child is None:
-            child = self._children[root] = _Child(self._tar, root)
+        child = self._child(root)
         try:
             child.stream.add_record(record)
         except BrokenPipeError:
             child.proc.wait()
             raise child.failure() from None
+
+    def _child(self, root: str) -> _Child:
+        child = self._children.get(root)
+        if child is None:
+            child = self._children[root] = _Child(self._tar, root)
+        return child
 
     @staticmethod
     def _mark_dirs(child: _Child, parent: str) -> bool:

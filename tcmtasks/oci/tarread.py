@@ -238,7 +238,8 @@ class TarReader:
         """The member's whole record (its header, content and padding, as the layer holds
         them) as one view of the current chunk, for a copy into another tar stream; None
         (nothing consumed) unless it lies in one chunk, no PAX or long-name block comes before
-        its header (the copy would lose it) and its mode is a plain 0644."""
+        its header (the copy would lose it) and its mode is a plain 0644. Asked before
+        anything else of the member (``content``, ``read``, ``skip``)."""
         end = self._pos + m.size + (-m.size % BLOCK)
         if self._start < 0 or end > len(self._buf):
             return None

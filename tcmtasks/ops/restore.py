@@ -249,9 +249,7 @@ class _IndexAhead:
         self.expected: dict[str, set[str]] = {}
 
     def write(self, entries: list[Entry]) -> None:
-        by_root: dict[str, list[Entry]] = {}
-        for e in entries:
-            by_root.setdefault(os.path.abspath(e.root), []).append(e)
+        by_root = _by_root(entries)
         roots = discover([Path(p) for p in sorted(by_root)])  # (each dir exists: staged into)
         if sorted(str(r.path) for r in roots) != sorted(by_root) or any(
             r.kind != "triton" for r in roots
@@ -266,37 +264,44 @@ class _IndexAhead:
             self.idx = None
             return
         self.roots = roots
-        self.expected = {root: {e.key for e in es} for root, es in by_root.items()}
+        self.expected = _keys(by_root)
 
     def end(self, installed: list[Entry] | None) -> set[str]:
-        """The roots the index now has right: all those ``write`` recorded if ``installed``
-        (what the extract installed; None when it failed) is what it was told, else none
-        (they are read again from disk here)."""
+        """The roots the index now has right (``write``'s): as recorded if ``installed``
+        (what the extract installed; None when it failed) is what it was told, else read
+        again from disk here; none if that failed."""
         if self.idx is None:
             return set()
-        got: dict[str, set[str]] = {}
-        for e in installed or []:
-            got.setdefault(os.path.abspath(e.root), set()).add(e.key)
         try:
-            if installed is not None and got == self.expected:
+            if installed is not None and _keys(_by_root(installed)) == self.expected:
                 return set(self.expected)
             try:
                 self.idx.update(self.roots)  # what is there, as a refresh would see it
             except TcmError as exc:  # (never hiding why the extract failed)
                 log.warning("the index could not be brought up to date: %s", exc)
-            return set()
+                return set()
+            return set(self.expected)
         finally:
             self.idx.close()
 
 
+def _by_root(entries: list[Entry]) -> dict[str, list[Entry]]:
+    by_root: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_root.setdefault(os.path.abspath(e.root), []).append(e)
+    return by_root
+
+
+def _keys(by_root: dict[str, list[Entry]]) -> dict[str, set[str]]:
+    return {root: {e.key for e in es} for root, es in by_root.items()}
+
+
 def _index_arrivals(report: RestoreReport, dest: Path, db: DbPath, recorded: set[str]) -> None:
     """Index what the restore installed: the Triton entries as judged where they now are
-    (without reading them back; ``recorded``: roots _IndexAhead already wrote), the parts'
+    (without reading them back; ``recorded``: roots _IndexAhead already has right), the parts'
     units, few, read from disk, and every root read when entries were judged from disk
     (HOLD_BUDGET spent)."""
-    by_root: dict[str, list[Entry]] = {}
-    for e in report.arrived:
-        by_root.setdefault(os.path.abspath(e.root), []).append(e)
+    by_root = _by_root(report.arrived)
     for k in report.kept if not report.arrived_complete else []:
         by_root.setdefault(os.path.abspath(str(k["dest"])), [])  # read from disk
     arrived = {p.dest for p in report.parts if p.installed}
